@@ -1,0 +1,171 @@
+//! The admin's `/etc/limopack/limopack.yaml`. Absent means all defaults, and the defaults
+//! delete nothing.
+
+use std::path::PathBuf;
+
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::Result;
+use crate::root::{Root, CONFIG_FILE};
+use crate::trust::{self, Trusted};
+use crate::yaml;
+
+/// A glob checked when the file is read, so that a bad one points at its line.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub text: String,
+    pub glob: Glob,
+}
+
+impl Pattern {
+    pub fn matcher(&self) -> GlobMatcher {
+        self.glob.compile_matcher()
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Err(serde::de::Error::custom("empty pattern"));
+        }
+        let glob = globset::GlobBuilder::new(&text)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| serde::de::Error::custom(format!("bad glob `{text}`: {}", e.kind())))?;
+        Ok(Pattern { text, glob })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    prune: Option<bool>,
+    packages: Option<Vec<Pattern>>,
+    depmod: Option<bool>,
+}
+
+/// The packages whose module files limopack may prune, unless the admin says otherwise.
+pub const DEFAULT_PACKAGES: [&str; 3] = ["linux-image-*", "linux-modules-*", "linux-modules-extra-*"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file as the system sees it, for messages.
+    pub path: PathBuf,
+    /// Nothing is deleted until this is true.
+    pub prune: bool,
+    /// Globs of module packages whose files may be pruned.
+    pub packages: Vec<String>,
+    packages_set: GlobSet,
+    /// Run depmod after a tree changed (and before planning when its index is stale).
+    pub depmod: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let packages: Vec<String> = DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect();
+        Config::build(PathBuf::from(CONFIG_FILE), false, &packages, true)
+    }
+}
+
+impl Config {
+    /// Read the config under `root`; a missing file gives the defaults.
+    pub fn load(root: &Root) -> Result<Config> {
+        let path = root.join(CONFIG_FILE);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(Config::default());
+        }
+        let raw: Option<RawConfig> = match trust::read(&path)? {
+            Trusted::Bytes(bytes) => yaml::parse(&path, &bytes)?,
+            Trusted::Masked => None,
+        };
+        let Some(raw) = raw else {
+            return Ok(Config::default());
+        };
+        let defaults = Config::default();
+        let packages = match raw.packages {
+            Some(patterns) => patterns.into_iter().map(|p| p.text).collect(),
+            None => defaults.packages,
+        };
+        Ok(Config::build(
+            root.inside(&path),
+            raw.prune.unwrap_or(defaults.prune),
+            &packages,
+            raw.depmod.unwrap_or(defaults.depmod),
+        ))
+    }
+
+    fn build(path: PathBuf, prune: bool, packages: &[String], depmod: bool) -> Config {
+        let mut set = GlobSetBuilder::new();
+        for p in packages {
+            // Patterns were checked when parsed; the defaults are constants.
+            if let Ok(glob) = Glob::new(p) {
+                set.add(glob);
+            }
+        }
+        Config {
+            path,
+            prune,
+            packages: packages.to_vec(),
+            packages_set: set.build().unwrap_or_else(|_| GlobSet::empty()),
+            depmod,
+        }
+    }
+
+    /// True when files of this package may be pruned. An architecture qualifier
+    /// (`linux-image-6.1.0-50-amd64:amd64`) is ignored.
+    pub fn is_module_package(&self, package: &str) -> bool {
+        let name = package.split(':').next().unwrap_or(package);
+        self.packages_set.is_match(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn load(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/limopack/limopack.yaml");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        Config::load(&Root::new(dir.path()).unwrap())
+    }
+
+    #[test]
+    fn defaults_delete_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&Root::new(dir.path()).unwrap()).unwrap();
+        assert!(!config.prune);
+        assert!(config.depmod);
+        assert!(config.is_module_package("linux-image-6.1.0-50-amd64"));
+        assert!(config.is_module_package("linux-modules-extra-6.8.0-1-generic:amd64"));
+        assert!(!config.is_module_package("firmware-linux-free"));
+        assert!(!load("# all defaults\n").unwrap().prune);
+    }
+
+    #[test]
+    fn keys_are_read() {
+        let config = load("prune: true\npackages: [my-kernel-*]\ndepmod: false\n").unwrap();
+        assert!(config.prune);
+        assert!(!config.depmod);
+        assert!(config.is_module_package("my-kernel-modules"));
+        assert!(!config.is_module_package("linux-image-6.1.0-50-amd64"));
+    }
+
+    #[test]
+    fn bad_configs_name_file_line_and_column() {
+        let e = load("prune: true\nprnue: false\n").unwrap_err().to_string();
+        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`"), "{e}");
+        let e = load("prune: yes please\n").unwrap_err().to_string();
+        assert!(e.contains(":1:8: prune: invalid type: string \"yes please\", expected a boolean"), "{e}");
+        let e = load("packages: ['linux-[']\n").unwrap_err().to_string();
+        assert!(e.contains(":1:11: packages: bad glob `linux-[`"), "{e}");
+        let e = load("packages: linux-*\n").unwrap_err().to_string();
+        assert!(e.contains("expected a sequence"), "{e}");
+    }
+}

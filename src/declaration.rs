@@ -1,0 +1,302 @@
+//! Declarations: the YAML files in which packages and the admin say which modules they need.
+//!
+//! Packages ship `/usr/share/limopack/<package>.yaml`; the admin writes
+//! `/etc/limopack/modules.d/<name>.yaml`, and a file there masks the vendor file of the same
+//! name (an empty file disables it), as `/etc/modprobe.d` does for `/lib/modprobe.d`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use globset::GlobMatcher;
+use serde::{Deserialize, Deserializer};
+
+use crate::config::Pattern;
+use crate::error::{Error, Result};
+use crate::name;
+use crate::root::{Root, ADMIN_DIR, VENDOR_DIR};
+use crate::trust::{self, Trusted};
+use crate::yaml;
+
+/// Where a declaration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// `/usr/share/limopack`: counts while its owning package is installed.
+    Vendor,
+    /// `/etc/limopack/modules.d`: the admin's own, always counts.
+    Admin,
+}
+
+/// One module entry: a name, an alias or a glob over names, normalised.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub text: String,
+    /// Set when the entry is a glob over module names.
+    pub glob: Option<GlobMatcher>,
+    /// Line in its file, for messages (0 when unknown).
+    pub line: usize,
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        if let Some(why) = name::invalid_entry(&raw) {
+            return Err(serde::de::Error::custom(why));
+        }
+        let text = name::normalize(&raw);
+        let glob = if name::is_name_glob(&text) {
+            let glob = globset::Glob::new(&text)
+                .map_err(|e| serde::de::Error::custom(format!("bad glob `{raw}`: {}", e.kind())))?;
+            Some(glob.compile_matcher())
+        } else {
+            None
+        };
+        Ok(Entry { text, glob, line: 0 })
+    }
+}
+
+/// A firmware file or glob, relative to `/lib/firmware`.
+#[derive(Debug, Clone)]
+pub struct FirmwarePattern(pub Pattern);
+
+impl<'de> Deserialize<'de> for FirmwarePattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let pattern = Pattern::deserialize(d)?;
+        let t = &pattern.text;
+        if t.starts_with('/') || t.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
+            return Err(serde::de::Error::custom(format!(
+                "`{t}` must be a path relative to /lib/firmware, without `..`"
+            )));
+        }
+        Ok(FirmwarePattern(pattern))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeclaration {
+    #[serde(default)]
+    modules: Vec<Entry>,
+    #[serde(default, rename = "static")]
+    statics: Vec<Entry>,
+    kernels: Option<Pattern>,
+    #[serde(default)]
+    firmware: Vec<FirmwarePattern>,
+}
+
+/// One declaration file.
+#[derive(Debug, Clone)]
+pub struct Declaration {
+    /// The file as the system sees it (`/usr/share/limopack/bluez.yaml`).
+    pub path: PathBuf,
+    pub origin: Origin,
+    /// Referenced while this declaration is active.
+    pub modules: Vec<Entry>,
+    /// Recorded in limopack's state the first time they are seen, and kept for good.
+    pub statics: Vec<Entry>,
+    /// The kernel versions this file applies to; all when `None`.
+    pub kernels: Option<Pattern>,
+    pub firmware: Vec<FirmwarePattern>,
+}
+
+impl Declaration {
+    /// Parse one declaration. `path` is the file as the system sees it.
+    pub fn parse(path: &Path, bytes: &[u8], origin: Origin) -> Result<Declaration> {
+        let raw: Option<RawDeclaration> = yaml::parse(path, bytes)?;
+        let raw = raw.unwrap_or(RawDeclaration {
+            modules: Vec::new(),
+            statics: Vec::new(),
+            kernels: None,
+            firmware: Vec::new(),
+        });
+        let text = String::from_utf8_lossy(bytes);
+        let locate = |mut entries: Vec<Entry>| {
+            for entry in &mut entries {
+                entry.line = line_of(&text, &entry.text);
+            }
+            entries
+        };
+        Ok(Declaration {
+            path: path.to_path_buf(),
+            origin,
+            modules: locate(raw.modules),
+            statics: locate(raw.statics),
+            kernels: raw.kernels,
+            firmware: raw.firmware,
+        })
+    }
+
+    /// Whether this declaration applies to a kernel version.
+    pub fn applies_to(&self, kernel: &str) -> bool {
+        self.kernels
+            .as_ref()
+            .is_none_or(|k| k.matcher().is_match(kernel))
+    }
+}
+
+/// The first line on which an entry appears, allowing for `-`/`_` spelling.
+fn line_of(text: &str, entry: &str) -> usize {
+    text.lines()
+        .position(|line| name::normalize(line).contains(entry))
+        .map_or(0, |n| n + 1)
+}
+
+/// The declarations under a root, after masking.
+#[derive(Debug, Default)]
+pub struct Declarations {
+    pub active: Vec<Declaration>,
+    /// Vendor files masked by an admin file of the same name.
+    pub masked: Vec<PathBuf>,
+}
+
+impl Declarations {
+    /// Read both folders. Any invalid or untrusted file is an error: a run never guesses about
+    /// what a broken file meant.
+    pub fn load(root: &Root) -> Result<Declarations> {
+        let vendor = read_dir(root, VENDOR_DIR, Origin::Vendor)?;
+        let admin = read_dir(root, ADMIN_DIR, Origin::Admin)?;
+        let mut result = Declarations::default();
+        for (name, declaration) in &vendor {
+            if admin.contains_key(name) {
+                result.masked.push(declaration.as_ref().map_or_else(
+                    || Path::new(VENDOR_DIR).join(name),
+                    |d| d.path.clone(),
+                ));
+            }
+        }
+        let mut by_name = vendor;
+        by_name.extend(admin);
+        result.active = by_name.into_values().flatten().collect();
+        Ok(result)
+    }
+}
+
+/// `*.yaml` files of one folder, by file name; `None` for a masked (`/dev/null`) one.
+fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, Option<Declaration>>> {
+    let folder = root.join(dir);
+    let mut found = BTreeMap::new();
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(Error::io(&folder, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&folder, e))?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        if name.starts_with('.') || !name.ends_with(".yaml") {
+            continue;
+        }
+        let path = entry.path();
+        let shown = Path::new(dir).join(name);
+        let declaration = match trust::read(&path)? {
+            Trusted::Bytes(bytes) => Some(
+                Declaration::parse(&shown, &bytes, origin).map_err(|e| rebase(e, &path))?,
+            ),
+            Trusted::Masked => None,
+        };
+        found.insert(name.to_string(), declaration);
+    }
+    Ok(found)
+}
+
+/// Errors name the file as found on this machine, so that under `--root` it can be opened.
+fn rebase(error: Error, real: &Path) -> Error {
+    match error {
+        Error::Syntax { line, column, message, .. } => Error::Syntax {
+            path: real.to_path_buf(),
+            line,
+            column,
+            message,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn parse(text: &str) -> Result<Declaration> {
+        Declaration::parse(Path::new("x.yaml"), text.as_bytes(), Origin::Vendor)
+    }
+
+    #[test]
+    fn entries_are_normalised_and_located() {
+        let d = parse("modules:\n  - btusb\n  - hci-uart\nstatic:\n  - ext4\n  - snd-hda-codec-*\nkernels: \"6.1.*\"\nfirmware:\n  - iwlwifi-*.pnvm\n").unwrap();
+        let names: Vec<_> = d.modules.iter().map(|e| (e.text.as_str(), e.line)).collect();
+        assert_eq!(names, [("btusb", 2), ("hci_uart", 3)]);
+        assert_eq!(d.statics[1].text, "snd_hda_codec_*");
+        assert!(d.statics[1].glob.is_some());
+        assert!(d.statics[0].glob.is_none());
+        assert!(d.applies_to("6.1.0-50-amd64"));
+        assert!(!d.applies_to("6.12.0-1-amd64"));
+        assert_eq!(d.firmware[0].0.text, "iwlwifi-*.pnvm");
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_declaration() {
+        let d = parse("").unwrap();
+        assert!(d.modules.is_empty() && d.statics.is_empty());
+        assert!(d.applies_to("anything"));
+    }
+
+    #[test]
+    fn bad_declarations_point_at_the_fault() {
+        let cases = [
+            ("modlues: [x]\n", "x.yaml:1:1: unknown field `modlues`, expected one of `modules`, `static`, `kernels`, `firmware`"),
+            ("modules:\n  - ../../etc/passwd\n", "x.yaml:2:3: modules: `../../etc/passwd` is a path; give the module's name, as modprobe takes it"),
+            ("modules: btusb\n", "x.yaml:1:10: modules: invalid type: string \"btusb\", expected a sequence"),
+            ("modules:\n  a: b\n", "x.yaml:2:3: modules: invalid type: map, expected a sequence"),
+            ("static: [\"snd_[\"]\n", "x.yaml:1:9: static: bad glob `snd_[`: unclosed character class; missing ']'"),
+            ("modules: [\"\"]\n", "x.yaml:1:10: modules: empty module name"),
+            ("modules: [a b]\n", "x.yaml:1:10: modules: `a b` contains ' ', which no module name has"),
+            ("firmware: [../x]\n", "x.yaml:1:11: firmware: `../x` must be a path relative to /lib/firmware, without `..`"),
+            ("kernels: [6.1]\n", "x.yaml:1:10: kernels: invalid type: sequence, expected a string"),
+            ("- btusb\n", "x.yaml:1:1: invalid type: sequence, expected struct RawDeclaration"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text).unwrap_err().to_string(), want, "for {text:?}");
+        }
+        let e = parse("modules: [a]\nmodules: [b]\n").unwrap_err().to_string();
+        assert!(e.contains("duplicate field `modules`"), "{e}");
+        let e = parse("modules: [a\n").unwrap_err().to_string();
+        assert!(e.starts_with("x.yaml:2:1: did not find expected ',' or ']'"), "{e}");
+    }
+
+    #[test]
+    fn admin_files_mask_vendor_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let vendor = root.join(VENDOR_DIR);
+        let admin = root.join(ADMIN_DIR);
+        fs::create_dir_all(&vendor).unwrap();
+        fs::create_dir_all(&admin).unwrap();
+        fs::write(vendor.join("bluez.yaml"), "modules: [btusb]\n").unwrap();
+        fs::write(vendor.join("wifi.yaml"), "modules: [iwlwifi]\n").unwrap();
+        fs::write(vendor.join("README"), "not a declaration").unwrap();
+        fs::write(admin.join("bluez.yaml"), "").unwrap();
+        std::os::unix::fs::symlink("/dev/null", admin.join("wifi.yaml")).unwrap();
+        fs::write(admin.join("local.yaml"), "static: [ext4]\n").unwrap();
+        let d = Declarations::load(&root).unwrap();
+        let paths: Vec<_> = d.active.iter().map(|d| d.path.display().to_string()).collect();
+        assert_eq!(paths, ["/etc/limopack/modules.d/bluez.yaml", "/etc/limopack/modules.d/local.yaml"]);
+        assert!(d.active[0].modules.is_empty());
+        assert_eq!(d.masked.len(), 2);
+    }
+
+    #[test]
+    fn a_broken_file_fails_the_whole_load_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let vendor = root.join(VENDOR_DIR);
+        fs::create_dir_all(&vendor).unwrap();
+        fs::write(vendor.join("ok.yaml"), "modules: [btusb]\n").unwrap();
+        fs::write(vendor.join("bad.yaml"), "modules: [btusb\n").unwrap();
+        let e = Declarations::load(&root).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2:1:", vendor.join("bad.yaml").display())), "{e}");
+    }
+}

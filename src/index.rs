@@ -1,0 +1,771 @@
+//! The module index of one kernel: what depmod wrote under `/lib/modules/<kver>`, read the way
+//! modprobe reads it.
+//!
+//! Names and aliases resolve in modprobe's order (modprobe.d aliases, module names,
+//! `modules.alias`, built-ins), and the closure follows everything modprobe would load with a
+//! module: `modules.dep`, soft dependencies (pre and post) and weak dependencies. Every path an
+//! index names is checked to stay inside the tree, and an index that does not parse is an error.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use globset::GlobMatcher;
+
+use crate::error::{Error, Result};
+use crate::name::{self, normalize};
+
+/// Position of a module in its index.
+pub type ModId = usize;
+
+/// One module file as `modules.dep` lists it.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// Loaded name, normalised (`crc32c_intel`).
+    pub name: String,
+    /// Path relative to the tree, as in `modules.dep` (`kernel/fs/ext4/ext4.ko`).
+    pub path: String,
+    /// Hard dependencies, in depmod's order.
+    pub deps: Vec<ModId>,
+    /// False when the file is gone from disk (pruned earlier); such modules come from
+    /// limopack's copy of the index taken before it pruned.
+    pub present: bool,
+}
+
+/// How the closure reached a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Edge {
+    /// Named in `modules.dep`: a symbol it needs.
+    Dependency,
+    /// `softdep … pre:`: modprobe loads it first.
+    SoftdepPre,
+    /// `softdep … post:`: modprobe loads it after.
+    SoftdepPost,
+    /// `weakdep`: may be requested at run time, so it belongs in the same image.
+    Weakdep,
+}
+
+/// What a name or alias stands for in one kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Modules(Vec<ModId>),
+    /// Built into the kernel image: nothing to keep on disk.
+    Builtin,
+    NotFound,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SoftDeps {
+    pre: Vec<String>,
+    post: Vec<String>,
+}
+
+/// Alias patterns, split so that the common literal ones are one hash lookup away.
+#[derive(Debug, Default, Clone)]
+struct Aliases {
+    exact: HashMap<String, Vec<String>>,
+    /// Patterns with wildcards, with the literal text before the first wildcard.
+    wild: Vec<(String, String, String)>,
+}
+
+impl Aliases {
+    fn add(&mut self, pattern: &str, module: &str) {
+        let pattern = normalize(pattern);
+        let module = normalize(module);
+        match pattern.find(['*', '?', '[']) {
+            None => self.exact.entry(pattern).or_default().push(module),
+            Some(at) => self.wild.push((pattern[..at].to_string(), pattern, module)),
+        }
+    }
+
+    /// Module names whose alias matches `name` (already normalised), as fnmatch(3) would.
+    fn lookup<'a>(&'a self, name: &str) -> Vec<&'a str> {
+        let mut found: Vec<&str> = self
+            .exact
+            .get(name)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        for (prefix, pattern, module) in &self.wild {
+            if name.starts_with(prefix.as_str()) && fnmatch(pattern, name) {
+                found.push(module);
+            }
+        }
+        found
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wild.is_empty()
+    }
+}
+
+/// fnmatch(3) without flags, as kmod matches alias patterns: `*`, `?`, `[...]`, `[!...]`.
+fn fnmatch(pattern: &str, text: &str) -> bool {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher().is_match(text))
+        .unwrap_or(false)
+}
+
+/// The first line depmod writes in each index file after `modules.dep`; `depmod -n` prints
+/// the files one after another, and these tell where each begins.
+pub const HEADERS: [(&str, &str); 5] = [
+    ("modules.alias", "# Aliases extracted from modules themselves."),
+    ("modules.softdep", "# Soft dependencies extracted from modules themselves."),
+    ("modules.weakdep", "# Weak dependencies extracted from modules themselves."),
+    ("modules.symbols", "# Aliases for symbols, used by symbol_request()."),
+    ("modules.devname", "# Device nodes to trigger on-demand module loading."),
+];
+
+/// The index files of one tree, as text, with the paths to name in errors.
+#[derive(Debug, Default)]
+pub struct Sources {
+    pub dep: Option<(PathBuf, String)>,
+    pub alias: Option<(PathBuf, String)>,
+    pub softdep: Option<(PathBuf, String)>,
+    pub weakdep: Option<(PathBuf, String)>,
+    pub builtin: Option<(PathBuf, String)>,
+    pub builtin_modinfo: Option<(PathBuf, Vec<u8>)>,
+    /// modprobe.d files: their `alias` and `softdep` lines count, other commands are ignored.
+    pub config: Vec<(PathBuf, String)>,
+}
+
+impl Sources {
+    /// Read the index files of `dir` (a module tree, or limopack's saved copy of its index).
+    /// Only `modules.dep` is required.
+    pub fn read(dir: &Path) -> Result<Sources> {
+        let text = |file: &str| -> Result<Option<(PathBuf, String)>> {
+            let path = dir.join(file);
+            match std::fs::read(&path) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => Ok(Some((path, text))),
+                    Err(e) => {
+                        let at = e.utf8_error().valid_up_to();
+                        let bytes = e.into_bytes();
+                        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                        Err(Error::syntax(path, line, 1, "not valid UTF-8"))
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(path, e)),
+            }
+        };
+        let builtin_modinfo = {
+            let path = dir.join("modules.builtin.modinfo");
+            match std::fs::read(&path) {
+                Ok(bytes) => Some((path, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        };
+        Ok(Sources {
+            dep: text("modules.dep")?,
+            alias: text("modules.alias")?,
+            softdep: text("modules.softdep")?,
+            weakdep: text("modules.weakdep")?,
+            builtin: text("modules.builtin")?,
+            builtin_modinfo,
+            config: Vec::new(),
+        })
+    }
+
+    /// Split what `depmod -n` prints (all index files, one after the other) into sources.
+    /// This is how a dry run reads a fresh index without writing one.
+    pub fn from_depmod_output(text: &str, builtin_from: &Path) -> Result<Sources> {
+        let mut parts: HashMap<&str, String> = HashMap::new();
+        let mut current = "modules.dep";
+        for line in text.lines() {
+            if let Some((file, _)) = HEADERS.iter().find(|(_, header)| line.starts_with(header)) {
+                current = file;
+            }
+            let part = parts.entry(current).or_default();
+            part.push_str(line);
+            part.push('\n');
+        }
+        let mut from_tree = Sources::read(builtin_from).unwrap_or_default();
+        let mut take = |file: &str| {
+            parts
+                .remove(file)
+                .map(|text| (PathBuf::from(format!("depmod -n ({file})")), text))
+        };
+        Ok(Sources {
+            dep: Some(take("modules.dep").unwrap_or_else(|| ("depmod -n".into(), String::new()))),
+            alias: take("modules.alias"),
+            softdep: take("modules.softdep"),
+            weakdep: take("modules.weakdep"),
+            builtin: from_tree.builtin.take(),
+            builtin_modinfo: from_tree.builtin_modinfo.take(),
+            config: Vec::new(),
+        })
+    }
+}
+
+/// The parsed index of one kernel tree.
+#[derive(Debug, Default, Clone)]
+pub struct ModuleIndex {
+    modules: Vec<Module>,
+    by_name: HashMap<String, ModId>,
+    builtin: HashSet<String>,
+    aliases: Aliases,
+    builtin_aliases: Aliases,
+    config_aliases: Aliases,
+    softdeps: HashMap<String, SoftDeps>,
+    weakdeps: HashMap<String, Vec<String>>,
+}
+
+impl ModuleIndex {
+    /// Parse the sources. `present` says whether a module's file is on disk.
+    pub fn parse(sources: &Sources, present: impl Fn(&str) -> bool) -> Result<ModuleIndex> {
+        let mut index = ModuleIndex::default();
+        let (dep_path, dep_text) = sources
+            .dep
+            .as_ref()
+            .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
+        index.parse_dep(dep_path, dep_text, &present)?;
+        if let Some((path, text)) = &sources.alias {
+            parse_aliases(path, text, true, &mut index.aliases)?;
+        }
+        if let Some((path, text)) = &sources.softdep {
+            parse_softdeps(path, text, true, &mut index.softdeps)?;
+        }
+        if let Some((path, text)) = &sources.weakdep {
+            parse_weakdeps(path, text, &mut index.weakdeps)?;
+        }
+        if let Some((path, text)) = &sources.builtin {
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                check_path(path, n + 1, line)?;
+                if let Some(name) = name::module_name_of_path(line) {
+                    index.builtin.insert(name);
+                }
+            }
+        }
+        if let Some((_, bytes)) = &sources.builtin_modinfo {
+            for record in bytes.split(|&b| b == 0) {
+                let record = String::from_utf8_lossy(record);
+                if let Some((module, alias)) = record
+                    .split_once('=')
+                    .and_then(|(key, value)| key.strip_suffix(".alias").map(|m| (m, value)))
+                {
+                    index.builtin.insert(normalize(module));
+                    index.builtin_aliases.add(alias, module);
+                }
+            }
+        }
+        for (path, text) in &sources.config {
+            parse_aliases(path, text, false, &mut index.config_aliases)?;
+            parse_softdeps(path, text, false, &mut index.softdeps)?;
+        }
+        Ok(index)
+    }
+
+    fn parse_dep(&mut self, path: &Path, text: &str, present: &dyn Fn(&str) -> bool) -> Result<()> {
+        let mut lines = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line_no = n + 1;
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((module, deps)) = line.split_once(':') else {
+                return Err(Error::syntax(
+                    path,
+                    line_no,
+                    1,
+                    "expected `MODULE: DEPENDENCIES`; the file looks truncated, run depmod",
+                ));
+            };
+            let deps_column = module.len() + 2;
+            let module = module.trim();
+            check_path(path, line_no, module)?;
+            let name = name::module_name_of_path(module).ok_or_else(|| {
+                Error::syntax(path, line_no, 1, format!("`{module}` is not a module file"))
+            })?;
+            if let Some(&other) = self.by_name.get(&name) {
+                return Err(Error::syntax(
+                    path,
+                    line_no,
+                    1,
+                    format!(
+                        "module `{name}` is listed twice ({} and {module})",
+                        self.modules[other].path
+                    ),
+                ));
+            }
+            let mut dep_paths = Vec::new();
+            let mut column = deps_column;
+            for dep in deps.split(' ') {
+                if !dep.is_empty() {
+                    check_path(path, line_no, dep).map_err(|e| at_column(e, column))?;
+                    if !name::is_module_file(dep) {
+                        return Err(Error::syntax(
+                            path,
+                            line_no,
+                            column,
+                            format!("`{dep}` is not a module file; the file looks truncated, run depmod"),
+                        ));
+                    }
+                    dep_paths.push((dep, column));
+                }
+                column += dep.len() + 1;
+            }
+            self.by_name.insert(name.clone(), self.modules.len());
+            self.modules.push(Module {
+                name,
+                path: module.to_string(),
+                deps: Vec::new(),
+                present: present(module),
+            });
+            lines.push((line_no, dep_paths));
+        }
+        let by_path: HashMap<&str, ModId> = self
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(id, m)| (m.path.as_str(), id))
+            .collect();
+        let mut all_deps = Vec::with_capacity(lines.len());
+        for (line_no, dep_paths) in lines {
+            let mut deps = Vec::with_capacity(dep_paths.len());
+            for (dep, column) in dep_paths {
+                let id = by_path.get(dep).copied().ok_or_else(|| {
+                    Error::syntax(
+                        path,
+                        line_no,
+                        column,
+                        format!("`{dep}` is named as a dependency but has no line of its own; run depmod"),
+                    )
+                })?;
+                deps.push(id);
+            }
+            all_deps.push(deps);
+        }
+        for (module, deps) in self.modules.iter_mut().zip(all_deps) {
+            module.deps = deps;
+        }
+        Ok(())
+    }
+
+    /// Add the modules of `older` (limopack's copy of this tree's index from before it pruned)
+    /// that this index no longer lists because their files are gone, so that a pruned module
+    /// can still be named, kept, and restored.
+    pub fn merge_pruned(&mut self, older: &ModuleIndex) {
+        let mut added = Vec::new();
+        for (old_id, module) in older.modules.iter().enumerate() {
+            if !self.by_name.contains_key(&module.name) {
+                self.by_name.insert(module.name.clone(), self.modules.len());
+                added.push((old_id, self.modules.len()));
+                self.modules.push(Module {
+                    deps: Vec::new(),
+                    present: false,
+                    ..module.clone()
+                });
+            }
+        }
+        for (old_id, new_id) in added {
+            self.modules[new_id].deps = older.modules[old_id]
+                .deps
+                .iter()
+                .filter_map(|&d| self.by_name.get(&older.modules[d].name).copied())
+                .collect();
+        }
+        for (pattern, modules) in &older.aliases.exact {
+            for module in modules {
+                if !self.aliases.exact.get(pattern).is_some_and(|m| m.contains(module)) {
+                    self.aliases.exact.entry(pattern.clone()).or_default().push(module.clone());
+                }
+            }
+        }
+        if self.aliases.wild.len() < older.aliases.wild.len() {
+            let have: HashSet<(&str, &str)> = self
+                .aliases
+                .wild
+                .iter()
+                .map(|(_, p, m)| (p.as_str(), m.as_str()))
+                .collect();
+            let missing: Vec<_> = older
+                .aliases
+                .wild
+                .iter()
+                .filter(|(_, p, m)| !have.contains(&(p.as_str(), m.as_str())))
+                .cloned()
+                .collect();
+            self.aliases.wild.extend(missing);
+        }
+        for (module, soft) in &older.softdeps {
+            self.softdeps.entry(module.clone()).or_insert_with(|| soft.clone());
+        }
+        for (module, weak) in &older.weakdeps {
+            self.weakdeps.entry(module.clone()).or_insert_with(|| weak.clone());
+        }
+    }
+
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    pub fn module(&self, id: ModId) -> &Module {
+        &self.modules[id]
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<ModId> {
+        self.by_name.get(&normalize(name)).copied()
+    }
+
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&normalize(name))
+    }
+
+    /// Whether the index knows aliases at all; without `modules.alias` an alias cannot resolve.
+    pub fn has_aliases(&self) -> bool {
+        !self.aliases.is_empty()
+    }
+
+    /// Resolve a name or alias the way `modprobe NAME` does.
+    pub fn lookup(&self, name: &str) -> Lookup {
+        let name = normalize(name);
+        let mut ids: Vec<ModId> = Vec::new();
+        for target in self.config_aliases.lookup(&name) {
+            if let Some(&id) = self.by_name.get(target) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            if let Some(&id) = self.by_name.get(&name) {
+                return Lookup::Modules(vec![id]);
+            }
+            ids = self
+                .aliases
+                .lookup(&name)
+                .into_iter()
+                .filter_map(|m| self.by_name.get(m).copied())
+                .collect();
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            Lookup::Modules(ids)
+        } else if self.builtin.contains(&name) || !self.builtin_aliases.lookup(&name).is_empty() {
+            Lookup::Builtin
+        } else {
+            Lookup::NotFound
+        }
+    }
+
+    /// Modules whose name the glob matches, and whether it matched a built-in.
+    pub fn glob(&self, glob: &GlobMatcher) -> (Vec<ModId>, bool) {
+        let ids = (0..self.modules.len())
+            .filter(|&id| glob.is_match(&self.modules[id].name))
+            .collect();
+        (ids, self.builtin.iter().any(|b| glob.is_match(b)))
+    }
+
+    /// Everything modprobe would load with the roots, and how each was reached: `None` for a
+    /// root, else the module that pulled it in and along which edge. Breadth first, so the
+    /// recorded chain back to a root is a shortest one.
+    pub fn closure(&self, roots: &[ModId]) -> HashMap<ModId, Option<(ModId, Edge)>> {
+        let mut seen: HashMap<ModId, Option<(ModId, Edge)>> = HashMap::new();
+        let mut queue = VecDeque::new();
+        for &root in roots {
+            if seen.insert(root, None).is_none() {
+                queue.push_back(root);
+            }
+        }
+        while let Some(id) = queue.pop_front() {
+            let module = &self.modules[id];
+            let mut reach = |target: ModId, edge: Edge, queue: &mut VecDeque<ModId>| {
+                if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(target) {
+                    slot.insert(Some((id, edge)));
+                    queue.push_back(target);
+                }
+            };
+            for &dep in &module.deps {
+                reach(dep, Edge::Dependency, &mut queue);
+            }
+            if let Some(soft) = self.softdeps.get(&module.name) {
+                for (targets, edge) in [(&soft.pre, Edge::SoftdepPre), (&soft.post, Edge::SoftdepPost)] {
+                    for target in targets {
+                        if let Lookup::Modules(ids) = self.lookup(target) {
+                            ids.into_iter().for_each(|t| reach(t, edge, &mut queue));
+                        }
+                    }
+                }
+            }
+            for target in self.weakdeps.get(&module.name).into_iter().flatten() {
+                if let Lookup::Modules(ids) = self.lookup(target) {
+                    ids.into_iter().for_each(|t| reach(t, Edge::Weakdep, &mut queue));
+                }
+            }
+        }
+        seen
+    }
+}
+
+fn at_column(error: Error, column: usize) -> Error {
+    match error {
+        Error::Syntax {
+            path, line, message, ..
+        } => Error::Syntax {
+            path,
+            line,
+            column,
+            message,
+        },
+        other => other,
+    }
+}
+
+/// A path named by an index must stay inside the tree: relative, no `..`, no empty parts.
+fn check_path(file: &Path, line: usize, path: &str) -> Result<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        return Err(Error::syntax(
+            file,
+            line,
+            1,
+            format!("`{path}` is not a path inside the module tree; refusing to use this index"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_aliases(path: &Path, text: &str, strict: bool, into: &mut Aliases) -> Result<()> {
+    for (n, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            None => continue,
+            Some(w) if w.starts_with('#') => continue,
+            Some("alias") => match (words.next(), words.next(), words.next()) {
+                (Some(pattern), Some(module), None) => into.add(pattern, module),
+                _ => {
+                    return Err(Error::syntax(path, n + 1, 1, "expected `alias PATTERN MODULE`"));
+                }
+            },
+            Some(other) if strict => {
+                return Err(Error::syntax(
+                    path,
+                    n + 1,
+                    1,
+                    format!("unexpected `{other}`; expected `alias PATTERN MODULE`"),
+                ));
+            }
+            Some(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// `softdep MODULE [pre: A B] [post: C]`. Names before any `pre:` or `post:` are taken as
+/// `pre:`: modprobe ignores them, but keeping them is the safe side.
+fn parse_softdeps(
+    path: &Path,
+    text: &str,
+    strict: bool,
+    into: &mut HashMap<String, SoftDeps>,
+) -> Result<()> {
+    for (n, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            None => continue,
+            Some(w) if w.starts_with('#') => continue,
+            Some("softdep") => {
+                let Some(module) = words.next() else {
+                    return Err(Error::syntax(path, n + 1, 1, "expected `softdep MODULE pre: … post: …`"));
+                };
+                let entry = into.entry(normalize(module)).or_default();
+                let mut post = false;
+                for word in words {
+                    match word {
+                        "pre:" => post = false,
+                        "post:" => post = true,
+                        dep if post => entry.post.push(dep.to_string()),
+                        dep => entry.pre.push(dep.to_string()),
+                    }
+                }
+            }
+            Some(other) if strict => {
+                return Err(Error::syntax(
+                    path,
+                    n + 1,
+                    1,
+                    format!("unexpected `{other}`; expected `softdep MODULE pre: … post: …`"),
+                ));
+            }
+            Some(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+fn parse_weakdeps(path: &Path, text: &str, into: &mut HashMap<String, Vec<String>>) -> Result<()> {
+    for (n, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (None, ..) => continue,
+            (Some(w), ..) if w.starts_with('#') => continue,
+            (Some("weakdep"), Some(module), Some(dep), None) => {
+                into.entry(normalize(module)).or_default().push(dep.to_string())
+            }
+            _ => return Err(Error::syntax(path, n + 1, 1, "expected `weakdep MODULE DEPENDENCY`")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(dep: &str, alias: &str, softdep: &str) -> Sources {
+        Sources {
+            dep: Some(("modules.dep".into(), dep.into())),
+            alias: Some(("modules.alias".into(), alias.into())),
+            softdep: Some(("modules.softdep".into(), softdep.into())),
+            builtin: Some(("modules.builtin".into(), "kernel/fs/ext2/ext2.ko\n".into())),
+            ..Sources::default()
+        }
+    }
+
+    const DEP: &str = "\
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/lib/crc16.ko:
+kernel/fs/mbcache.ko:
+kernel/fs/jbd2/jbd2.ko:
+kernel/arch/x86/crypto/crc32c-intel.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/fs/btrfs/btrfs.ko: kernel/lib/libcrc32c.ko
+kernel/lib/libcrc32c.ko:
+kernel/drivers/net/e1000e/e1000e.ko:
+";
+    const ALIAS: &str = "\
+# Aliases extracted from modules themselves.
+alias crypto-crc32c crc32c_intel
+alias crypto-crc32c crc32c_generic
+alias fs-btrfs btrfs
+alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
+";
+
+    fn index() -> ModuleIndex {
+        ModuleIndex::parse(&src(DEP, ALIAS, "softdep ext4 pre: crypto-crc32c\n"), |_| true).unwrap()
+    }
+
+    fn names(index: &ModuleIndex, ids: impl IntoIterator<Item = ModId>) -> Vec<String> {
+        let mut v: Vec<String> = ids.into_iter().map(|id| index.module(id).name.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn lookup_follows_modprobe() {
+        let index = index();
+        assert_eq!(index.lookup("ext4"), Lookup::Modules(vec![0]));
+        assert_eq!(index.lookup("crc32c-intel"), Lookup::Modules(vec![4]));
+        let Lookup::Modules(ids) = index.lookup("crypto-crc32c") else { panic!() };
+        assert_eq!(names(&index, ids), ["crc32c_generic", "crc32c_intel"]);
+        assert_eq!(index.lookup("fs-btrfs"), Lookup::Modules(vec![6]));
+        assert_eq!(index.lookup("pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00"), Lookup::Modules(vec![8]));
+        assert_eq!(index.lookup("ext2"), Lookup::Builtin);
+        assert_eq!(index.lookup("nosuch"), Lookup::NotFound);
+    }
+
+    #[test]
+    fn closure_takes_deps_and_softdeps_through_aliases() {
+        let index = index();
+        let closure = index.closure(&[0]);
+        assert_eq!(
+            names(&index, closure.keys().copied()),
+            ["crc16", "crc32c_generic", "crc32c_intel", "ext4", "jbd2", "mbcache"]
+        );
+        assert_eq!(closure[&0], None);
+        assert_eq!(closure[&4], Some((0, Edge::SoftdepPre)));
+        assert_eq!(closure[&1], Some((0, Edge::Dependency)));
+    }
+
+    #[test]
+    fn weakdeps_and_post_softdeps_are_followed() {
+        let mut s = src(DEP, ALIAS, "softdep btrfs post: crc16\n");
+        s.weakdep = Some(("modules.weakdep".into(), "weakdep btrfs mbcache\n".into()));
+        let index = ModuleIndex::parse(&s, |_| true).unwrap();
+        let closure = index.closure(&[6]);
+        assert_eq!(names(&index, closure.keys().copied()), ["btrfs", "crc16", "libcrc32c", "mbcache"]);
+        assert_eq!(closure[&2], Some((6, Edge::Weakdep)));
+        assert_eq!(closure[&1], Some((6, Edge::SoftdepPost)));
+    }
+
+    #[test]
+    fn untagged_softdeps_are_kept() {
+        let index = ModuleIndex::parse(&src(DEP, ALIAS, "softdep btrfs crc16\n"), |_| true).unwrap();
+        assert!(index.closure(&[6]).contains_key(&1));
+    }
+
+    #[test]
+    fn modprobe_d_aliases_and_softdeps_count() {
+        let mut s = src(DEP, ALIAS, "");
+        s.config = vec![(
+            "x.conf".into(),
+            "options e1000e foo=1\nalias mynet e1000e\nsoftdep e1000e pre: crc16\nblacklist x\n".into(),
+        )];
+        let index = ModuleIndex::parse(&s, |_| true).unwrap();
+        assert_eq!(index.lookup("mynet"), Lookup::Modules(vec![8]));
+        assert!(index.closure(&[8]).contains_key(&1));
+    }
+
+    fn dep_error(dep: &str) -> String {
+        ModuleIndex::parse(&src(dep, "", ""), |_| true).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn broken_modules_dep_is_refused() {
+        assert_eq!(
+            dep_error("kernel/a.ko:\nkernel/b"),
+            "modules.dep:2:1: expected `MODULE: DEPENDENCIES`; the file looks truncated, run depmod"
+        );
+        assert_eq!(
+            dep_error("kernel/a.ko: kernel/li"),
+            "modules.dep:1:14: `kernel/li` is not a module file; the file looks truncated, run depmod"
+        );
+        assert!(dep_error("../../etc/passwd.ko:\n").contains("not a path inside the module tree"));
+        assert!(dep_error("/lib/modules/x/a.ko:\n").contains("not a path inside the module tree"));
+        assert!(dep_error("kernel/a.ko: kernel/../../b.ko\n").starts_with("modules.dep:1:14:"));
+        assert!(dep_error("kernel/a.ko: kernel/b.ko\n").contains("has no line of its own"));
+        assert!(dep_error("kernel/a.ko:\nextra/a.ko:\n").contains("listed twice"));
+    }
+
+    #[test]
+    fn broken_alias_and_softdep_files_are_refused() {
+        let e = ModuleIndex::parse(&src(DEP, "alias onlyone\n", ""), |_| true).unwrap_err();
+        assert_eq!(e.to_string(), "modules.alias:1:1: expected `alias PATTERN MODULE`");
+        let e = ModuleIndex::parse(&src(DEP, "", "softdep\n"), |_| true).unwrap_err();
+        assert!(e.to_string().starts_with("modules.softdep:1:1:"));
+        let e = ModuleIndex::parse(&src(DEP, "garbage here\n", ""), |_| true).unwrap_err();
+        assert!(e.to_string().contains("unexpected `garbage`"));
+    }
+
+    #[test]
+    fn pruned_modules_come_back_from_the_older_index() {
+        let full = index();
+        let pruned_dep = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\nkernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n";
+        let mut live = ModuleIndex::parse(&src(pruned_dep, "", ""), |_| true).unwrap();
+        assert_eq!(live.lookup("fs-btrfs"), Lookup::NotFound);
+        live.merge_pruned(&full);
+        let Lookup::Modules(ids) = live.lookup("fs-btrfs") else { panic!() };
+        let btrfs = live.module(ids[0]);
+        assert!(!btrfs.present);
+        assert_eq!(names(&live, btrfs.deps.clone()), ["libcrc32c"]);
+        assert!(live.module(0).present);
+    }
+
+    #[test]
+    fn depmod_output_splits_into_its_files() {
+        let out = format!("{DEP}{ALIAS}# Soft dependencies extracted from modules themselves.\nsoftdep ext4 pre: crypto-crc32c\n# Aliases for symbols, used by symbol_request().\nalias symbol:foo ext4\n# Device nodes to trigger on-demand module loading.\nfuse fuse c10:229\n");
+        let s = Sources::from_depmod_output(&out, Path::new("/nonexistent")).unwrap();
+        let index = ModuleIndex::parse(&s, |_| true).unwrap();
+        assert_eq!(index.modules().len(), 9);
+        assert!(index.closure(&[0]).contains_key(&5));
+    }
+}

@@ -1,0 +1,21 @@
+//! limopack keeps a Debian system's kernel module trees down to the modules that its installed
+//! packages declare, and what modprobe would load with them.
+
+pub mod error;
+pub mod index;
+pub mod name;
+mod yaml;
+
+pub use error::{Error, Result};
+pub mod config;
+pub mod declaration;
+pub mod root;
+mod trust;
+pub mod loaded;
+pub mod packages;
+pub mod tree;
+pub mod state;
+pub mod plan;
+pub mod apply;
+pub mod run;
+pub mod report;

@@ -1,0 +1,133 @@
+//! `limopack-hook`: the command apt, dpkg and admins run. It parses arguments and calls the
+//! library; the work is in `limopack::run`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use limopack::{report, run};
+
+/// Keep each kernel's module tree down to the modules installed packages declare.
+///
+/// With no command, plan every kernel and carry the plan out: prune the module packages'
+/// files that nothing needs, then run depmod. Nothing is deleted until `prune: true` is set
+/// in /etc/limopack/limopack.yaml, and never in a kernel with no static modules.
+#[derive(Parser)]
+#[command(name = "limopack-hook", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Print the plan and change nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
+
+    /// Work on the system under DIR (an image) instead of the running one.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+
+    /// Only this kernel version.
+    #[arg(long, global = true, value_name = "KVER")]
+    kernel: Option<String>,
+
+    /// Print JSON (`"schema": 1`) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Print warnings and errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// Also print each file pruned and why each module is kept.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Why a module is kept, naming the chain back to the declarations, or why it is not.
+    Explain {
+        /// A module name or alias, as modprobe takes it.
+        module: String,
+    },
+    /// Per kernel: what is kept, what was pruned and which package owned it, warnings.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = String::new();
+    let result = execute(&cli, &mut out);
+    // Written at once, and a closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("limopack: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
+    let dry_run = cli.dry_run || cli.command.is_some();
+    let opts = run::Options {
+        root: cli.root.clone(),
+        kernel: cli.kernel.clone(),
+        dry_run,
+    };
+    match &cli.command {
+        None => {
+            let outcome = run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))
+                .context("nothing was changed")?;
+            for w in report::warnings(&outcome.plan, &outcome.state) {
+                eprintln!("limopack: warning: {w}");
+            }
+            if cli.json {
+                let _ = writeln!(out, "{:#}", report::sync_json(&outcome.plan, &outcome.done, dry_run));
+                return Ok(());
+            }
+            for k in &outcome.plan.kernels {
+                let done = outcome.done.iter().find(|d| d.version == k.version);
+                if !cli.quiet {
+                    let _ = writeln!(out, "{}", report::summary(k, done, dry_run, limopack::root::CONFIG_FILE));
+                }
+                if cli.verbose {
+                    for f in &k.prune {
+                        let _ = writeln!(out, "  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size));
+                    }
+                }
+                for skipped in done.map(|d| d.skipped.as_slice()).unwrap_or_default() {
+                    eprintln!("limopack: warning: {}: {skipped} was no longer a regular file; left alone", k.version);
+                }
+            }
+        }
+        Some(Command::Explain { module }) => {
+            let gathered = run::gather(&opts)?;
+            let plan = gathered.plan();
+            let (text, value) = report::explain(&gathered, &plan, module);
+            print_either(out, cli.json, &text, &value);
+        }
+        Some(Command::Status) => {
+            let gathered = run::gather(&opts)?;
+            let plan = gathered.plan();
+            for w in report::warnings(&plan, &gathered.state) {
+                eprintln!("limopack: warning: {w}");
+            }
+            let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
+            print_either(out, cli.json, &text, &value);
+        }
+    }
+    Ok(())
+}
+
+fn print_either(out: &mut String, json: bool, text: &str, value: &serde_json::Value) {
+    if json {
+        let _ = writeln!(out, "{value:#}");
+    } else {
+        out.push_str(text);
+    }
+}

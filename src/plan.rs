@@ -1,0 +1,648 @@
+//! The plan: a pure function from what is installed to what is kept, what is pruned, and why.
+//!
+//! Nothing here touches the disk or runs a program. [`plan`] takes the declarations, the
+//! module index and files of each kernel, dpkg's answers and limopack's state, and returns a
+//! [`Plan`]. A dry run prints it, `explain` reads it, and [`crate::apply`] carries it out, so
+//! what a dry run shows is what a real run does.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::declaration::{Declarations, Entry, Origin};
+use crate::index::{Edge, Lookup, ModId, ModuleIndex};
+use crate::name;
+use crate::packages::Packages;
+use crate::state::{State, StaticRecord};
+use crate::tree::{Files, Tree};
+
+/// One kernel's share of the inputs.
+pub struct KernelInput<'a> {
+    pub tree: &'a Tree,
+    pub index: &'a ModuleIndex,
+    pub files: &'a Files,
+    /// Modules loaded now, for the running kernel only.
+    pub loaded: Option<&'a [String]>,
+}
+
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub declarations: &'a Declarations,
+    pub packages: &'a Packages,
+    pub state: &'a State,
+    pub kernels: Vec<KernelInput<'a>>,
+}
+
+/// Why a module is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reason {
+    /// A static entry, recorded in the state or named by a declaration now.
+    Static { entry: String, declaration: PathBuf },
+    /// Named under `modules:` by an active declaration.
+    Declared {
+        entry: String,
+        declaration: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        package: Option<String>,
+    },
+    /// Loaded in the running kernel.
+    Loaded,
+    /// Pulled in by another kept module.
+    Pulled { by: String, edge: Edge },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    /// Path relative to the tree.
+    pub path: String,
+    /// False when the file is gone (pruned earlier): it must be restored.
+    pub present: bool,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneFile {
+    /// Path relative to the tree.
+    pub path: String,
+    pub module: String,
+    pub package: String,
+    pub version: String,
+    pub size: u64,
+}
+
+/// What a run does with a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Prune the listed files.
+    Prune,
+    /// Nothing to prune.
+    UpToDate,
+    /// There are files to prune, but the admin has not turned pruning on.
+    PruningOff,
+    /// No static module applies to this kernel: it is left whole.
+    NoBaseline,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelPlan {
+    pub version: String,
+    pub path: PathBuf,
+    pub running: bool,
+    pub action: Action,
+    pub baseline: bool,
+    /// Modules the index knows, pruned ones included.
+    pub modules_total: usize,
+    /// Active declarations that apply to this kernel.
+    pub declarations: usize,
+    pub kept: BTreeMap<String, Kept>,
+    /// Requested names that are built into the kernel: nothing to keep on disk.
+    pub builtin: Vec<String>,
+    /// Module name to the declarations that name it under `modules:`.
+    pub refcounts: BTreeMap<String, Vec<PathBuf>>,
+    pub prune: Vec<PruneFile>,
+    /// Module files that stay because no module package owns them (DKMS, hand-built, shared).
+    pub not_owned: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl KernelPlan {
+    pub fn prune_bytes(&self) -> u64 {
+        self.prune.iter().map(|f| f.size).sum()
+    }
+
+    /// Kept modules whose files are gone.
+    pub fn missing(&self) -> impl Iterator<Item = (&String, &Kept)> {
+        self.kept.iter().filter(|(_, k)| !k.present)
+    }
+}
+
+/// A declaration and whether it counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeclarationStatus {
+    pub path: PathBuf,
+    pub origin: Origin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub prune_enabled: bool,
+    pub declarations: Vec<DeclarationStatus>,
+    /// Static entries seen for the first time: the state records them.
+    pub new_statics: Vec<StaticRecord>,
+    pub kernels: Vec<KernelPlan>,
+    pub warnings: Vec<String>,
+}
+
+/// Work out the plan. Pure: same inputs, same plan.
+pub fn plan(inputs: &Inputs) -> Plan {
+    let mut warnings = Vec::new();
+    let (declarations, active) = declaration_statuses(inputs, &mut warnings);
+
+    let mut statics: Vec<(StaticRecord, usize)> = inputs
+        .state
+        .statics
+        .iter()
+        .map(|r| (r.clone(), 0))
+        .collect();
+    let mut new_statics = Vec::new();
+    for &d in &active {
+        let decl = &inputs.declarations.active[d];
+        for entry in &decl.statics {
+            let record = StaticRecord {
+                entry: entry.text.clone(),
+                kernels: decl.kernels.as_ref().map(|k| k.text.clone()),
+                declaration: decl.path.clone(),
+            };
+            let known = statics
+                .iter()
+                .any(|(r, _)| r.entry == record.entry && r.kernels == record.kernels);
+            if !known {
+                new_statics.push(record.clone());
+                statics.push((record, entry.line));
+            }
+        }
+    }
+
+    let kernels = inputs
+        .kernels
+        .iter()
+        .map(|k| plan_kernel(inputs, k, &active, &statics))
+        .collect();
+    Plan {
+        prune_enabled: inputs.config.prune,
+        declarations,
+        new_statics,
+        kernels,
+        warnings,
+    }
+}
+
+/// Which declarations count: the admin's always; a vendor file while its owning package has
+/// its files on disk, or when no package owns it (with a warning: keeping more is safe).
+fn declaration_statuses(inputs: &Inputs, warnings: &mut Vec<String>) -> (Vec<DeclarationStatus>, Vec<usize>) {
+    let mut statuses = Vec::new();
+    let mut active = Vec::new();
+    for (i, decl) in inputs.declarations.active.iter().enumerate() {
+        let path = decl.path.display().to_string();
+        let owners: Vec<_> = inputs.packages.owners(&path).collect();
+        let (is_active, package, note) = match decl.origin {
+            Origin::Admin => (true, None, None),
+            Origin::Vendor if owners.is_empty() => {
+                warnings.push(format!("{path}: no package owns this declaration; it counts anyway"));
+                (true, None, Some("no package owns it".to_string()))
+            }
+            Origin::Vendor => match owners.iter().find(|p| p.is_present()) {
+                Some(p) => (true, Some(p.name.clone()), None),
+                None => (
+                    false,
+                    Some(owners[0].name.clone()),
+                    Some(format!("its package is {}", owners[0].status)),
+                ),
+            },
+        };
+        if is_active {
+            active.push(i);
+        }
+        statuses.push(DeclarationStatus {
+            path: decl.path.clone(),
+            origin: decl.origin,
+            package,
+            active: is_active,
+            note,
+        });
+    }
+    for masked in &inputs.declarations.masked {
+        statuses.push(DeclarationStatus {
+            path: masked.clone(),
+            origin: Origin::Vendor,
+            package: None,
+            active: false,
+            note: Some("masked by the admin's file of the same name".into()),
+        });
+    }
+    (statuses, active)
+}
+
+/// What an entry names in one kernel: modules, and whether it matched a built-in.
+fn resolve(index: &ModuleIndex, entry: &Entry) -> (Vec<ModId>, bool) {
+    match &entry.glob {
+        Some(glob) => index.glob(glob),
+        None => match index.lookup(&entry.text) {
+            Lookup::Modules(ids) => (ids, false),
+            Lookup::Builtin => (Vec::new(), true),
+            Lookup::NotFound => (Vec::new(), false),
+        },
+    }
+}
+
+fn plan_kernel(
+    inputs: &Inputs,
+    k: &KernelInput,
+    active: &[usize],
+    statics: &[(StaticRecord, usize)],
+) -> KernelPlan {
+    let version = &k.tree.version;
+    let index = k.index;
+    let mut warnings = Vec::new();
+    let mut roots: BTreeMap<ModId, Reason> = BTreeMap::new();
+    let mut builtin = Vec::new();
+    let no_match = |what: &str, entry: &str, warnings: &mut Vec<String>| {
+        warnings.push(format!("{what}: `{entry}` matches no module of {version}"));
+    };
+
+    let mut baseline = false;
+    for (record, line) in statics {
+        let applies = record.kernels.as_ref().is_none_or(|k| {
+            globset::Glob::new(k).is_ok_and(|g| g.compile_matcher().is_match(version))
+        });
+        if !applies {
+            continue;
+        }
+        baseline = true;
+        let entry = entry_of(&record.entry);
+        let (ids, is_builtin) = resolve(index, &entry);
+        if is_builtin {
+            builtin.push(record.entry.clone());
+        } else if ids.is_empty() {
+            let at = if *line > 0 {
+                format!("{}:{line}", record.declaration.display())
+            } else {
+                format!("{} (static, recorded)", record.declaration.display())
+            };
+            no_match(&at, &record.entry, &mut warnings);
+        }
+        for id in ids {
+            roots.entry(id).or_insert_with(|| Reason::Static {
+                entry: record.entry.clone(),
+                declaration: record.declaration.clone(),
+            });
+        }
+    }
+
+    let mut declarations = 0;
+    let mut refcounts: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for &d in active {
+        let decl = &inputs.declarations.active[d];
+        if !decl.applies_to(version) {
+            continue;
+        }
+        declarations += 1;
+        let package = inputs
+            .packages
+            .owners(&decl.path.display().to_string())
+            .find(|p| p.is_present())
+            .map(|p| p.name.clone());
+        for entry in &decl.modules {
+            let (ids, is_builtin) = resolve(index, entry);
+            if is_builtin {
+                builtin.push(entry.text.clone());
+            } else if ids.is_empty() {
+                no_match(&format!("{}:{}", decl.path.display(), entry.line), &entry.text, &mut warnings);
+            }
+            for id in ids {
+                let users = refcounts.entry(index.module(id).name.clone()).or_default();
+                if !users.contains(&decl.path) {
+                    users.push(decl.path.clone());
+                }
+                roots.entry(id).or_insert_with(|| Reason::Declared {
+                    entry: entry.text.clone(),
+                    declaration: decl.path.clone(),
+                    package: package.clone(),
+                });
+            }
+        }
+    }
+
+    if let Some(loaded) = k.loaded {
+        for module in loaded {
+            if let Some(id) = index.by_name(module) {
+                roots.entry(id).or_insert(Reason::Loaded);
+            }
+        }
+    }
+
+    let root_ids: Vec<ModId> = roots.keys().copied().collect();
+    let closure = index.closure(&root_ids);
+    let mut kept = BTreeMap::new();
+    for (&id, via) in &closure {
+        let module = index.module(id);
+        let reason = match via {
+            None => roots[&id].clone(),
+            Some((by, edge)) => Reason::Pulled {
+                by: index.module(*by).name.clone(),
+                edge: *edge,
+            },
+        };
+        kept.insert(
+            module.name.clone(),
+            Kept {
+                path: module.path.clone(),
+                present: module.present && k.files.has(&module.path),
+                reason,
+            },
+        );
+    }
+
+    let kept_paths: HashSet<&str> = kept.values().map(|k| k.path.as_str()).collect();
+    let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
+    let mut prune = Vec::new();
+    let mut not_owned = Vec::new();
+    let mut files: Vec<(&String, _)> = k.files.regular.iter().collect();
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    for (rel, info) in files {
+        let Some(module) = name::module_name_of_path(rel) else { continue };
+        if kept_paths.contains(rel.as_str()) {
+            continue;
+        }
+        if !listed.contains(rel.as_str()) {
+            warnings.push(format!("{rel}: not in modules.dep; left alone"));
+            continue;
+        }
+        let owners: Vec<_> = k
+            .tree
+            .dpkg_paths(rel)
+            .iter()
+            .flat_map(|p| inputs.packages.owners(p).collect::<Vec<_>>())
+            .collect();
+        let prunable = !owners.is_empty()
+            && owners
+                .iter()
+                .all(|p| p.is_present() && inputs.config.is_module_package(&p.name));
+        if prunable {
+            prune.push(PruneFile {
+                path: rel.clone(),
+                module,
+                package: owners[0].name.clone(),
+                version: owners[0].version.clone(),
+                size: info.size,
+            });
+        } else {
+            not_owned.push(rel.clone());
+        }
+    }
+    for odd in &k.files.odd {
+        warnings.push(format!("{odd}: not a regular file; left alone"));
+    }
+
+    let action = if !baseline {
+        prune.clear();
+        Action::NoBaseline
+    } else if prune.is_empty() {
+        Action::UpToDate
+    } else if !inputs.config.prune {
+        Action::PruningOff
+    } else {
+        Action::Prune
+    };
+    builtin.sort();
+    builtin.dedup();
+    KernelPlan {
+        version: version.clone(),
+        path: k.tree.shown.clone(),
+        running: k.loaded.is_some(),
+        action,
+        baseline,
+        modules_total: index.modules().len(),
+        declarations,
+        kept,
+        builtin,
+        refcounts,
+        prune,
+        not_owned,
+        warnings,
+    }
+}
+
+/// A recorded static entry back as an entry to resolve.
+fn entry_of(text: &str) -> Entry {
+    let glob = name::is_name_glob(text)
+        .then(|| globset::Glob::new(text).ok().map(|g| g.compile_matcher()))
+        .flatten();
+    Entry {
+        text: text.to_string(),
+        glob,
+        line: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declaration::Declaration;
+    use crate::index::Sources;
+    use crate::tree::FileInfo;
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    const KVER: &str = "6.1.0-1-test";
+    const DEP: &str = "\
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko
+kernel/lib/crc16.ko:
+kernel/fs/jbd2/jbd2.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/drivers/bluetooth/btusb.ko: kernel/net/bluetooth/bluetooth.ko
+kernel/net/bluetooth/bluetooth.ko:
+kernel/drivers/net/e1000e.ko:
+kernel/extra/dkms.ko:
+kernel/fs/btrfs/btrfs.ko:
+";
+
+    struct World {
+        index: ModuleIndex,
+        files: Files,
+        tree: Tree,
+        packages: Packages,
+        declarations: Declarations,
+        config: Config,
+        state: State,
+    }
+
+    fn world(declarations: &[(&str, Origin, &str)], dpkg_extra: &str) -> World {
+        let sources = Sources {
+            dep: Some(("modules.dep".into(), DEP.into())),
+            alias: Some(("modules.alias".into(), "alias crypto-crc32c crc32c_generic\nalias fs-btrfs btrfs\n".into())),
+            softdep: Some(("modules.softdep".into(), "softdep ext4 pre: crypto-crc32c\n".into())),
+            builtin: Some(("modules.builtin".into(), "kernel/fs/ext2/ext2.ko\n".into())),
+            ..Sources::default()
+        };
+        let index = ModuleIndex::parse(&sources, |_| true).unwrap();
+        let mut files = Files::default();
+        let mut listing = String::new();
+        for m in index.modules() {
+            files.regular.insert(m.path.clone(), FileInfo { size: 1000, mtime: SystemTime::UNIX_EPOCH });
+            if !m.path.contains("dkms") {
+                listing.push_str(&format!(" /lib/modules/{KVER}/{}\n", m.path));
+            }
+        }
+        let mut dpkg = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: installed\nFiles:\n{listing}\n");
+        dpkg.push_str(dpkg_extra);
+        let declarations = Declarations {
+            active: declarations
+                .iter()
+                .map(|(path, origin, text)| Declaration::parse(Path::new(path), text.as_bytes(), *origin).unwrap())
+                .collect(),
+            masked: Vec::new(),
+        };
+        let mut config = Config::default();
+        config.prune = true;
+        World {
+            index,
+            files,
+            tree: Tree { version: KVER.into(), path: "/nonexistent".into(), shown: format!("/lib/modules/{KVER}").into() },
+            packages: Packages::parse(&dpkg).unwrap(),
+            declarations,
+            config,
+            state: State::default(),
+        }
+    }
+
+    fn run(w: &World, loaded: Option<&[String]>) -> Plan {
+        plan(&Inputs {
+            config: &w.config,
+            declarations: &w.declarations,
+            packages: &w.packages,
+            state: &w.state,
+            kernels: vec![KernelInput { tree: &w.tree, index: &w.index, files: &w.files, loaded }],
+        })
+    }
+
+    const BASELINE: (&str, Origin, &str) = ("/etc/limopack/modules.d/baseline.yaml", Origin::Admin, "static: [ext4]\n");
+    const BLUEZ: &str = "Package: bluez\nVersion: 5\nStatus: installed\nFiles:\n /usr/share/limopack/bluez.yaml\n\n";
+
+    fn kept(plan: &Plan) -> Vec<&str> {
+        plan.kernels[0].kept.keys().map(String::as_str).collect()
+    }
+
+    fn pruned(plan: &Plan) -> Vec<&str> {
+        let mut v: Vec<&str> = plan.kernels[0].prune.iter().map(|f| f.module.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn keep_set_is_the_closure_of_statics_and_declarations() {
+        let w = world(&[BASELINE, ("/usr/share/limopack/bluez.yaml", Origin::Vendor, "modules: [btusb]\n")], BLUEZ);
+        let p = run(&w, None);
+        let k = &p.kernels[0];
+        assert_eq!(k.action, Action::Prune);
+        assert_eq!(kept(&p), ["bluetooth", "btusb", "crc16", "crc32c_generic", "ext4", "jbd2"]);
+        assert_eq!(pruned(&p), ["btrfs", "e1000e"]);
+        assert_eq!(k.not_owned, ["kernel/extra/dkms.ko"]);
+        assert_eq!(k.kept["crc32c_generic"].reason, Reason::Pulled { by: "ext4".into(), edge: Edge::SoftdepPre });
+        assert_eq!(
+            k.kept["btusb"].reason,
+            Reason::Declared { entry: "btusb".into(), declaration: "/usr/share/limopack/bluez.yaml".into(), package: Some("bluez".into()) }
+        );
+        assert_eq!(k.refcounts["btusb"].len(), 1);
+        assert_eq!(p.new_statics.len(), 1);
+        assert_eq!(k.prune_bytes(), 2000);
+    }
+
+    #[test]
+    fn refcount_counts_every_declaration() {
+        let w = world(
+            &[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e]\n"), ("/etc/limopack/modules.d/b.yaml", Origin::Admin, "modules: [e1000e, btusb]\n")],
+            "",
+        );
+        let p = run(&w, None);
+        assert_eq!(p.kernels[0].refcounts["e1000e"].len(), 2);
+        assert_eq!(p.kernels[0].refcounts["btusb"].len(), 1);
+    }
+
+    #[test]
+    fn without_a_baseline_nothing_is_pruned() {
+        let w = world(&[("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [btusb]\n")], "");
+        let p = run(&w, None);
+        assert_eq!(p.kernels[0].action, Action::NoBaseline);
+        assert!(p.kernels[0].prune.is_empty());
+    }
+
+    #[test]
+    fn with_pruning_off_the_plan_is_shown_but_not_acted_on() {
+        let mut w = world(&[BASELINE], "");
+        w.config = Config::default();
+        let p = run(&w, None);
+        assert_eq!(p.kernels[0].action, Action::PruningOff);
+        assert!(!p.kernels[0].prune.is_empty());
+    }
+
+    #[test]
+    fn a_removed_package_declares_nothing() {
+        let removed = "Package: bluez\nVersion: 5\nStatus: config-files\nFiles:\n /usr/share/limopack/bluez.yaml\n\n";
+        let w = world(&[BASELINE, ("/usr/share/limopack/bluez.yaml", Origin::Vendor, "modules: [btusb]\n")], removed);
+        let p = run(&w, None);
+        assert!(pruned(&p).contains(&"btusb"));
+        assert!(!p.declarations[1].active);
+    }
+
+    #[test]
+    fn an_unowned_vendor_declaration_counts_with_a_warning() {
+        let w = world(&[BASELINE, ("/usr/share/limopack/stray.yaml", Origin::Vendor, "modules: [btusb]\n")], "");
+        let p = run(&w, None);
+        assert!(kept(&p).contains(&"btusb"));
+        assert!(p.warnings.iter().any(|w| w.contains("no package owns this declaration")));
+    }
+
+    #[test]
+    fn files_shared_with_other_packages_or_of_removed_packages_stay() {
+        let other = format!("Package: my-dkms-thing\nVersion: 1\nStatus: installed\nFiles:\n /lib/modules/{KVER}/kernel/drivers/net/e1000e.ko\n\n");
+        let w = world(&[BASELINE], &other);
+        let p = run(&w, None);
+        assert_eq!(pruned(&p), ["bluetooth", "btrfs", "btusb"]);
+        assert!(p.kernels[0].not_owned.contains(&"kernel/drivers/net/e1000e.ko".to_string()));
+    }
+
+    #[test]
+    fn loaded_modules_are_kept_with_their_closure() {
+        let w = world(&[BASELINE], "");
+        let loaded = vec!["btusb".to_string()];
+        let p = run(&w, Some(&loaded));
+        assert_eq!(p.kernels[0].kept["btusb"].reason, Reason::Loaded);
+        assert!(kept(&p).contains(&"bluetooth"));
+        assert!(p.kernels[0].running);
+    }
+
+    #[test]
+    fn recorded_statics_outlive_their_declaration() {
+        let mut w = world(&[], "");
+        w.state.statics.push(StaticRecord { entry: "fs_btrfs".into(), kernels: None, declaration: "/gone.yaml".into() });
+        let p = run(&w, None);
+        assert!(p.kernels[0].baseline);
+        assert!(kept(&p).contains(&"btrfs"));
+        assert!(p.new_statics.is_empty());
+    }
+
+    #[test]
+    fn kernels_glob_limits_a_declaration() {
+        let w = world(&[BASELINE, ("/etc/limopack/modules.d/new.yaml", Origin::Admin, "kernels: \"6.12.*\"\nmodules: [btusb]\n")], "");
+        let p = run(&w, None);
+        assert!(!kept(&p).contains(&"btusb"));
+        assert_eq!(p.kernels[0].declarations, 1);
+    }
+
+    #[test]
+    fn unmatched_names_warn_and_builtins_do_not() {
+        let w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules:\n  - ext2\n  - nosuch\n")], "");
+        let p = run(&w, None);
+        assert_eq!(p.kernels[0].warnings, ["/etc/limopack/modules.d/a.yaml:3: `nosuch` matches no module of 6.1.0-1-test"]);
+        assert_eq!(p.kernels[0].builtin, ["ext2"]);
+    }
+
+    #[test]
+    fn a_kept_module_whose_file_is_gone_is_missing() {
+        let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e]\n")], "");
+        w.files.regular.remove("kernel/drivers/net/e1000e.ko");
+        let p = run(&w, None);
+        let missing: Vec<_> = p.kernels[0].missing().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(missing, ["e1000e"]);
+    }
+}

@@ -1,0 +1,234 @@
+//! What limopack says: one line per kernel the way a good apt hook speaks, `explain` for one
+//! module, `status` for the whole picture, and the same as JSON (`"schema": 1`).
+
+use std::fmt::Write;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::apply::Done;
+use crate::index::{Edge, Lookup};
+use crate::name;
+use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
+use crate::run::Gathered;
+use crate::state::State;
+
+/// Version of the JSON shapes; bumped when a field changes meaning or goes away.
+pub const SCHEMA: u32 = 1;
+
+/// Human size: `372 MiB`, `12 KiB`.
+pub fn size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= MIB {
+        format!("{} MiB", (bytes + MIB / 2) / MIB)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
+}
+
+/// The line for one kernel after a run, or a dry run.
+pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: &str) -> String {
+    let head = format!("limopack: {}:", k.version);
+    if k.action == Action::NoBaseline {
+        return format!("{head} no baseline (no static modules recorded for it); left whole ({} modules)", k.modules_total);
+    }
+    let kept = format!(
+        "kept {} of {} modules ({} declaration{})",
+        k.kept.len(),
+        k.modules_total,
+        k.declarations,
+        if k.declarations == 1 { "" } else { "s" }
+    );
+    let files = |n: usize, bytes: u64| format!("{n} file{} ({})", if n == 1 { "" } else { "s" }, size(bytes));
+    let what = match (k.action, done) {
+        (Action::UpToDate, _) => "nothing to prune".to_string(),
+        (Action::PruningOff, _) => format!(
+            "would prune {}, but pruning is off (prune: false in {config_path})",
+            files(k.prune.len(), k.prune_bytes())
+        ),
+        (Action::Prune, Some(done)) => format!("pruned {}", files(done.removed, done.bytes)),
+        (Action::Prune, None) if dry_run => format!("would prune {}", files(k.prune.len(), k.prune_bytes())),
+        (Action::Prune, None) => "pruning did not run".to_string(),
+        (Action::NoBaseline, _) => unreachable!("handled above"),
+    };
+    format!("{head} {kept}, {what}")
+}
+
+/// Warnings of a plan, each as it should be printed, including kept modules whose files are
+/// gone and how to bring them back.
+pub fn warnings(plan: &Plan, state: &State) -> Vec<String> {
+    let mut out = plan.warnings.clone();
+    for k in &plan.kernels {
+        out.extend(k.warnings.iter().map(|w| format!("{}: {w}", k.version)));
+        for (module, kept) in k.missing() {
+            let package = state
+                .kernels
+                .get(&k.version)
+                .and_then(|s| s.pruned.get(&kept.path))
+                .map(|p| p.package.split(':').next().unwrap_or(&p.package).to_string());
+            let hint = match package {
+                Some(p) => format!("; `apt-get install --reinstall {p}` brings it back"),
+                None => String::new(),
+            };
+            out.push(format!("{}: kept module {module} is missing ({}){hint}", k.version, kept.path));
+        }
+    }
+    out
+}
+
+/// The JSON of a sync or dry run.
+pub fn sync_json(plan: &Plan, done: &[Done], dry_run: bool) -> serde_json::Value {
+    json!({ "schema": SCHEMA, "dry_run": dry_run, "plan": plan, "done": done })
+}
+
+fn describe(reason: &Reason) -> String {
+    match reason {
+        Reason::Static { entry, declaration } => format!("static entry `{entry}` of {}", declaration.display()),
+        Reason::Declared { entry, declaration, package } => match package {
+            Some(p) => format!("declared as `{entry}` in {} (package {p})", declaration.display()),
+            None => format!("declared as `{entry}` in {}", declaration.display()),
+        },
+        Reason::Loaded => "loaded in the running kernel".to_string(),
+        Reason::Pulled { by, edge } => {
+            let how = match edge {
+                Edge::Dependency => "dependency",
+                Edge::SoftdepPre => "soft dependency (pre:)",
+                Edge::SoftdepPost => "soft dependency (post:)",
+                Edge::Weakdep => "weak dependency",
+            };
+            format!("{how} of {by}")
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    module: &'a str,
+    reason: &'a Reason,
+}
+
+/// Why a module is kept (the chain back to a declaration), or why it is not.
+pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde_json::Value) {
+    let mut text = String::new();
+    let mut kernels = Vec::new();
+    for k in &plan.kernels {
+        let index = gathered.index(&k.version);
+        let mut names = vec![name::normalize(module)];
+        if let Some(Lookup::Modules(ids)) = index.map(|i| i.lookup(module)) {
+            names = ids.iter().map(|&id| index.unwrap().module(id).name.clone()).collect();
+        }
+        for wanted in names {
+            let (status, chain, line) = explain_one(k, gathered, &wanted);
+            let _ = writeln!(text, "{}: {wanted}: {line}", k.version);
+            for link in &chain {
+                let _ = writeln!(text, "  {}: {}", link.module, describe(link.reason));
+            }
+            if let Some(users) = k.refcounts.get(&wanted) {
+                let _ = writeln!(text, "  referenced by {} declaration(s): {}", users.len(),
+                    users.iter().map(|u| u.display().to_string()).collect::<Vec<_>>().join(", "));
+            }
+            kernels.push(json!({
+                "version": k.version, "module": wanted, "status": status, "summary": line,
+                "chain": chain, "refcount": k.refcounts.get(&wanted).map_or(0, Vec::len),
+            }));
+        }
+    }
+    (text, json!({ "schema": SCHEMA, "module": module, "kernels": kernels }))
+}
+
+fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'static str, Vec<Link<'a>>, String) {
+    if let Some(kept) = k.kept.get(wanted) {
+        let mut chain = Vec::new();
+        let mut at: (&str, &Kept) = (k.kept.get_key_value(wanted).unwrap().0, kept);
+        while chain.len() <= k.kept.len() {
+            chain.push(Link { module: at.0, reason: &at.1.reason });
+            match &at.1.reason {
+                Reason::Pulled { by, .. } => match k.kept.get_key_value(by.as_str()) {
+                    Some((name, next)) => at = (name, next),
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        let line = if kept.present {
+            format!("kept ({})", kept.path)
+        } else {
+            format!("kept, but its file {} is missing (pruned earlier)", kept.path)
+        };
+        return ("kept", chain, line);
+    }
+    if let Some(f) = k.prune.iter().find(|f| f.module == wanted) {
+        let line = match k.action {
+            Action::Prune => "would be pruned",
+            _ => "would be pruned once pruning is on",
+        };
+        let line = format!("{line}: no declaration names it and no kept module needs it ({} of {})", f.path, f.package);
+        return ("prune", Vec::new(), line);
+    }
+    if let Some((rel, p)) = gathered
+        .state
+        .kernels
+        .get(&k.version)
+        .and_then(|s| s.pruned.iter().find(|(_, p)| p.module == wanted))
+    {
+        return ("pruned", Vec::new(), format!("pruned ({rel} of {}); nothing needs it", p.package));
+    }
+    if k.builtin.iter().any(|b| b == wanted)
+        || gathered.index(&k.version).is_some_and(|i| i.is_builtin(wanted))
+    {
+        return ("builtin", Vec::new(), "built into the kernel".into());
+    }
+    if k.action == Action::NoBaseline {
+        return ("whole", Vec::new(), "stays: this kernel has no baseline, so it is left whole".into());
+    }
+    if let Some(path) = gathered.index(&k.version).and_then(|i| i.by_name(wanted)).map(|id| gathered.index(&k.version).unwrap().module(id).path.clone()) {
+        if k.not_owned.contains(&path) {
+            return ("not-owned", Vec::new(), format!("stays: {path} is not owned by a module package"));
+        }
+    }
+    ("unknown", Vec::new(), "no such module in this kernel".into())
+}
+
+/// Per kernel: kept, pruned (with owning package), missing, warnings.
+pub fn status(plan: &Plan, state: &State, verbose: bool) -> (String, serde_json::Value) {
+    let mut text = String::new();
+    let mut kernels = Vec::new();
+    for k in &plan.kernels {
+        let pruned = state.kernels.get(&k.version).map(|s| &s.pruned);
+        let pruned_count = pruned.map_or(0, |p| p.len());
+        let pruned_bytes: u64 = pruned.map_or(0, |p| p.values().map(|f| f.size).sum());
+        let _ = writeln!(text, "{}{}", k.version, if k.running { " (running)" } else { "" });
+        let _ = writeln!(text, "  action: {}", serde_json::to_value(k.action).unwrap().as_str().unwrap_or(""));
+        let _ = writeln!(text, "  kept: {} of {} modules, {} declaration(s)", k.kept.len(), k.modules_total, k.declarations);
+        if verbose {
+            for (module, kept) in &k.kept {
+                let _ = writeln!(text, "    {module}: {}", describe(&kept.reason));
+            }
+        }
+        let _ = writeln!(text, "  pruned: {pruned_count} file(s), {}", size(pruned_bytes));
+        for (rel, file) in pruned.into_iter().flatten() {
+            let _ = writeln!(text, "    {rel} ({} {})", file.package, file.version);
+        }
+        let missing: Vec<_> = k.missing().map(|(m, kept)| json!({"module": m, "path": kept.path})).collect();
+        for (m, kept) in k.missing() {
+            let _ = writeln!(text, "  missing: {m} ({})", kept.path);
+        }
+        if !k.prune.is_empty() {
+            let _ = writeln!(text, "  to prune: {} file(s), {}", k.prune.len(), size(k.prune_bytes()));
+        }
+        for w in &k.warnings {
+            let _ = writeln!(text, "  warning: {w}");
+        }
+        kernels.push(json!({
+            "version": k.version, "running": k.running, "action": k.action, "baseline": k.baseline,
+            "modules_total": k.modules_total, "declarations": k.declarations,
+            "kept": k.kept, "pruned": pruned, "missing": missing, "to_prune": k.prune, "warnings": k.warnings,
+        }));
+    }
+    for d in &plan.declarations {
+        let _ = writeln!(text, "declaration {}: {}{}", d.path.display(),
+            if d.active { "active" } else { "inactive" },
+            d.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+    }
+    (text, json!({ "schema": SCHEMA, "declarations": plan.declarations, "kernels": kernels, "warnings": plan.warnings }))
+}

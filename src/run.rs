@@ -1,0 +1,207 @@
+//! One run: gather what is installed, plan, and (unless dry) apply. The binary's commands are
+//! thin wrappers around these functions.
+
+use std::path::{Path, PathBuf};
+
+use crate::apply::{self, Done};
+use crate::config::Config;
+use crate::declaration::{Declarations, Origin};
+use crate::error::Result;
+use crate::index::{ModuleIndex, Sources};
+use crate::loaded;
+use crate::packages::Packages;
+use crate::plan::{self, Inputs, KernelInput, Plan};
+use crate::root::Root;
+use crate::state::{self, Journal, State};
+use crate::tree::{self, Files, Tree};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    /// Only this kernel version.
+    pub kernel: Option<String>,
+    /// Change nothing: no lock, no depmod in place, no deletes, no state.
+    pub dry_run: bool,
+}
+
+/// Everything a plan is made from.
+pub struct Gathered {
+    pub root: Root,
+    pub config: Config,
+    pub declarations: Declarations,
+    pub packages: Packages,
+    pub state: State,
+    pub trees: Vec<Tree>,
+    kernels: Vec<(ModuleIndex, Files, Option<Vec<String>>)>,
+    /// Things noticed while gathering (stale indexes refreshed, odd kernel folders).
+    pub notes: Vec<String>,
+}
+
+impl Gathered {
+    /// The index of one kernel, pruned modules included.
+    pub fn index(&self, version: &str) -> Option<&ModuleIndex> {
+        let at = self.trees.iter().position(|t| t.version == version)?;
+        Some(&self.kernels[at].0)
+    }
+
+    pub fn plan(&self) -> Plan {
+        let inputs = Inputs {
+            config: &self.config,
+            declarations: &self.declarations,
+            packages: &self.packages,
+            state: &self.state,
+            kernels: self
+                .trees
+                .iter()
+                .zip(&self.kernels)
+                .map(|(tree, (index, files, loaded))| KernelInput {
+                    tree,
+                    index,
+                    files,
+                    loaded: loaded.as_deref(),
+                })
+                .collect(),
+        };
+        let mut plan = plan::plan(&inputs);
+        plan.warnings.splice(0..0, self.notes.iter().cloned());
+        plan
+    }
+}
+
+/// Read everything a plan needs. A real run refreshes a stale index with depmod first; a dry
+/// run reads what depmod would write (`depmod -n`) and writes nothing.
+pub fn gather(opts: &Options) -> Result<Gathered> {
+    let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
+    let config = Config::load(&root)?;
+    let declarations = Declarations::load(&root)?;
+    let mut state = State::load(&root)?;
+    let mut notes = Vec::new();
+
+    let mut trees = tree::discover(&root, &mut notes)?;
+    if let Some(only) = &opts.kernel {
+        trees.retain(|t| &t.version == only);
+        if trees.is_empty() {
+            return Err(crate::Error::refused(root.join("/lib/modules").join(only), "no such module tree"));
+        }
+    }
+    if !opts.dry_run {
+        if let Some(journal) = Journal::load(&root)? {
+            let tree = trees.iter().find(|t| t.version == journal.kernel);
+            notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
+            state.absorb(journal, tree);
+            state.save(&root)?;
+            Journal::clear(&root)?;
+        }
+    }
+
+    let config_files = tree::modprobe_config(&root)?;
+    let running = root.is_host().then(loaded::running_kernel);
+    let mut kernels = Vec::new();
+    for tree in &trees {
+        let (index, files) = load_index(&root, &config, tree, &config_files, opts.dry_run, &mut notes)?;
+        let loaded = match &running {
+            Some(version) if *version == tree.version => Some(loaded::read_proc()?),
+            _ => None,
+        };
+        kernels.push((index, files, loaded));
+    }
+
+    let vendor: Vec<&Path> = declarations
+        .active
+        .iter()
+        .filter(|d| d.origin == Origin::Vendor)
+        .map(|d| d.path.as_path())
+        .collect();
+    let packages = Packages::query(&root, &config.packages, &vendor)?;
+    Ok(Gathered {
+        root,
+        config,
+        declarations,
+        packages,
+        state,
+        trees,
+        kernels,
+        notes,
+    })
+}
+
+/// The index of one tree, fresh, with the modules limopack pruned earlier added back from
+/// its saved copy.
+fn load_index(
+    root: &Root,
+    config: &Config,
+    tree: &Tree,
+    config_files: &[(PathBuf, String)],
+    dry_run: bool,
+    notes: &mut Vec<String>,
+) -> Result<(ModuleIndex, Files)> {
+    let mut files = Files::scan(tree)?;
+    let parse = |sources: &mut Sources, files: &Files| {
+        sources.config = config_files.to_vec();
+        ModuleIndex::parse(sources, |rel| files.has(rel))
+    };
+    let mut sources = Sources::read(&tree.path)?;
+    let mut index = match sources.dep.is_some() {
+        true => Some(parse(&mut sources, &files)?),
+        false => None,
+    };
+    if let Some(reason) = tree::stale_reason(&files, index.as_ref()) {
+        if !config.depmod {
+            notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
+        } else if dry_run {
+            notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
+            let mut fresh = tree::depmod_dry(root, tree)?;
+            index = Some(parse(&mut fresh, &files)?);
+        } else {
+            notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
+            tree::depmod(root, &tree.version)?;
+            files = Files::scan(tree)?;
+            let mut fresh = Sources::read(&tree.path)?;
+            index = Some(parse(&mut fresh, &files)?);
+        }
+    }
+    let mut index = match index {
+        Some(index) => index,
+        None => {
+            return Err(crate::Error::StaleIndex {
+                path: tree.path.join("modules.dep"),
+                message: "missing, and depmod is off; run depmod".into(),
+            })
+        }
+    };
+    if let Some(mut saved) = state::saved_index(root, tree)? {
+        let older = parse(&mut saved, &files)?;
+        index.merge_pruned(&older);
+    }
+    Ok((index, files))
+}
+
+/// What a sync did.
+pub struct Outcome {
+    pub plan: Plan,
+    pub done: Vec<Done>,
+    /// The state after the run.
+    pub state: State,
+}
+
+/// The main job: plan every kernel and, unless dry, carry the plan out.
+pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Outcome> {
+    let _lock = match opts.dry_run {
+        true => None,
+        false => {
+            let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
+            Some(apply::lock(&root, waiting)?)
+        }
+    };
+    let mut gathered = gather(opts)?;
+    let plan = gathered.plan();
+    let done = match opts.dry_run {
+        true => Vec::new(),
+        false => apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state)?,
+    };
+    Ok(Outcome {
+        plan,
+        done,
+        state: gathered.state,
+    })
+}

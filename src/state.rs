@@ -1,0 +1,275 @@
+//! What limopack remembers between runs, under `/var/lib/limopack` in the root.
+//!
+//! - `state.json`: the static entries seen so far (kept for good), and per kernel the
+//!   refcounts of the last run and every file pruned, with its package.
+//! - `journal.json`: the files a run is about to delete, written before the first delete, so
+//!   that a run killed half way leaves a record the next run folds into the state.
+//! - `index/<kver>`: the kernel's module index as it was before limopack first pruned it, so
+//!   that a pruned module can still be named, kept and restored.
+//!
+//! Every file is replaced atomically (write a temporary file, fsync, rename).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::index::{Sources, HEADERS};
+use crate::root::Root;
+use crate::tree::Tree;
+
+const FORMAT: u32 = 1;
+
+/// A static entry, once seen in a declaration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticRecord {
+    /// The entry, normalised (a name, alias or glob).
+    pub entry: String,
+    /// The `kernels:` glob of the declaration it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
+    /// The declaration that first named it.
+    pub declaration: PathBuf,
+}
+
+/// A file limopack deleted, and what owned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedFile {
+    pub module: String,
+    pub package: String,
+    pub version: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelState {
+    /// Module name to the declarations naming it, as of the last run.
+    #[serde(default)]
+    pub refcounts: BTreeMap<String, Vec<PathBuf>>,
+    /// Pruned files by path relative to the tree.
+    #[serde(default)]
+    pub pruned: BTreeMap<String, PrunedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format: u32,
+    #[serde(default)]
+    pub statics: Vec<StaticRecord>,
+    #[serde(default)]
+    pub kernels: BTreeMap<String, KernelState>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            format: FORMAT,
+            statics: Vec::new(),
+            kernels: BTreeMap::new(),
+        }
+    }
+}
+
+/// The files one run is about to delete in one kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub kernel: String,
+    pub files: BTreeMap<String, PrunedFile>,
+}
+
+impl State {
+    pub fn path(root: &Root) -> PathBuf {
+        root.state_dir().join("state.json")
+    }
+
+    /// The state under the root; none yet is an empty state.
+    pub fn load(root: &Root) -> Result<State> {
+        let path = State::path(root);
+        let Some(state) = read_json::<State>(&path)? else {
+            return Ok(State::default());
+        };
+        if state.format != FORMAT {
+            return Err(Error::refused(
+                path,
+                format!("state format {} is not the {FORMAT} this limopack understands", state.format),
+            ));
+        }
+        Ok(state)
+    }
+
+    pub fn save(&self, root: &Root) -> Result<()> {
+        write_json(&State::path(root), self)
+    }
+
+    /// Fold a journal left by a run that was killed into the state: every journalled file that
+    /// is gone from disk was pruned.
+    pub fn absorb(&mut self, journal: Journal, tree: Option<&Tree>) {
+        let kernel = self.kernels.entry(journal.kernel).or_default();
+        for (rel, file) in journal.files {
+            let gone = tree.is_none_or(|t| std::fs::symlink_metadata(t.path.join(&rel)).is_err());
+            if gone {
+                kernel.pruned.insert(rel, file);
+            }
+        }
+    }
+}
+
+impl Journal {
+    pub fn path(root: &Root) -> PathBuf {
+        root.state_dir().join("journal.json")
+    }
+
+    pub fn load(root: &Root) -> Result<Option<Journal>> {
+        read_json(&Journal::path(root))
+    }
+
+    pub fn save(&self, root: &Root) -> Result<()> {
+        write_json(&Journal::path(root), self)
+    }
+
+    pub fn clear(root: &Root) -> Result<()> {
+        let path = Journal::path(root);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where the saved index of a kernel lives.
+fn saved_index_path(root: &Root, version: &str) -> PathBuf {
+    root.state_dir().join("index").join(format!("{version}.index"))
+}
+
+/// Save the tree's index files, as one file in `depmod -n` layout, before the first prune.
+pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
+    let mut text = String::new();
+    for file in ["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"] {
+        let path = tree.path.join(file);
+        let body = match std::fs::read_to_string(&path) {
+            Ok(body) => body,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let header = HEADERS.iter().find(|(name, _)| *name == file).map(|(_, h)| *h);
+        let body = match header {
+            Some(header) => {
+                text.push_str(header);
+                text.push('\n');
+                body.strip_prefix(header).map(|b| b.trim_start_matches('\n')).unwrap_or(&body).to_string()
+            }
+            None => body,
+        };
+        text.push_str(&body);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    write_atomic(&saved_index_path(root, &tree.version), text.as_bytes())
+}
+
+/// The saved index of a kernel, if limopack saved one.
+pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
+    let path = saved_index_path(root, &tree.version);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut sources = Sources::from_depmod_output(&text, &tree.path)?;
+            if let Some(dep) = &mut sources.dep {
+                dep.0 = path;
+            }
+            Ok(Some(sources))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::syntax(path, e.line(), e.column(), e.to_string()))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Replace `path` with `bytes` so that a crash leaves the old file or the new one, whole.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(file.path(), e))?;
+    file.as_file().sync_all().map_err(|e| Error::io(file.path(), e))?;
+    file.persist(path).map_err(|e| Error::io(path, e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::ModuleIndex;
+
+    #[test]
+    fn state_round_trips_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        assert_eq!(State::load(&root).unwrap(), State::default());
+        let mut state = State::default();
+        state.statics.push(StaticRecord { entry: "ext4".into(), kernels: None, declaration: "/etc/limopack/modules.d/b.yaml".into() });
+        state.kernels.entry("6.1".into()).or_default().pruned.insert(
+            "kernel/a.ko".into(),
+            PrunedFile { module: "a".into(), package: "linux-image-6.1".into(), version: "1".into(), size: 10 },
+        );
+        state.save(&root).unwrap();
+        assert_eq!(State::load(&root).unwrap(), state);
+        std::fs::write(State::path(&root), "{\"format\": 1,\n  oops").unwrap();
+        let e = State::load(&root).unwrap_err().to_string();
+        assert!(e.contains("state.json:2:3:"), "{e}");
+    }
+
+    #[test]
+    fn journal_of_a_killed_run_is_absorbed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree { version: "6.1".into(), path: dir.path().into(), shown: "/lib/modules/6.1".into() };
+        std::fs::write(dir.path().join("still-here.ko"), "").unwrap();
+        let file = PrunedFile { module: "m".into(), package: "p".into(), version: "1".into(), size: 1 };
+        let journal = Journal {
+            kernel: "6.1".into(),
+            files: [("gone.ko".to_string(), file.clone()), ("still-here.ko".to_string(), file)].into(),
+        };
+        let mut state = State::default();
+        state.absorb(journal, Some(&tree));
+        let pruned: Vec<_> = state.kernels["6.1"].pruned.keys().collect();
+        assert_eq!(pruned, ["gone.ko"]);
+    }
+
+    #[test]
+    fn saved_index_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let tree_dir = dir.path().join("lib/modules/6.1");
+        std::fs::create_dir_all(&tree_dir).unwrap();
+        std::fs::write(tree_dir.join("modules.dep"), "kernel/a.ko: kernel/b.ko\nkernel/b.ko:\n").unwrap();
+        std::fs::write(tree_dir.join("modules.alias"), "alias fs-a a\n").unwrap();
+        std::fs::write(tree_dir.join("modules.softdep"), "# Soft dependencies extracted from modules themselves.\nsoftdep a pre: b\n").unwrap();
+        let tree = Tree { version: "6.1".into(), path: tree_dir, shown: "/lib/modules/6.1".into() };
+        save_index(&root, &tree).unwrap();
+        let sources = saved_index(&root, &tree).unwrap().unwrap();
+        let index = ModuleIndex::parse(&sources, |_| true).unwrap();
+        assert_eq!(index.modules().len(), 2);
+        assert_eq!(index.lookup("fs-a"), crate::index::Lookup::Modules(vec![0]));
+        assert_eq!(index.closure(&[0]).len(), 2);
+    }
+}

@@ -1,0 +1,277 @@
+//! Kernel module trees on disk: finding them, walking their files, and keeping their index
+//! fresh with depmod.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+use crate::index::{ModuleIndex, Sources};
+use crate::name;
+use crate::root::Root;
+
+/// One `/lib/modules/<kver>` folder.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub version: String,
+    /// The folder on this machine.
+    pub path: PathBuf,
+    /// The folder as the system sees it (`/lib/modules/6.1.0-50-amd64`).
+    pub shown: PathBuf,
+}
+
+impl Tree {
+    /// The ways dpkg may list a file of this tree: packages ship under `/lib/modules`, and
+    /// after the /usr merge some under `/usr/lib/modules`.
+    pub fn dpkg_paths(&self, rel: &str) -> [String; 2] {
+        [
+            format!("/lib/modules/{}/{rel}", self.version),
+            format!("/usr/lib/modules/{}/{rel}", self.version),
+        ]
+    }
+}
+
+/// Every module tree under the root, each once even when `/lib` is a symlink to `/usr/lib`.
+/// Folders that cannot be managed safely are reported in `warnings` and left alone.
+pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut trees: Vec<Tree> = Vec::new();
+    for base in ["/lib/modules", "/usr/lib/modules"] {
+        let dir = root.join(base);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            let Some(version) = entry.file_name().to_str().map(str::to_string) else {
+                warnings.push(format!("{}: kernel folder name is not UTF-8; left alone", path.display()));
+                continue;
+            };
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::metadata(&path).ok();
+                if target.is_some_and(|t| seen.contains(&(t.dev(), t.ino()))) {
+                    continue;
+                }
+                warnings.push(format!("{}: kernel folder is a symlink; left alone", root.inside(&path).display()));
+                continue;
+            }
+            if meta.is_dir() && seen.insert((meta.dev(), meta.ino())) {
+                found.push((version, path));
+            }
+        }
+        found.sort();
+        for (version, path) in found {
+            trees.push(Tree {
+                shown: root.inside(&path),
+                version,
+                path,
+            });
+        }
+    }
+    // The same tree through a symlinked parent: a second pass catches an order where
+    // /usr/lib/modules/<kver> was seen first through a symlinked /lib.
+    let mut unique = HashSet::new();
+    trees.retain(|t| unique.insert(t.version.clone()));
+    Ok(trees)
+}
+
+/// One regular file of a tree.
+#[derive(Debug, Clone, Copy)]
+pub struct FileInfo {
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+/// The files of one tree, walked once, never through symlinks.
+#[derive(Debug, Default)]
+pub struct Files {
+    /// Regular files by path relative to the tree.
+    pub regular: HashMap<String, FileInfo>,
+    /// Module-named paths that are not regular files (folders, FIFOs, symlinks): never touched.
+    pub odd: Vec<String>,
+}
+
+impl Files {
+    pub fn scan(tree: &Tree) -> Result<Files> {
+        let mut files = Files::default();
+        for entry in walkdir::WalkDir::new(&tree.path).follow_links(false).min_depth(1) {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&tree.path).to_path_buf();
+                Error::io(path, e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed")))
+            })?;
+            let Ok(rel) = entry.path().strip_prefix(&tree.path) else { continue };
+            let Some(rel) = rel.to_str() else { continue };
+            let kind = entry.file_type();
+            if kind.is_file() {
+                let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e.into()))?;
+                files.regular.insert(
+                    rel.to_string(),
+                    FileInfo {
+                        size: meta.len(),
+                        mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    },
+                );
+            } else if name::is_module_file(rel) {
+                files.odd.push(rel.to_string());
+            }
+        }
+        files.odd.sort();
+        Ok(files)
+    }
+
+    /// True when `rel` is a regular file here.
+    pub fn has(&self, rel: &str) -> bool {
+        self.regular.contains_key(rel)
+    }
+
+    fn newest_module(&self) -> Option<(&str, SystemTime)> {
+        self.regular
+            .iter()
+            .filter(|(rel, _)| name::is_module_file(rel))
+            .map(|(rel, info)| (rel.as_str(), info.mtime))
+            .max_by_key(|&(_, mtime)| mtime)
+    }
+}
+
+/// Why the tree's index does not describe its files, if it does not: depmod must run before a
+/// plan can trust it. Checks what `depmod -A` checks (a module newer than modules.dep) and
+/// also that the index lists exactly the module files on disk.
+pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String> {
+    let Some(dep) = files.regular.get("modules.dep") else {
+        return Some("modules.dep is missing".into());
+    };
+    if let Some((rel, mtime)) = files.newest_module() {
+        if mtime > dep.mtime {
+            return Some(format!("{rel} is newer than modules.dep"));
+        }
+    }
+    let index = index?;
+    let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
+    if let Some(unlisted) = files
+        .regular
+        .keys()
+        .filter(|rel| name::is_module_file(rel) && !listed.contains(rel.as_str()))
+        .min()
+    {
+        return Some(format!("{unlisted} is not in modules.dep"));
+    }
+    if let Some(gone) = index.modules().iter().find(|m| !files.has(&m.path) && !files.odd.contains(&m.path)) {
+        return Some(format!("{} is in modules.dep but not on disk", gone.path));
+    }
+    None
+}
+
+/// Run depmod for one kernel, in place.
+pub fn depmod(root: &Root, version: &str) -> Result<()> {
+    run_depmod(root, version, false).map(drop)
+}
+
+/// What depmod would write for one kernel, without writing it (`depmod -n`).
+pub fn depmod_dry(root: &Root, tree: &Tree) -> Result<Sources> {
+    let out = run_depmod(root, &tree.version, true)?;
+    Sources::from_depmod_output(&out, &tree.path)
+}
+
+fn run_depmod(root: &Root, version: &str, dry: bool) -> Result<String> {
+    let mut command = Command::new("depmod");
+    if dry {
+        command.arg("-n");
+    }
+    if !root.is_host() {
+        command.arg("-b").arg(root.path());
+    }
+    let output = command
+        .arg(version)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::command("depmod", "not found; install kmod so that limopack can refresh module indexes")
+            }
+            _ => Error::command("depmod", e.to_string()),
+        })?;
+    if !output.status.success() {
+        return Err(Error::command(
+            "depmod",
+            format!("{version}: failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|_| Error::command("depmod", "printed something that is not UTF-8"))
+}
+
+/// modprobe.d files of the root, in the folders kmod reads. Their `softdep` and `alias` lines
+/// change what modprobe loads, so the closure must see them.
+pub fn modprobe_config(root: &Root) -> Result<Vec<(PathBuf, String)>> {
+    let mut by_name: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    // Later folders lose to earlier ones for the same file name, as in kmod.
+    for dir in ["/lib/modprobe.d", "/usr/lib/modprobe.d", "/usr/local/lib/modprobe.d", "/run/modprobe.d", "/etc/modprobe.d"] {
+        let dir = root.join(dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".conf") && !name.starts_with('.') {
+                by_name.insert(name, entry.path());
+            }
+        }
+    }
+    let mut config = Vec::new();
+    for path in by_name.into_values() {
+        match std::fs::read(&path) {
+            Ok(bytes) => config.push((root.inside(&path), String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Ok(config)
+}
+
+/// Remove the folders left empty under `tree` by deleting `removed` files, bottom up. The tree
+/// folder itself and anything not empty stay.
+pub fn remove_empty_parents(tree: &Path, removed: &[PathBuf]) {
+    let mut dirs: Vec<&Path> = removed.iter().filter_map(|p| p.parent()).collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    let mut tried = HashSet::new();
+    for dir in dirs {
+        let mut current = Some(dir);
+        while let Some(d) = current {
+            if d == tree || !d.starts_with(tree) || !tried.insert(d.to_path_buf()) {
+                break;
+            }
+            // Fails when not empty, which is what stops the climb.
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            current = d.parent();
+        }
+    }
+}
+
+/// The absolute path `tree/rel` after checking that it is still a regular file reached
+/// through real folders inside the tree, so that a delete never follows a symlink.
+pub fn confined(tree: &Path, rel: &str) -> std::io::Result<Option<PathBuf>> {
+    let path = tree.join(rel);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let parent = path.parent().unwrap_or(tree);
+    let real_parent = std::fs::canonicalize(parent)?;
+    let real_tree = std::fs::canonicalize(tree)?;
+    if real_parent.starts_with(&real_tree) && parent.strip_prefix(tree).is_ok_and(|p| real_parent.ends_with(p)) {
+        Ok(Some(path))
+    } else {
+        Ok(None)
+    }
+}

@@ -1,0 +1,87 @@
+//! The one place that knows the YAML parser. Declarations and the config go through here, so
+//! the parser can be swapped without touching what the documents mean.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Parse one YAML document into `T`. An empty document, or one with only comments, is `None`:
+/// an empty file in `/etc/limopack/modules.d` masks a vendor file, and an empty config means
+/// all defaults.
+pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Option<T>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_column(bytes, e.valid_up_to());
+        Error::syntax(path, line, column, "not valid UTF-8")
+    })?;
+    serde_yaml::from_str::<Option<T>>(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        Error::syntax(path, line, column, strip_location(&e.to_string(), line, column))
+    })
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the place up front,
+/// the way compilers and linters do, so it is dropped from the message.
+fn strip_location(message: &str, line: usize, column: usize) -> String {
+    let suffix = format!(" at line {line} column {column}");
+    match message.find(&suffix) {
+        Some(at) => format!("{}{}", &message[..at], &message[at + suffix.len()..]),
+        None => message.to_string(),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[allow(dead_code)]
+        a: Vec<String>,
+    }
+
+    fn err(text: &[u8]) -> String {
+        parse::<Doc>(Path::new("f.yaml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn empty_and_comment_only_documents_are_none() {
+        for text in ["", "   \n\n", "# nothing here\n"] {
+            assert!(parse::<Doc>(Path::new("f"), text.as_bytes())
+                .unwrap()
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn errors_lead_with_file_line_and_column() {
+        assert_eq!(
+            err(b"a: [x]\nb: 1\n"),
+            "f.yaml:2:1: unknown field `b`, expected `a`"
+        );
+        assert_eq!(
+            err(b"a: x\n"),
+            "f.yaml:1:4: a: invalid type: string \"x\", expected a sequence"
+        );
+    }
+
+    #[test]
+    fn non_utf8_is_reported_at_its_line() {
+        assert_eq!(err(b"a:\n  - ok\n  - \xff\n"), "f.yaml:3:5: not valid UTF-8");
+    }
+}
