@@ -126,6 +126,11 @@ impl Declaration {
         })
     }
 
+    /// True when the file names no module: an empty file that only masks another.
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty() && self.statics.is_empty() && self.firmware.is_empty()
+    }
+
     /// Whether this declaration applies to a kernel version.
     pub fn applies_to(&self, kernel: &str) -> bool {
         self.kernels
@@ -134,10 +139,14 @@ impl Declaration {
     }
 }
 
-/// The first line on which an entry appears, allowing for `-`/`_` spelling.
+/// The first line on which an entry appears as a whole item, allowing for `-`/`_` spelling.
+/// serde gives no position for a value that parsed, so warnings find it this way.
 fn line_of(text: &str, entry: &str) -> usize {
     text.lines()
-        .position(|line| name::normalize(line).contains(entry))
+        .position(|line| {
+            line.split(|c: char| c.is_whitespace() || "[],'\"#".contains(c))
+                .any(|word| name::normalize(word) == entry)
+        })
         .map_or(0, |n| n + 1)
 }
 
@@ -229,6 +238,9 @@ mod tests {
         let d = parse("modules:\n  - btusb\n  - hci-uart\nstatic:\n  - ext4\n  - snd-hda-codec-*\nkernels: \"6.1.*\"\nfirmware:\n  - iwlwifi-*.pnvm\n").unwrap();
         let names: Vec<_> = d.modules.iter().map(|e| (e.text.as_str(), e.line)).collect();
         assert_eq!(names, [("btusb", 2), ("hci_uart", 3)]);
+        let other = parse("modules:\n  - btusb\n  - bt\nstatic: [\"bt-x\", 'e']\n").unwrap();
+        assert_eq!(other.modules[1].line, 3);
+        assert_eq!((other.statics[0].line, other.statics[1].line), (4, 4));
         assert_eq!(d.statics[1].text, "snd_hda_codec_*");
         assert!(d.statics[1].glob.is_some());
         assert!(d.statics[0].glob.is_none());

@@ -5,7 +5,6 @@
 //! dpkg trigger the status file on disk is stale, and dpkg-query reads the journal too.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::Command;
 
 use crate::error::{Error, Result};
@@ -32,7 +31,7 @@ impl Package {
     }
 }
 
-/// What dpkg said about the packages a run cares about.
+/// What dpkg said about the files a run cares about and the packages that own them.
 #[derive(Debug, Default, Clone)]
 pub struct Packages {
     packages: Vec<Package>,
@@ -41,36 +40,39 @@ pub struct Packages {
 }
 
 impl Packages {
-    /// Ask dpkg for the owners of `paths` (declaration files) and for the packages matching
-    /// `patterns` (module packages) with their file lists. Two dpkg-query calls at most.
-    pub fn query(root: &Root, patterns: &[String], paths: &[&Path]) -> Result<Packages> {
-        let mut names: Vec<String> = patterns.to_vec();
-        if !paths.is_empty() {
-            let mut args = vec!["--search".to_string()];
-            args.extend(paths.iter().map(|p| p.display().to_string()));
-            for line in dpkg_query(root, &args)?.lines() {
-                if line.starts_with("diversion by") || line.starts_with("local diversion") {
-                    continue;
-                }
-                if let Some((owners, _)) = line.split_once(": ") {
-                    names.extend(owners.split(", ").map(str::to_string));
-                }
-            }
+    /// Ask dpkg who owns the files matching `patterns` (declaration files, and `TREE/*` for
+    /// each module tree), and for the status of each owner. Every owner is seen, not only
+    /// module packages, so that a file shared with another package is known to be shared.
+    /// Two dpkg-query calls.
+    pub fn query(root: &Root, patterns: &[String]) -> Result<Packages> {
+        if patterns.is_empty() {
+            return Ok(Packages::default());
+        }
+        let mut args = vec!["--search".to_string()];
+        args.extend(patterns.iter().cloned());
+        let search = dpkg_query(root, &args)?;
+        let mut names: Vec<&str> = search_lines(&search).flat_map(|(owners, _)| owners).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Packages::parse("", &search);
         }
         let mut args = vec![
             "--show".to_string(),
-            "--showformat=Package: ${binary:Package}\\nVersion: ${Version}\\nStatus: ${db:Status-Status}\\nFiles:\\n${db-fsys:Files}\\n".to_string(),
+            "--showformat=Package: ${binary:Package}\\nVersion: ${Version}\\nStatus: ${db:Status-Status}\\n\\n".to_string(),
         ];
-        args.extend(names);
-        Packages::parse(&dpkg_query(root, &args)?)
+        args.extend(names.iter().map(|n| n.to_string()));
+        Packages::parse(&dpkg_query(root, &args)?, &search)
     }
 
-    /// Parse the deb822 that [`query`](Self::query) asks dpkg-query to print.
-    pub fn parse(text: &str) -> Result<Packages> {
-        let doc: deb822_fast::Deb822 = text
+    /// Build from what `dpkg-query --show` (deb822 paragraphs with Package, Version and
+    /// Status) and `dpkg-query --search` (`pkg1, pkg2: /path` lines) printed.
+    pub fn parse(status: &str, search: &str) -> Result<Packages> {
+        let doc: deb822_fast::Deb822 = status
             .parse()
             .map_err(|e| Error::command("dpkg-query", format!("unreadable output: {e}")))?;
         let mut packages = Packages::default();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
         for paragraph in doc.iter() {
             let field = |name: &str| paragraph.get(name).unwrap_or_default().trim().to_string();
             let package = Package {
@@ -78,17 +80,25 @@ impl Packages {
                 version: field("Version"),
                 status: field("Status"),
             };
-            if package.name.is_empty() || packages.packages.contains(&package) {
-                continue;
+            if !package.name.is_empty() && !by_name.contains_key(&package.name) {
+                by_name.insert(package.name.clone(), packages.packages.len());
+                packages.packages.push(package);
             }
-            let id = packages.packages.len();
-            for file in paragraph.get("Files").unwrap_or_default().lines() {
-                let file = file.trim();
-                if file.starts_with('/') {
-                    packages.owners.entry(file.to_string()).or_default().push(id);
-                }
+        }
+        for (owners, path) in search_lines(search) {
+            for owner in owners {
+                // dpkg names a package it no longer has a status for only mid-removal; such
+                // an owner still owns the file, as far as keeping it is concerned.
+                let id = *by_name.entry(owner.to_string()).or_insert_with(|| {
+                    packages.packages.push(Package {
+                        name: owner.to_string(),
+                        version: String::new(),
+                        status: "unknown".into(),
+                    });
+                    packages.packages.len() - 1
+                });
+                packages.owners.entry(path.to_string()).or_default().push(id);
             }
-            packages.packages.push(package);
         }
         Ok(packages)
     }
@@ -105,6 +115,14 @@ impl Packages {
     pub fn packages(&self) -> &[Package] {
         &self.packages
     }
+}
+
+/// `pkg1, pkg2: /path` lines of `dpkg-query --search`, without diversion notes.
+fn search_lines(text: &str) -> impl Iterator<Item = (impl Iterator<Item = &str>, &str)> {
+    text.lines()
+        .filter(|line| !line.starts_with("diversion by") && !line.starts_with("local diversion"))
+        .filter_map(|line| line.split_once(": "))
+        .map(|(owners, path)| (owners.split(", ").map(str::trim), path.trim()))
 }
 
 /// Run dpkg-query on the root's database. Exit status 1 means some path or package was not
@@ -143,30 +161,29 @@ fn dpkg_query(root: &Root, args: &[String]) -> Result<String> {
 mod tests {
     use super::*;
 
-    const OUTPUT: &str = "\
+    const STATUS: &str = "\
 Package: linux-image-6.1.0-50-amd64
 Version: 6.1.123-1
 Status: installed
-Files:
- /.
- /lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko
- /lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko
 
 Package: bluez-limopack
 Version: 1.0
 Status: config-files
-Files:
 
 Package: other:amd64
 Version: 2
 Status: unpacked
-Files:
- /lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko
+";
+    const SEARCH: &str = "\
+linux-image-6.1.0-50-amd64: /lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko
+diversion by foo from: /lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko
+linux-image-6.1.0-50-amd64, other:amd64: /lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko
+bluez-limopack: /usr/share/limopack/bluez-limopack.yaml
 ";
 
     #[test]
     fn owners_and_states() {
-        let p = Packages::parse(OUTPUT).unwrap();
+        let p = Packages::parse(STATUS, SEARCH).unwrap();
         assert_eq!(p.packages().len(), 3);
         let ext4: Vec<_> = p.owners("/lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko").map(|p| p.name.as_str()).collect();
         assert_eq!(ext4, ["linux-image-6.1.0-50-amd64"]);
@@ -176,6 +193,14 @@ Files:
         assert!(p.packages()[0].is_present());
         assert!(!p.packages()[1].is_present());
         assert!(p.packages()[2].is_present());
+    }
+
+    #[test]
+    fn an_owner_without_status_is_not_present_but_still_owns() {
+        let p = Packages::parse("", "gone-pkg: /lib/modules/x/a.ko\n").unwrap();
+        let owners: Vec<_> = p.owners("/lib/modules/x/a.ko").collect();
+        assert_eq!(owners.len(), 1);
+        assert!(!owners[0].is_present());
     }
 
     #[test]

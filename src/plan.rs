@@ -292,7 +292,7 @@ fn plan_kernel(
     let mut refcounts: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for &d in active {
         let decl = &inputs.declarations.active[d];
-        if !decl.applies_to(version) {
+        if !decl.applies_to(version) || decl.is_empty() {
             continue;
         }
         declarations += 1;
@@ -466,7 +466,9 @@ kernel/fs/btrfs/btrfs.ko:
         state: State,
     }
 
-    fn world(declarations: &[(&str, Origin, &str)], dpkg_extra: &str) -> World {
+    /// A world with one kernel package owning every module but `kernel/extra/dkms.ko`;
+    /// `extra` adds packages as `(name, status, owned paths)`.
+    fn world(declarations: &[(&str, Origin, &str)], extra: &[(&str, &str, &[&str])]) -> World {
         let sources = Sources {
             dep: Some(("modules.dep".into(), DEP.into())),
             alias: Some(("modules.alias".into(), "alias crypto-crc32c crc32c_generic\nalias fs-btrfs btrfs\n".into())),
@@ -476,15 +478,20 @@ kernel/fs/btrfs/btrfs.ko:
         };
         let index = ModuleIndex::parse(&sources, |_| true).unwrap();
         let mut files = Files::default();
-        let mut listing = String::new();
+        let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: installed\n\n");
+        let mut search = String::new();
         for m in index.modules() {
             files.regular.insert(m.path.clone(), FileInfo { size: 1000, mtime: SystemTime::UNIX_EPOCH });
             if !m.path.contains("dkms") {
-                listing.push_str(&format!(" /lib/modules/{KVER}/{}\n", m.path));
+                search.push_str(&format!("linux-image-{KVER}: /lib/modules/{KVER}/{}\n", m.path));
             }
         }
-        let mut dpkg = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: installed\nFiles:\n{listing}\n");
-        dpkg.push_str(dpkg_extra);
+        for (name, state, paths) in extra {
+            status.push_str(&format!("Package: {name}\nVersion: 5\nStatus: {state}\n\n"));
+            for path in *paths {
+                search.push_str(&format!("{name}: {path}\n"));
+            }
+        }
         let declarations = Declarations {
             active: declarations
                 .iter()
@@ -498,7 +505,7 @@ kernel/fs/btrfs/btrfs.ko:
             index,
             files,
             tree: Tree { version: KVER.into(), path: "/nonexistent".into(), shown: format!("/lib/modules/{KVER}").into() },
-            packages: Packages::parse(&dpkg).unwrap(),
+            packages: Packages::parse(&status, &search).unwrap(),
             declarations,
             config,
             state: State::default(),
@@ -516,7 +523,7 @@ kernel/fs/btrfs/btrfs.ko:
     }
 
     const BASELINE: (&str, Origin, &str) = ("/etc/limopack/modules.d/baseline.yaml", Origin::Admin, "static: [ext4]\n");
-    const BLUEZ: &str = "Package: bluez\nVersion: 5\nStatus: installed\nFiles:\n /usr/share/limopack/bluez.yaml\n\n";
+    const BLUEZ: (&str, &str, &[&str]) = ("bluez", "installed", &["/usr/share/limopack/bluez.yaml"]);
 
     fn kept(plan: &Plan) -> Vec<&str> {
         plan.kernels[0].kept.keys().map(String::as_str).collect()
@@ -530,7 +537,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn keep_set_is_the_closure_of_statics_and_declarations() {
-        let w = world(&[BASELINE, ("/usr/share/limopack/bluez.yaml", Origin::Vendor, "modules: [btusb]\n")], BLUEZ);
+        let w = world(&[BASELINE, ("/usr/share/limopack/bluez.yaml", Origin::Vendor, "modules: [btusb]\n")], &[BLUEZ]);
         let p = run(&w, None);
         let k = &p.kernels[0];
         assert_eq!(k.action, Action::Prune);
@@ -551,7 +558,7 @@ kernel/fs/btrfs/btrfs.ko:
     fn refcount_counts_every_declaration() {
         let w = world(
             &[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e]\n"), ("/etc/limopack/modules.d/b.yaml", Origin::Admin, "modules: [e1000e, btusb]\n")],
-            "",
+            &[],
         );
         let p = run(&w, None);
         assert_eq!(p.kernels[0].refcounts["e1000e"].len(), 2);
@@ -560,7 +567,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn without_a_baseline_nothing_is_pruned() {
-        let w = world(&[("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [btusb]\n")], "");
+        let w = world(&[("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [btusb]\n")], &[]);
         let p = run(&w, None);
         assert_eq!(p.kernels[0].action, Action::NoBaseline);
         assert!(p.kernels[0].prune.is_empty());
@@ -568,7 +575,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn with_pruning_off_the_plan_is_shown_but_not_acted_on() {
-        let mut w = world(&[BASELINE], "");
+        let mut w = world(&[BASELINE], &[]);
         w.config = Config::default();
         let p = run(&w, None);
         assert_eq!(p.kernels[0].action, Action::PruningOff);
@@ -577,8 +584,8 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn a_removed_package_declares_nothing() {
-        let removed = "Package: bluez\nVersion: 5\nStatus: config-files\nFiles:\n /usr/share/limopack/bluez.yaml\n\n";
-        let w = world(&[BASELINE, ("/usr/share/limopack/bluez.yaml", Origin::Vendor, "modules: [btusb]\n")], removed);
+        let removed = ("bluez", "config-files", &["/usr/share/limopack/bluez.yaml"][..]);
+        let w = world(&[BASELINE, ("/usr/share/limopack/bluez.yaml", Origin::Vendor, "modules: [btusb]\n")], &[removed]);
         let p = run(&w, None);
         assert!(pruned(&p).contains(&"btusb"));
         assert!(!p.declarations[1].active);
@@ -586,7 +593,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn an_unowned_vendor_declaration_counts_with_a_warning() {
-        let w = world(&[BASELINE, ("/usr/share/limopack/stray.yaml", Origin::Vendor, "modules: [btusb]\n")], "");
+        let w = world(&[BASELINE, ("/usr/share/limopack/stray.yaml", Origin::Vendor, "modules: [btusb]\n")], &[]);
         let p = run(&w, None);
         assert!(kept(&p).contains(&"btusb"));
         assert!(p.warnings.iter().any(|w| w.contains("no package owns this declaration")));
@@ -594,8 +601,8 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn files_shared_with_other_packages_or_of_removed_packages_stay() {
-        let other = format!("Package: my-dkms-thing\nVersion: 1\nStatus: installed\nFiles:\n /lib/modules/{KVER}/kernel/drivers/net/e1000e.ko\n\n");
-        let w = world(&[BASELINE], &other);
+        let shared = format!("/lib/modules/{KVER}/kernel/drivers/net/e1000e.ko");
+        let w = world(&[BASELINE], &[("my-dkms-thing", "installed", &[shared.as_str()])]);
         let p = run(&w, None);
         assert_eq!(pruned(&p), ["bluetooth", "btrfs", "btusb"]);
         assert!(p.kernels[0].not_owned.contains(&"kernel/drivers/net/e1000e.ko".to_string()));
@@ -603,7 +610,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn loaded_modules_are_kept_with_their_closure() {
-        let w = world(&[BASELINE], "");
+        let w = world(&[BASELINE], &[]);
         let loaded = vec!["btusb".to_string()];
         let p = run(&w, Some(&loaded));
         assert_eq!(p.kernels[0].kept["btusb"].reason, Reason::Loaded);
@@ -613,7 +620,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn recorded_statics_outlive_their_declaration() {
-        let mut w = world(&[], "");
+        let mut w = world(&[], &[]);
         w.state.statics.push(StaticRecord { entry: "fs_btrfs".into(), kernels: None, declaration: "/gone.yaml".into() });
         let p = run(&w, None);
         assert!(p.kernels[0].baseline);
@@ -623,7 +630,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn kernels_glob_limits_a_declaration() {
-        let w = world(&[BASELINE, ("/etc/limopack/modules.d/new.yaml", Origin::Admin, "kernels: \"6.12.*\"\nmodules: [btusb]\n")], "");
+        let w = world(&[BASELINE, ("/etc/limopack/modules.d/new.yaml", Origin::Admin, "kernels: \"6.12.*\"\nmodules: [btusb]\n")], &[]);
         let p = run(&w, None);
         assert!(!kept(&p).contains(&"btusb"));
         assert_eq!(p.kernels[0].declarations, 1);
@@ -631,7 +638,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn unmatched_names_warn_and_builtins_do_not() {
-        let w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules:\n  - ext2\n  - nosuch\n")], "");
+        let w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules:\n  - ext2\n  - nosuch\n")], &[]);
         let p = run(&w, None);
         assert_eq!(p.kernels[0].warnings, ["/etc/limopack/modules.d/a.yaml:3: `nosuch` matches no module of 6.1.0-1-test"]);
         assert_eq!(p.kernels[0].builtin, ["ext2"]);
@@ -639,7 +646,7 @@ kernel/fs/btrfs/btrfs.ko:
 
     #[test]
     fn a_kept_module_whose_file_is_gone_is_missing() {
-        let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e]\n")], "");
+        let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e]\n")], &[]);
         w.files.regular.remove("kernel/drivers/net/e1000e.ko");
         let p = run(&w, None);
         let missing: Vec<_> = p.kernels[0].missing().map(|(m, _)| m.as_str()).collect();

@@ -1,7 +1,7 @@
 //! One run: gather what is installed, plan, and (unless dry) apply. The binary's commands are
 //! thin wrappers around these functions.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::apply::{self, Done};
 use crate::config::Config;
@@ -78,19 +78,20 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let mut notes = Vec::new();
 
     let mut trees = tree::discover(&root, &mut notes)?;
-    if let Some(only) = &opts.kernel {
-        trees.retain(|t| &t.version == only);
-        if trees.is_empty() {
-            return Err(crate::Error::refused(root.join("/lib/modules").join(only), "no such module tree"));
-        }
-    }
     if !opts.dry_run {
+        // Before --kernel narrows the trees: the journal may be another kernel's.
         if let Some(journal) = Journal::load(&root)? {
             let tree = trees.iter().find(|t| t.version == journal.kernel);
             notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
             state.absorb(journal, tree);
             state.save(&root)?;
             Journal::clear(&root)?;
+        }
+    }
+    if let Some(only) = &opts.kernel {
+        trees.retain(|t| &t.version == only);
+        if trees.is_empty() {
+            return Err(crate::Error::refused(root.join("/lib/modules").join(only), "no such module tree"));
         }
     }
 
@@ -106,13 +107,16 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         kernels.push((index, files, loaded));
     }
 
-    let vendor: Vec<&Path> = declarations
+    let mut patterns: Vec<String> = declarations
         .active
         .iter()
         .filter(|d| d.origin == Origin::Vendor)
-        .map(|d| d.path.as_path())
+        .map(|d| d.path.display().to_string())
         .collect();
-    let packages = Packages::query(&root, &config.packages, &vendor)?;
+    for tree in &trees {
+        patterns.extend(tree.dpkg_paths("*"));
+    }
+    let packages = Packages::query(&root, &patterns)?;
     Ok(Gathered {
         root,
         config,

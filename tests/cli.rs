@@ -1,0 +1,1371 @@
+//! End-to-end tests of `limopack-hook` on small synthetic roots.
+//!
+//! Each test builds a root in a tempdir: a fake kernel tree (module files are a few bytes of
+//! text, the `modules.*` indexes are written by hand), a dpkg database written with
+//! `support::write_dpkg_db`, declarations and the config. Fake modules cannot go through a
+//! real depmod (it would drop their dependencies), so the config sets `depmod: false`; real
+//! depmod is exercised on real kernels in `tests/real_kernel.rs`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fs_err as fs;
+use serde_json::Value;
+use support::*;
+
+const K: &str = "6.1.0-1-test";
+const KPKG: &str = "linux-image-6.1.0-1-test";
+const K2: &str = "6.12.0-1-test";
+const DEP_FILE: &str = "lib/modules/6.1.0-1-test/modules.dep";
+const ALIAS_FILE: &str = "lib/modules/6.1.0-1-test/modules.alias";
+
+/// `modules.dep` of the standard fake kernel: 20 modules.
+const DEP: &str = "\
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/lib/crc16.ko:
+kernel/fs/mbcache.ko:
+kernel/fs/jbd2/jbd2.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/arch/x86/crypto/crc32c-intel.ko:
+kernel/drivers/bluetooth/btusb.ko: kernel/drivers/bluetooth/btrtl.ko kernel/drivers/bluetooth/btintel.ko kernel/drivers/bluetooth/btbcm.ko kernel/net/bluetooth/bluetooth.ko
+kernel/drivers/bluetooth/btrtl.ko: kernel/net/bluetooth/bluetooth.ko
+kernel/drivers/bluetooth/btintel.ko: kernel/net/bluetooth/bluetooth.ko
+kernel/drivers/bluetooth/btbcm.ko: kernel/net/bluetooth/bluetooth.ko
+kernel/net/bluetooth/bluetooth.ko:
+kernel/fs/btrfs/btrfs.ko: kernel/lib/raid6/raid6_pq.ko kernel/crypto/xor.ko kernel/lib/libcrc32c.ko
+kernel/lib/raid6/raid6_pq.ko:
+kernel/crypto/xor.ko:
+kernel/lib/libcrc32c.ko:
+kernel/sound/pci/hda/snd-hda-codec-realtek.ko: kernel/sound/pci/hda/snd-hda-codec-generic.ko kernel/sound/pci/hda/snd-hda-codec.ko
+kernel/sound/pci/hda/snd-hda-codec-generic.ko: kernel/sound/pci/hda/snd-hda-codec.ko
+kernel/sound/pci/hda/snd-hda-codec.ko:
+kernel/sound/pci/hda/snd-hda-intel.ko: kernel/sound/pci/hda/snd-hda-codec.ko
+kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:
+";
+
+const ALIAS: &str = "\
+# Aliases extracted from modules themselves.
+alias crypto-crc32c crc32c_generic
+alias crc32c crc32c_generic
+alias fs-btrfs btrfs
+alias btrfs-control btrfs
+alias usb:v*p*d*dc*dsc*dp*icE0isc01ip01in* btusb
+alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
+alias pci:v00008086d*sv*sd*bc04sc03i00* snd_hda_intel
+";
+
+const SOFTDEP: &str = "\
+# Soft dependencies extracted from modules themselves.
+softdep ext4 pre: crypto-crc32c
+";
+
+const BUILTIN: &str = "kernel/fs/fat/fat.ko\nkernel/drivers/block/loop.ko\n";
+
+/// What a sync with the standard baseline (`static: [ext4]`) and btusb declared keeps.
+const KEPT_EXT4_BTUSB: [&str; 10] = [
+    "bluetooth",
+    "btbcm",
+    "btintel",
+    "btrtl",
+    "btusb",
+    "crc16",
+    "crc32c_generic",
+    "ext4",
+    "jbd2",
+    "mbcache",
+];
+
+/// Every module path of an index text, either side of the colon, in order of first mention.
+fn dep_paths(dep: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    dep.lines()
+        .flat_map(|l| l.split([':', ' ']))
+        .filter(|p| !p.is_empty())
+        .filter(|p| seen.insert(p.to_string()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Loaded name of a module path, as kmod spells it.
+fn name_of(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap();
+    file.strip_suffix(".ko").unwrap().replace('-', "_")
+}
+
+/// What one run of the binary printed.
+#[derive(Debug)]
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// A root under construction.
+struct Sys {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Sys {
+    /// An empty root.
+    fn empty() -> Sys {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir(&root).unwrap();
+        Sys { _tmp: tmp, root }
+    }
+
+    /// The standard root: kernel `K` with the 20 modules of `DEP`, owned by `KPKG`; pruning on,
+    /// depmod off; the admin's baseline `static: [ext4]`.
+    fn standard() -> Sys {
+        let sys = Sys::empty();
+        sys.kernel(K, DEP);
+        sys.config("prune: true\ndepmod: false\n");
+        sys.admin("baseline", "static:\n  - ext4\n");
+        sys.dpkg(&[sys.kernel_pkg(K)]);
+        sys
+    }
+
+    /// A folder next to the root (outside it), for files the root must not reach.
+    fn outside(&self) -> PathBuf {
+        let dir = self._tmp.path().join("outside");
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+
+    fn tree(&self, kver: &str) -> PathBuf {
+        self.p(&format!("lib/modules/{kver}"))
+    }
+
+    /// A module file (or any file) of kernel `kver`, relative to its tree.
+    fn m(&self, kver: &str, rel: &str) -> PathBuf {
+        self.tree(kver).join(rel)
+    }
+
+    /// Writes `text` to `rel` in the root, parents created, mode 0644 whatever the umask.
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.p(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// A kernel tree: one file per module of `dep`, then (after them, so that the index is
+    /// not older than any module) `modules.dep`, `.alias`, `.softdep` and `.builtin`.
+    fn kernel(&self, kver: &str, dep: &str) {
+        for path in dep_paths(dep) {
+            self.write(
+                &format!("lib/modules/{kver}/{path}"),
+                &format!("fake module {}\n", name_of(&path)),
+            );
+        }
+        self.write(
+            &format!("lib/modules/{kver}/modules.order"),
+            &dep_paths(dep).join("\n"),
+        );
+        self.index(kver, dep);
+    }
+
+    /// (Re)writes the index files of `kver`.
+    fn index(&self, kver: &str, dep: &str) {
+        for (file, text) in [
+            ("modules.dep", dep),
+            ("modules.alias", ALIAS),
+            ("modules.softdep", SOFTDEP),
+            ("modules.builtin", BUILTIN),
+        ] {
+            self.write(&format!("lib/modules/{kver}/{file}"), text);
+        }
+    }
+
+    /// The kernel package of `kver`, owning what is under `kernel/` now, plus `modules.order`
+    /// and `modules.builtin` as real packages do (never `modules.dep`: depmod writes it).
+    fn kernel_pkg(&self, kver: &str) -> Pkg {
+        let mut pkg = Pkg::installed(&format!("linux-image-{kver}"), "6.1.99-1");
+        add_files_of_tree(&mut pkg, &self.root, &format!("lib/modules/{kver}/kernel"));
+        for file in ["modules.order", "modules.builtin"] {
+            pkg.files.push(format!("/lib/modules/{kver}/{file}"));
+        }
+        pkg
+    }
+
+    /// A package owning `/usr/share/limopack/<name>.yaml`.
+    fn decl_pkg(name: &str) -> Pkg {
+        let mut pkg = Pkg::installed(name, "1.0-1");
+        pkg.files.push(format!("/usr/share/limopack/{name}.yaml"));
+        pkg
+    }
+
+    fn dpkg(&self, pkgs: &[Pkg]) {
+        write_dpkg_db(&self.root, pkgs);
+    }
+
+    fn config(&self, text: &str) {
+        self.write("etc/limopack/limopack.yaml", text);
+    }
+
+    fn vendor(&self, name: &str, text: &str) {
+        self.write(&format!("usr/share/limopack/{name}.yaml"), text);
+    }
+
+    fn admin(&self, name: &str, text: &str) {
+        self.write(&format!("etc/limopack/modules.d/{name}.yaml"), text);
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new(env!("CARGO_BIN_EXE_limopack-hook"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            // Either would point dpkg-query away from the root's database.
+            .env_remove("DPKG_ADMINDIR")
+            .env_remove("DPKG_ROOT")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    /// Runs and asserts success.
+    fn ok(&self, args: &[&str]) -> Out {
+        let out = self.run(args);
+        assert!(
+            out.ok,
+            "limopack-hook {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
+        out
+    }
+
+    /// Runs and asserts failure with `limopack: error:` on stderr.
+    fn fails(&self, args: &[&str]) -> Out {
+        let out = self.run(args);
+        assert!(
+            !out.ok,
+            "limopack-hook {args:?} should have failed:\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
+        assert!(out.stderr.contains("limopack: error: "), "{}", out.stderr);
+        out
+    }
+
+    /// The plan of kernel `kver` from a `--json` dry run.
+    fn plan(&self, kver: &str) -> Value {
+        let json = self.ok(&["--dry-run", "--json"]).json();
+        kernel_of(&json, kver).clone()
+    }
+
+    fn state(&self) -> Value {
+        let text = fs::read_to_string(self.p("var/lib/limopack/state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Loaded names of the module files of `dep` that are on disk in `kver`.
+    fn present(&self, kver: &str, dep: &str) -> BTreeSet<String> {
+        dep_paths(dep)
+            .into_iter()
+            .filter(|p| self.m(kver, p).exists())
+            .map(|p| name_of(&p))
+            .collect()
+    }
+}
+
+fn kernel_of<'a>(json: &'a Value, kver: &str) -> &'a Value {
+    assert_eq!(json["schema"], 1, "{json:#}");
+    json["plan"]["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"] == kver)
+        .unwrap_or_else(|| panic!("no kernel {kver} in {json:#}"))
+}
+
+fn kept_names(kplan: &Value) -> BTreeSet<String> {
+    kplan["kept"].as_object().unwrap().keys().cloned().collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn strings(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn all_modules() -> BTreeSet<String> {
+    dep_paths(DEP).iter().map(|p| name_of(p)).collect()
+}
+
+/// Asserts that `text` contains `needle` followed by `:LINE:COLUMN: `.
+fn assert_located(text: &str, needle: &str) {
+    let found = text.match_indices(needle).any(|(at, _)| {
+        let rest = &text[at + needle.len()..];
+        let mut parts = rest.splitn(3, ':');
+        let (Some(""), Some(line), Some(col_rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let col: String = col_rest.chars().take_while(char::is_ascii_digit).collect();
+        !line.is_empty()
+            && line.chars().all(|c| c.is_ascii_digit())
+            && !col.is_empty()
+            && col_rest[col.len()..].starts_with(": ")
+    });
+    assert!(found, "expected `{needle}:LINE:COLUMN: ` in:\n{text}");
+}
+
+// ---------------------------------------------------------------------------
+
+/// Case 1: Installing limopack deletes nothing: no config means pruning is off, even with a
+/// baseline and plenty to prune.
+#[test]
+fn default_config_deletes_nothing() {
+    let sys = Sys::standard();
+    fs::remove_file(sys.p("etc/limopack/limopack.yaml")).unwrap();
+    let before = tree_hash(&sys.p("lib"));
+    let out = sys.ok(&[]);
+    assert_eq!(tree_hash(&sys.p("lib")), before);
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K}: kept 5 of 20 modules (1 declaration), would prune 15 files"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("but pruning is off (prune: false in /etc/limopack/limopack.yaml)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(sys.plan(K)["action"], "pruning-off");
+    // The static entry is recorded even while pruning is off.
+    assert_eq!(sys.state()["statics"][0]["entry"], "ext4");
+    assert!(sys.state()["kernels"][K]["pruned"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+}
+
+/// Case 2: A kernel with no static module is left whole, even with pruning on.
+#[test]
+fn no_baseline_deletes_nothing() {
+    let sys = Sys::standard();
+    fs::remove_file(sys.p("etc/limopack/modules.d/baseline.yaml")).unwrap();
+    sys.admin("local", "modules:\n  - btusb\n");
+    let before = tree_hash(&sys.p("lib"));
+    let out = sys.ok(&[]);
+    assert_eq!(tree_hash(&sys.p("lib")), before);
+    assert!(
+        out.stdout.contains(&format!("limopack: {K}: no baseline (no static modules recorded for it); left whole (20 modules)")),
+        "{}",
+        out.stdout
+    );
+    let kplan = sys.plan(K);
+    assert_eq!(kplan["action"], "no-baseline");
+    assert_eq!(kplan["baseline"], false);
+    assert!(kplan["prune"].as_array().unwrap().is_empty());
+}
+
+/// Case 3: The main job: keep the closure of what is declared, prune the rest of the kernel
+/// package's module files, remove the folders left empty, leave the indexes alone.
+#[test]
+fn prune_keeps_the_closure_and_nothing_else() {
+    let sys = Sys::standard();
+    sys.vendor("bluez", "modules:\n  - btusb\n");
+    sys.dpkg(&[sys.kernel_pkg(K), Sys::decl_pkg("bluez")]);
+    let tree = sys.tree(K);
+    let index_before: Vec<(String, Vec<u8>)> = [
+        "modules.dep",
+        "modules.alias",
+        "modules.softdep",
+        "modules.builtin",
+        "modules.order",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), fs::read(tree.join(f)).unwrap()))
+    .collect();
+
+    let plan = sys.plan(K);
+    assert_eq!(kept_names(&plan), set(&KEPT_EXT4_BTUSB));
+    assert_eq!(plan["action"], "prune");
+    assert_eq!(plan["kept"]["crc32c_generic"]["reason"]["kind"], "pulled");
+    assert_eq!(
+        plan["kept"]["crc32c_generic"]["reason"]["edge"],
+        "softdep-pre"
+    );
+    assert_eq!(plan["kept"]["crc32c_generic"]["reason"]["by"], "ext4");
+    assert_eq!(plan["kept"]["ext4"]["reason"]["kind"], "static");
+    assert_eq!(plan["kept"]["btusb"]["reason"]["kind"], "declared");
+    assert_eq!(plan["kept"]["btusb"]["reason"]["package"], "bluez");
+    assert_eq!(plan["kept"]["bluetooth"]["reason"]["kind"], "pulled");
+
+    let out = sys.ok(&[]);
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K}: kept 10 of 20 modules (2 declarations), pruned 10 files (1 KiB)"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(sys.present(K, DEP), set(&KEPT_EXT4_BTUSB));
+    // Folders left empty are gone; folders still holding a kept module stay.
+    for gone in [
+        "kernel/sound",
+        "kernel/fs/btrfs",
+        "kernel/lib/raid6",
+        "kernel/arch",
+        "kernel/drivers/net",
+    ] {
+        assert!(!tree.join(gone).exists(), "{gone} should be gone");
+    }
+    for stays in [
+        "kernel/crypto",
+        "kernel/lib",
+        "kernel/drivers/bluetooth",
+        "kernel/fs/jbd2",
+    ] {
+        assert!(tree.join(stays).is_dir(), "{stays} should stay");
+    }
+    for (file, bytes) in &index_before {
+        assert_eq!(&fs::read(tree.join(file)).unwrap(), bytes, "{file} changed");
+    }
+
+    let state = sys.state();
+    let pruned = state["kernels"][K]["pruned"].as_object().unwrap();
+    assert_eq!(pruned.len(), 10, "{state:#}");
+    let pruned_names: BTreeSet<String> = pruned
+        .values()
+        .map(|f| f["module"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pruned_names, &all_modules() - &set(&KEPT_EXT4_BTUSB));
+    assert_eq!(pruned["kernel/fs/btrfs/btrfs.ko"]["package"], KPKG);
+    assert_eq!(pruned["kernel/fs/btrfs/btrfs.ko"]["version"], "6.1.99-1");
+    assert_eq!(
+        state["kernels"][K]["refcounts"]["btusb"][0],
+        "/usr/share/limopack/bluez.yaml"
+    );
+    assert!(!sys.p("var/lib/limopack/journal.json").exists());
+
+    // A second run has nothing left to do.
+    let out = sys.ok(&[]);
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K}: kept 10 of 20 modules (2 declarations), nothing to prune"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(sys.present(K, DEP), set(&KEPT_EXT4_BTUSB));
+}
+
+/// Case 4: A dry run changes nothing at all, state included, and says what it would do.
+#[test]
+fn dry_run_changes_nothing() {
+    let sys = Sys::standard();
+    let before = tree_hash(&sys.root);
+    let out = sys.ok(&["--dry-run"]);
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K}: kept 5 of 20 modules (1 declaration), would prune 15 files (1 KiB)"
+        )),
+        "{}",
+        out.stdout
+    );
+    let verbose = sys.ok(&["--dry-run", "-v"]);
+    assert!(
+        verbose.stdout.contains(&format!(
+            "  would prune kernel/fs/btrfs/btrfs.ko ({KPKG}, 1 KiB)"
+        )),
+        "{}",
+        verbose.stdout
+    );
+    let json = sys.ok(&["--dry-run", "--json"]).json();
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(kernel_of(&json, K)["prune"].as_array().unwrap().len(), 15);
+    assert_eq!(tree_hash(&sys.root), before);
+    assert!(!sys.p("var/lib/limopack").exists());
+}
+
+/// Case 5: A module stays while any active declaration names it, and goes when the last one does.
+#[test]
+fn refcount_follows_installed_declarations() {
+    let sys = Sys::standard();
+    sys.vendor("pkg-a", "modules:\n  - btrfs\n");
+    sys.vendor("pkg-b", "modules:\n  - btrfs\n");
+    sys.dpkg(&[
+        sys.kernel_pkg(K),
+        Sys::decl_pkg("pkg-a"),
+        Sys::decl_pkg("pkg-b"),
+    ]);
+    let btrfs = sys.m(K, "kernel/fs/btrfs/btrfs.ko");
+
+    sys.ok(&[]);
+    assert!(btrfs.is_file());
+    let plan = sys.plan(K);
+    assert_eq!(
+        plan["refcounts"]["btrfs"],
+        serde_json::json!([
+            "/usr/share/limopack/pkg-a.yaml",
+            "/usr/share/limopack/pkg-b.yaml"
+        ])
+    );
+
+    // pkg-a removed: dpkg deleted its file and keeps it as config-files.
+    set_status(&sys.root, "pkg-a", "deinstall ok config-files");
+    fs::remove_file(sys.p("usr/share/limopack/pkg-a.yaml")).unwrap();
+    sys.ok(&[]);
+    assert!(btrfs.is_file(), "btrfs must stay while pkg-b declares it");
+    assert_eq!(
+        sys.plan(K)["refcounts"]["btrfs"],
+        serde_json::json!(["/usr/share/limopack/pkg-b.yaml"])
+    );
+    assert!(sys.m(K, "kernel/lib/raid6/raid6_pq.ko").is_file());
+
+    // pkg-b in config-files with its file still on disk: the declaration does not count.
+    set_status(&sys.root, "pkg-b", "deinstall ok config-files");
+    let json = sys.ok(&["--dry-run", "--json"]).json();
+    let decl = json["plan"]["declarations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "/usr/share/limopack/pkg-b.yaml")
+        .unwrap()
+        .clone();
+    assert_eq!(decl["active"], false, "{decl:#}");
+    assert_eq!(decl["package"], "pkg-b");
+    assert_eq!(decl["note"], "its package is config-files");
+    let out = sys.ok(&[]);
+    assert!(
+        !btrfs.exists(),
+        "btrfs must go once no declaration names it:\n{}",
+        out.stdout
+    );
+    assert!(!sys.m(K, "kernel/lib/raid6/raid6_pq.ko").exists());
+    assert!(sys.m(K, "kernel/fs/ext4/ext4.ko").is_file());
+}
+
+/// Case 6: The admin's file of the same name masks a vendor declaration: empty, or a symlink to
+/// /dev/null.
+#[test]
+fn admin_file_masks_vendor_declaration() {
+    for mask in ["empty", "devnull"] {
+        let sys = Sys::standard();
+        sys.vendor("bluez", "modules:\n  - btusb\n");
+        sys.dpkg(&[sys.kernel_pkg(K), Sys::decl_pkg("bluez")]);
+        assert!(kept_names(&sys.plan(K)).contains("btusb"));
+        match mask {
+            "empty" => sys.admin("bluez", ""),
+            _ => {
+                std::os::unix::fs::symlink("/dev/null", sys.p("etc/limopack/modules.d/bluez.yaml"))
+                    .unwrap()
+            }
+        }
+        let json = sys.ok(&["--dry-run", "--json"]).json();
+        let vendor = json["plan"]["declarations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == "/usr/share/limopack/bluez.yaml")
+            .unwrap_or_else(|| panic!("{mask}: {json:#}"))
+            .clone();
+        assert_eq!(vendor["active"], false, "{mask}");
+        assert!(
+            vendor["note"].as_str().unwrap().contains("masked"),
+            "{mask}"
+        );
+        sys.ok(&[]);
+        assert!(
+            !sys.m(K, "kernel/drivers/bluetooth/btusb.ko").exists(),
+            "{mask}"
+        );
+        assert!(
+            !sys.m(K, "kernel/net/bluetooth/bluetooth.ko").exists(),
+            "{mask}"
+        );
+        assert!(sys.m(K, "kernel/fs/ext4/ext4.ko").is_file(), "{mask}");
+    }
+}
+
+/// Case 7: A vendor declaration no package owns still counts (keeping more is safe), with a warning.
+#[test]
+fn unowned_vendor_declaration_counts_with_a_warning() {
+    let sys = Sys::standard();
+    sys.vendor("stray", "modules:\n  - btusb\n");
+    let out = sys.ok(&[]);
+    assert!(
+        out.stderr.contains("limopack: warning: /usr/share/limopack/stray.yaml: no package owns this declaration; it counts anyway"),
+        "{}",
+        out.stderr
+    );
+    assert!(sys.m(K, "kernel/drivers/bluetooth/btusb.ko").is_file());
+    assert!(sys.m(K, "kernel/drivers/bluetooth/btrtl.ko").is_file());
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+}
+
+/// Case 8: Files no package owns (DKMS output) and files of a package that is not a module
+/// package are never pruned.
+#[test]
+fn unowned_and_foreign_files_are_never_pruned() {
+    let sys = Sys::empty();
+    sys.kernel(
+        K,
+        &format!("{DEP}updates/dkms/zfs.ko:\nkernel/drivers/misc/acme.ko:\n"),
+    );
+    sys.config("prune: true\ndepmod: false\n");
+    sys.admin("baseline", "static:\n  - ext4\n");
+    let mut kernel = sys.kernel_pkg(K);
+    // acme.ko belongs to a package that is not a module package; zfs.ko to no package.
+    kernel.files.retain(|f| !f.ends_with("/acme.ko"));
+    let mut acme = Pkg::installed("acme-drivers", "2.0");
+    acme.files
+        .push(format!("/lib/modules/{K}/kernel/drivers/misc/acme.ko"));
+    sys.dpkg(&[kernel, acme]);
+
+    let plan = sys.plan(K);
+    assert_eq!(
+        strings(&plan["not_owned"]),
+        set(&["kernel/drivers/misc/acme.ko", "updates/dkms/zfs.ko"])
+    );
+    sys.ok(&[]);
+    for stays in ["updates/dkms/zfs.ko", "kernel/drivers/misc/acme.ko"] {
+        assert!(sys.m(K, stays).is_file(), "{stays} must never be pruned");
+    }
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    let out = sys.ok(&["explain", "zfs"]);
+    assert!(
+        out.stdout
+            .contains("stays: updates/dkms/zfs.ko is not owned by a module package"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Case 8b: A file that a module package shares with another package stays (plan.rs means to
+/// keep it: `owners.iter().all(is_module_package)`), but `Packages::query` only asks dpkg
+/// about module packages and declaration owners, so the other owner is never seen and the
+/// file is pruned.
+#[test]
+fn file_shared_with_another_package_is_never_pruned() {
+    let sys = Sys::empty();
+    sys.kernel(K, &format!("{DEP}kernel/drivers/misc/shared.ko:\n"));
+    sys.config("prune: true\ndepmod: false\n");
+    sys.admin("baseline", "static:\n  - ext4\n");
+    let mut acme = Pkg::installed("acme-drivers", "2.0");
+    acme.files
+        .push(format!("/lib/modules/{K}/kernel/drivers/misc/shared.ko"));
+    sys.dpkg(&[sys.kernel_pkg(K), acme]);
+
+    let plan = sys.plan(K);
+    assert_eq!(
+        strings(&plan["not_owned"]),
+        set(&["kernel/drivers/misc/shared.ko"]),
+        "{:#}",
+        plan["prune"]
+    );
+    sys.ok(&[]);
+    assert!(sys.m(K, "kernel/drivers/misc/shared.ko").is_file());
+}
+
+/// Case 9: Symlinks in the tree are never followed or removed, even when an index names them.
+#[test]
+fn symlinks_out_of_the_tree_are_left_alone() {
+    let sys = Sys::standard();
+    let outside = sys.outside();
+    fs::write(outside.join("outside.ko"), "precious\n").unwrap();
+    fs::create_dir_all(outside.join("dir")).unwrap();
+    fs::write(outside.join("dir/inner.ko"), "precious too\n").unwrap();
+    let tree = sys.tree(K);
+    std::os::unix::fs::symlink(outside.join("outside.ko"), tree.join("kernel/evil.ko")).unwrap();
+    std::os::unix::fs::symlink(outside.join("dir"), tree.join("kernel/evildir")).unwrap();
+    sys.index(
+        K,
+        &format!("{DEP}kernel/evil.ko:\nkernel/evildir/inner.ko:\n"),
+    );
+    // The kernel package even claims them.
+    sys.dpkg(&[sys.kernel_pkg(K)]);
+    let outside_before = tree_hash(&outside);
+
+    let out = sys.ok(&[]);
+    assert!(
+        out.stderr
+            .contains("kernel/evil.ko: not a regular file; left alone"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tree_hash(&outside), outside_before);
+    assert_eq!(
+        fs::read_link(tree.join("kernel/evil.ko")).unwrap(),
+        outside.join("outside.ko")
+    );
+    assert_eq!(
+        fs::read_link(tree.join("kernel/evildir")).unwrap(),
+        outside.join("dir")
+    );
+    // The rest was pruned as usual.
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    assert!(sys.m(K, "kernel/fs/ext4/ext4.ko").is_file());
+}
+
+/// Case 10: Fail closed: bad input stops the run before anything is deleted, naming the place.
+#[test]
+fn bad_input_deletes_nothing_and_names_the_place() {
+    type Setup = Box<dyn Fn(&Sys)>;
+    let cases: Vec<(&str, Setup, &str, &str)> = vec![
+        (
+            "typo'd key",
+            Box::new(|s| s.admin("x", "modules:\n  - btusb\nmodlues:\n  - btrfs\n")),
+            "etc/limopack/modules.d/x.yaml",
+            "unknown field `modlues`",
+        ),
+        (
+            "path as module name",
+            Box::new(|s| s.vendor("x", "modules:\n  - kernel/fs/btrfs/btrfs.ko\n")),
+            "usr/share/limopack/x.yaml",
+            "is a path",
+        ),
+        (
+            "dotdot module name",
+            Box::new(|s| s.admin("x", "static:\n  - ..\n")),
+            "etc/limopack/modules.d/x.yaml",
+            "is not a module name",
+        ),
+        (
+            "broken YAML",
+            Box::new(|s| s.admin("x", "modules: [btusb\nstatic:\n  - ext4\n")),
+            "etc/limopack/modules.d/x.yaml",
+            "",
+        ),
+        (
+            "wrong type",
+            Box::new(|s| s.admin("x", "modules: btusb\n")),
+            "etc/limopack/modules.d/x.yaml",
+            "expected a sequence",
+        ),
+        (
+            "bad kernels glob",
+            Box::new(|s| s.vendor("x", "modules:\n  - btusb\nkernels: \"6.[1\"\n")),
+            "usr/share/limopack/x.yaml",
+            "bad glob",
+        ),
+        (
+            "bad module glob",
+            Box::new(|s| s.vendor("x", "modules:\n  - snd_hda_[\n")),
+            "usr/share/limopack/x.yaml",
+            "bad glob",
+        ),
+        (
+            "invalid config key",
+            Box::new(|s| s.config("prune: true\ndepmod: false\nprnue: false\n")),
+            "etc/limopack/limopack.yaml",
+            "unknown field `prnue`",
+        ),
+        (
+            "config of the wrong type",
+            Box::new(|s| s.config("prune: yes please\n")),
+            "etc/limopack/limopack.yaml",
+            "expected a boolean",
+        ),
+        (
+            "modules.dep truncated mid-path",
+            Box::new(|s| {
+                let cut = DEP.find("kernel/fs/jbd2/jbd2.ko:").unwrap() + "kernel/fs/jb".len();
+                s.write(DEP_FILE, &DEP[..cut]);
+            }),
+            DEP_FILE,
+            "looks truncated",
+        ),
+        (
+            "modules.dep truncated mid-dependency",
+            Box::new(|s| {
+                let cut = DEP.find("kernel/fs/mbcache.ko").unwrap() + "kernel/fs/mbc".len();
+                s.write(DEP_FILE, &DEP[..cut]);
+            }),
+            DEP_FILE,
+            "`kernel/fs/mbc` is not a module file",
+        ),
+        (
+            "modules.dep naming ../../etc/passwd",
+            Box::new(|s| s.index(K, &format!("{DEP}../../etc/passwd:\n"))),
+            DEP_FILE,
+            "`../../etc/passwd` is not a path inside the module tree",
+        ),
+        (
+            "modules.dep depending on an absolute path",
+            Box::new(|s| {
+                s.index(
+                    K,
+                    &DEP.replace(
+                        "kernel/fs/btrfs/btrfs.ko: ",
+                        "kernel/fs/btrfs/btrfs.ko: /etc/passwd.ko ",
+                    ),
+                )
+            }),
+            DEP_FILE,
+            "`/etc/passwd.ko` is not a path inside the module tree",
+        ),
+        (
+            "modules.alias garbage",
+            Box::new(|s| s.write(ALIAS_FILE, "alias fs-btrfs\n")),
+            ALIAS_FILE,
+            "expected `alias PATTERN MODULE`",
+        ),
+    ];
+    for (what, setup, file, message) in &cases {
+        let sys = Sys::standard();
+        setup(&sys);
+        let before = tree_hash(&sys.p("lib"));
+        let out = sys.fails(&[]);
+        assert_located(&out.stderr, &sys.p(file).display().to_string());
+        assert!(
+            out.stderr.contains(message),
+            "{what}: expected {message:?} in:\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            tree_hash(&sys.p("lib")),
+            before,
+            "{what}: something changed"
+        );
+        assert!(
+            !sys.p("var/lib/limopack/state.json").exists(),
+            "{what}: state written"
+        );
+        assert!(!out.stdout.contains("pruned"), "{what}: {}", out.stdout);
+        // A dry run and status refuse it the same way.
+        sys.fails(&["--dry-run"]);
+        sys.fails(&["status"]);
+    }
+
+    // A declaration others may write is refused whole.
+    let sys = Sys::standard();
+    sys.vendor("loose", "modules:\n  - btusb\n");
+    fs::set_permissions(
+        sys.p("usr/share/limopack/loose.yaml"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let before = tree_hash(&sys.p("lib"));
+    let out = sys.fails(&[]);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: is writable by group or others (mode 666)",
+            sys.p("usr/share/limopack/loose.yaml").display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tree_hash(&sys.p("lib")), before);
+
+    // So is a group-writable config.
+    let sys = Sys::standard();
+    fs::set_permissions(
+        sys.p("etc/limopack/limopack.yaml"),
+        std::fs::Permissions::from_mode(0o664),
+    )
+    .unwrap();
+    let before = tree_hash(&sys.p("lib"));
+    let out = sys.fails(&[]);
+    assert!(
+        out.stderr
+            .contains("limopack.yaml: is writable by group or others (mode 664)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tree_hash(&sys.p("lib")), before);
+}
+
+/// Case 11: A name that matches no module is a warning on every run, not only the first.
+#[test]
+fn unmatched_name_warns_on_every_run() {
+    let sys = Sys::standard();
+    sys.admin("local", "modules:\n  - btusb\n  - no-such-mod\n");
+    let warning = format!(
+        "limopack: warning: {K}: /etc/limopack/modules.d/local.yaml:3: `no_such_mod` matches no module of {K}"
+    );
+    for run in 1..=2 {
+        let out = sys.ok(&[]);
+        assert!(out.stderr.contains(&warning), "run {run}:\n{}", out.stderr);
+    }
+    let out = sys.ok(&["--dry-run"]);
+    assert!(out.stderr.contains(&warning), "dry run:\n{}", out.stderr);
+    assert!(sys.m(K, "kernel/drivers/bluetooth/btusb.ko").is_file());
+}
+
+/// Two kernels, K and K2, with the same modules, both with their packages.
+fn two_kernels() -> Sys {
+    let sys = Sys::empty();
+    sys.kernel(K, DEP);
+    sys.kernel(K2, DEP);
+    sys.config("prune: true\ndepmod: false\n");
+    sys.admin("baseline", "static:\n  - ext4\n");
+    sys.dpkg(&[sys.kernel_pkg(K), sys.kernel_pkg(K2)]);
+    sys
+}
+
+/// Case 12: `kernels:` limits a declaration to the kernels its glob matches.
+#[test]
+fn kernels_glob_limits_a_declaration() {
+    let sys = two_kernels();
+    sys.admin("bt-61", "modules:\n  - btusb\nkernels: \"6.1.*\"\n");
+    let json = sys.ok(&["--dry-run", "--json"]).json();
+    assert_eq!(kernel_of(&json, K)["declarations"], 2);
+    assert_eq!(kernel_of(&json, K2)["declarations"], 1);
+    let out = sys.ok(&[]);
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K}: kept 10 of 20 modules (2 declarations), pruned 10 files"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K2}: kept 5 of 20 modules (1 declaration), pruned 15 files"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(sys.m(K, "kernel/drivers/bluetooth/btusb.ko").is_file());
+    assert!(!sys.m(K2, "kernel/drivers/bluetooth/btusb.ko").exists());
+    assert!(sys.m(K2, "kernel/fs/ext4/ext4.ko").is_file());
+}
+
+/// Case 13: Entries are modprobe names: globs over names, aliases, and `-` equal to `_`.
+#[test]
+fn globs_aliases_and_dashes_resolve() {
+    let sys = Sys::standard();
+    sys.admin(
+        "local",
+        "modules:\n  - snd_hda_codec_*\n  - fs-btrfs\n  - crc32c-intel\n",
+    );
+    let plan = sys.plan(K);
+    let kept = kept_names(&plan);
+    for name in [
+        "snd_hda_codec_realtek",
+        "snd_hda_codec_generic",
+        "snd_hda_codec",
+        "btrfs",
+        "raid6_pq",
+        "xor",
+        "libcrc32c",
+        "crc32c_intel",
+    ] {
+        assert!(kept.contains(name), "{name} not kept: {kept:?}");
+    }
+    assert_eq!(plan["kept"]["btrfs"]["reason"]["entry"], "fs_btrfs");
+    assert_eq!(
+        plan["kept"]["crc32c_intel"]["path"],
+        "kernel/arch/x86/crypto/crc32c-intel.ko"
+    );
+    assert_eq!(plan["kept"]["snd_hda_codec"]["reason"]["kind"], "pulled");
+    sys.ok(&[]);
+    assert!(sys.m(K, "kernel/arch/x86/crypto/crc32c-intel.ko").is_file());
+    assert!(sys
+        .m(K, "kernel/sound/pci/hda/snd-hda-codec-realtek.ko")
+        .is_file());
+    assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file());
+    assert!(!sys.m(K, "kernel/sound/pci/hda/snd-hda-intel.ko").exists());
+    assert!(!sys.m(K, "kernel/drivers/bluetooth/btusb.ko").exists());
+    // A built-in name needs no file and is not a warning.
+    sys.admin("builtin", "modules:\n  - loop\n");
+    let out = sys.ok(&["--dry-run", "--json"]);
+    assert_eq!(
+        kernel_of(&out.json(), K)["builtin"],
+        serde_json::json!(["loop"])
+    );
+    assert!(
+        !out.stderr.contains("`loop` matches no module"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Case 14: Static entries are recorded the first time they are seen and kept for good.
+#[test]
+fn static_entries_outlive_their_declaration() {
+    let sys = Sys::standard();
+    sys.vendor("nic", "static:\n  - e1000e\n");
+    sys.dpkg(&[sys.kernel_pkg(K), Sys::decl_pkg("nic")]);
+    // Seen first while pruning is off: recorded all the same.
+    sys.config("prune: false\ndepmod: false\n");
+    sys.ok(&[]);
+    let statics = sys.state()["statics"].clone();
+    let entries: BTreeSet<String> = statics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["entry"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(entries, set(&["e1000e", "ext4"]), "{statics:#}");
+    let e1000e = statics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["entry"] == "e1000e")
+        .unwrap();
+    assert_eq!(e1000e["declaration"], "/usr/share/limopack/nic.yaml");
+
+    // The package and its declaration go; pruning goes on.
+    fs::remove_file(sys.p("usr/share/limopack/nic.yaml")).unwrap();
+    sys.dpkg(&[sys.kernel_pkg(K)]);
+    sys.config("prune: true\ndepmod: false\n");
+    sys.ok(&[]);
+    let e1000e = "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko";
+    assert!(sys.m(K, e1000e).is_file());
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    let plan = sys.plan(K);
+    assert_eq!(plan["kept"]["e1000e"]["reason"]["kind"], "static");
+    sys.ok(&[]);
+    assert!(sys.m(K, e1000e).is_file(), "kept on every later run");
+}
+
+/// Case 15: A journal left by a killed run is folded into the state by the next run.
+#[test]
+fn journal_of_a_killed_run_is_repaired() {
+    let sys = Sys::standard();
+    let rel = "kernel/fs/btrfs/btrfs.ko";
+    // The killed run had deleted btrfs.ko and not yet saved its state.
+    fs::remove_file(sys.m(K, rel)).unwrap();
+    sys.write(
+        "var/lib/limopack/journal.json",
+        &serde_json::json!({
+            "kernel": K,
+            "files": {
+                rel: {"module": "btrfs", "package": KPKG, "version": "6.1.99-1", "size": 5},
+                "kernel/crypto/xor.ko": {"module": "xor", "package": KPKG, "version": "6.1.99-1", "size": 5},
+            }
+        })
+        .to_string(),
+    );
+    let out = sys.ok(&[]);
+    assert!(
+        out.stderr
+            .contains(&format!("{K}: completing a run that was interrupted")),
+        "{}",
+        out.stderr
+    );
+    assert!(!sys.p("var/lib/limopack/journal.json").exists());
+    let state = sys.state();
+    let pruned = &state["kernels"][K]["pruned"];
+    assert_eq!(pruned[rel]["module"], "btrfs", "{state:#}");
+    assert_eq!(pruned[rel]["package"], KPKG);
+    assert_eq!(pruned[rel]["size"], 5);
+    // xor.ko was still on disk: this run pruned it, with its real size.
+    assert_eq!(
+        pruned["kernel/crypto/xor.ko"]["size"],
+        "fake module xor\n".len()
+    );
+    assert_eq!(
+        sys.present(K, DEP),
+        set(&["crc16", "crc32c_generic", "ext4", "jbd2", "mbcache"])
+    );
+    let status = sys.ok(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("    {rel} ({KPKG} 6.1.99-1)")),
+        "{}",
+        status.stdout
+    );
+}
+
+/// Case 16: `explain`, `status` and `--json` say why, what and who.
+#[test]
+fn explain_status_and_json() {
+    let sys = Sys::standard();
+    sys.vendor("bluez", "modules:\n  - btusb\n");
+    sys.dpkg(&[sys.kernel_pkg(K), Sys::decl_pkg("bluez")]);
+
+    let out = sys.ok(&["explain", "crc32c_generic"]);
+    let text = &out.stdout;
+    assert!(
+        text.contains(&format!(
+            "{K}: crc32c_generic: kept (kernel/crypto/crc32c_generic.ko)"
+        )),
+        "{text}"
+    );
+    let chain_at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+    };
+    let first = chain_at("  crc32c_generic: soft dependency (pre:) of ext4");
+    let second = chain_at("  ext4: static entry `ext4` of /etc/limopack/modules.d/baseline.yaml");
+    assert!(first < second, "{text}");
+    // By alias, and through a hard dependency to a vendor declaration.
+    let out = sys.ok(&["explain", "crypto-crc32c"]);
+    assert!(
+        out.stdout.contains("crc32c_generic: kept"),
+        "{}",
+        out.stdout
+    );
+    let out = sys.ok(&["explain", "bluetooth"]);
+    assert!(
+        out.stdout.contains("  bluetooth: dependency of btusb"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "  btusb: declared as `btusb` in /usr/share/limopack/bluez.yaml (package bluez)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = sys.ok(&["explain", "btusb"]);
+    assert!(
+        out.stdout
+            .contains("referenced by 1 declaration(s): /usr/share/limopack/bluez.yaml"),
+        "{}",
+        out.stdout
+    );
+    let out = sys.ok(&["explain", "btrfs"]);
+    assert!(
+        out.stdout.contains(&format!(
+            "{K}: btrfs: would be pruned: no declaration names it"
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = sys.ok(&["explain", "loop"]);
+    assert!(
+        out.stdout.contains("built into the kernel"),
+        "{}",
+        out.stdout
+    );
+    let out = sys.ok(&["explain", "nonesuch"]);
+    assert!(
+        out.stdout.contains("no such module in this kernel"),
+        "{}",
+        out.stdout
+    );
+
+    let json = sys.ok(&["explain", "--json", "crc32c-generic"]).json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["kernels"][0]["status"], "kept");
+    assert_eq!(json["kernels"][0]["chain"][1]["module"], "ext4");
+    let json = sys.ok(&["--json"]).json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["dry_run"], false);
+    assert_eq!(json["done"][0]["removed"], 10);
+    assert_eq!(json["done"][0]["version"], K);
+
+    let out = sys.ok(&["explain", "btrfs"]);
+    assert!(
+        out.stdout.contains(&format!(
+            "{K}: btrfs: pruned (kernel/fs/btrfs/btrfs.ko of {KPKG}); nothing needs it"
+        )),
+        "{}",
+        out.stdout
+    );
+    let json = sys.ok(&["explain", "btrfs", "--json"]).json();
+    assert_eq!(json["kernels"][0]["status"], "pruned");
+
+    let out = sys.ok(&["status"]);
+    assert!(out.stdout.contains(&format!("{K}\n  action: up-to-date\n  kept: 10 of 20 modules, 2 declaration(s)\n  pruned: 10 file(s)")), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("    kernel/fs/btrfs/btrfs.ko ({KPKG} 6.1.99-1)")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "    kernel/sound/pci/hda/snd-hda-intel.ko ({KPKG} 6.1.99-1)"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("declaration /usr/share/limopack/bluez.yaml: active"),
+        "{}",
+        out.stdout
+    );
+    let json = sys.ok(&["status", "--json"]).json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(
+        json["kernels"][0]["pruned"]["kernel/fs/btrfs/btrfs.ko"]["package"],
+        KPKG
+    );
+    assert_eq!(json["kernels"][0]["pruned"].as_object().unwrap().len(), 10);
+    let json = sys.ok(&["--dry-run", "--json"]).json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["dry_run"], true);
+
+    // -q prints nothing on success.
+    let out = sys.ok(&["-q"]);
+    assert_eq!(out.stdout, "");
+}
+
+/// Case 17: `--kernel` limits the run to one kernel; an unknown one is an error.
+#[test]
+fn kernel_option_limits_the_run() {
+    let sys = two_kernels();
+    let k_before = tree_hash(&sys.tree(K));
+    let out = sys.ok(&["--kernel", K2]);
+    assert!(
+        out.stdout.contains(&format!(
+            "limopack: {K2}: kept 5 of 20 modules (1 declaration), pruned 15 files"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains(&format!("limopack: {K}:")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(tree_hash(&sys.tree(K)), k_before);
+    assert!(!sys.m(K2, "kernel/fs/btrfs/btrfs.ko").exists());
+    assert!(sys.state()["kernels"]
+        .get(K)
+        .is_none_or(|k| k["pruned"].as_object().unwrap().is_empty()));
+
+    let before = tree_hash(&sys.p("lib"));
+    let out = sys.fails(&["--kernel", "9.9.9-nope"]);
+    assert!(
+        out.stderr.contains("9.9.9-nope: no such module tree"),
+        "{}",
+        out.stderr
+    );
+    sys.fails(&["--dry-run", "--kernel", "9.9.9-nope"]);
+    assert_eq!(tree_hash(&sys.p("lib")), before);
+}
+
+/// Case 18: A module declared after it was pruned is kept but missing, and the run says how to
+/// bring it back.
+#[test]
+fn module_declared_after_pruning_is_reported_missing() {
+    let sys = Sys::standard();
+    sys.ok(&[]);
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    sys.admin("storage", "modules:\n  - btrfs\n");
+    let out = sys.ok(&[]);
+    let hint = format!("`apt-get install --reinstall {KPKG}` brings it back");
+    assert!(
+        out.stderr.contains(&format!("limopack: warning: {K}: kept module btrfs is missing (kernel/fs/btrfs/btrfs.ko); {hint}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "kept module raid6_pq is missing (kernel/lib/raid6/raid6_pq.ko); {hint}"
+        )),
+        "{}",
+        out.stderr
+    );
+    let plan = sys.plan(K);
+    assert_eq!(plan["kept"]["btrfs"]["present"], false);
+    assert_eq!(plan["kept"]["ext4"]["present"], true);
+    let out = sys.ok(&["explain", "btrfs"]);
+    assert!(
+        out.stdout
+            .contains("kept, but its file kernel/fs/btrfs/btrfs.ko is missing (pruned earlier)"),
+        "{}",
+        out.stdout
+    );
+    let out = sys.ok(&["status"]);
+    assert!(
+        out.stdout
+            .contains("  missing: btrfs (kernel/fs/btrfs/btrfs.ko)"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The committed example root gives a real plan, as the README promises.
+#[test]
+fn demo_root_dry_run_is_a_real_plan() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-root");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_root(&demo, tmp.path());
+    // Git checks files out with the user's umask; limopack refuses group-writable ones.
+    for file in [
+        "etc/limopack/limopack.yaml",
+        "etc/limopack/modules.d/baseline.yaml",
+        "usr/share/limopack/bluez.yaml",
+    ] {
+        fs::set_permissions(
+            tmp.path().join(file),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let before = tree_hash(tmp.path());
+    let sys = Sys {
+        root: tmp.path().to_path_buf(),
+        _tmp: tmp,
+    };
+    let out = sys.ok(&["--dry-run"]);
+    assert_eq!(
+        out.stdout,
+        "limopack: 6.1.0-99-demo-amd64: kept 18 of 28 modules (2 declarations), would prune 10 files (1 KiB)\n"
+    );
+    assert_eq!(out.stderr, "", "a clean demo has no warnings or notes");
+    assert_eq!(tree_hash(&sys.root), before);
+    let plan = sys.plan("6.1.0-99-demo-amd64");
+    assert_eq!(plan["kept"]["btusb"]["reason"]["package"], "bluez");
+    assert_eq!(plan["kept"]["crc32c_generic"]["reason"]["kind"], "pulled");
+}
+
+/// Warnings name the line of the entry. `line_of` in declaration.rs takes the first line
+/// that *contains* the entry, so `bt` is placed on the line of `btusb`.
+#[test]
+fn unmatched_name_warning_names_its_own_line() {
+    let sys = Sys::standard();
+    sys.admin("local", "modules:\n  - btusb\n  - bt\n");
+    let out = sys.ok(&["--dry-run"]);
+    assert!(
+        out.stderr
+            .contains("/etc/limopack/modules.d/local.yaml:3: `bt` matches no module"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A journal of kernel K read by a run limited to K2 (`--kernel`) is folded in without
+/// looking at K's tree (`absorb(journal, None)` counts every file as gone), so files still
+/// on disk are recorded as pruned and `status` lists them.
+#[test]
+fn journal_of_another_kernel_records_only_files_that_are_gone() {
+    let sys = two_kernels();
+    sys.write(
+        "var/lib/limopack/journal.json",
+        &serde_json::json!({"kernel": K, "files": {"kernel/fs/btrfs/btrfs.ko": {
+            "module": "btrfs", "package": KPKG, "version": "6.1.99-1", "size": 5}}})
+        .to_string(),
+    );
+    sys.ok(&["--kernel", K2]);
+    assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file());
+    let state = sys.state();
+    assert!(
+        state["kernels"][K]["pruned"]
+            .get("kernel/fs/btrfs/btrfs.ko")
+            .is_none(),
+        "{state:#}"
+    );
+}

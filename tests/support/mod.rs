@@ -1,0 +1,457 @@
+//! Shared integration-test support: fake dpkg databases, real Debian kernel
+//! trees (downloaded once and cached), a kmod oracle and tree hashing.
+//!
+//! External tools used: dpkg-query, dpkg-deb (dpkg), apt-cache, apt-get (apt),
+//! depmod, modprobe (kmod), cp (coreutils).
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use fs_err as fs;
+use walkdir::WalkDir;
+
+/// One package as recorded in the fake dpkg database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkg {
+    pub name: String,
+    pub version: String,
+    /// dpkg's three-word status, e.g. "install ok installed".
+    pub status: String,
+    /// Absolute in-root paths ("/lib/modules/..."), in dpkg's list order.
+    /// Missing parent directories are added by `write_dpkg_db`.
+    pub files: Vec<String>,
+}
+
+impl Pkg {
+    pub fn installed(name: &str, version: &str) -> Pkg {
+        Pkg {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            status: "install ok installed".to_owned(),
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Runs `cmd`, panicking with its stderr on failure; returns stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("command output is not UTF-8")
+}
+
+fn status_path(root: &Path) -> PathBuf {
+    root.join("var/lib/dpkg/status")
+}
+
+/// (Re)creates `root/var/lib/dpkg` holding exactly `pkgs`, laid out like a
+/// real dpkg admin dir so that `dpkg-query --root=ROOT` answers -W, -l, -S
+/// and `${db-fsys:Files}` queries.
+pub fn write_dpkg_db(root: &Path, pkgs: &[Pkg]) {
+    let admin = root.join("var/lib/dpkg");
+    if admin.exists() {
+        fs::remove_dir_all(&admin).unwrap();
+    }
+    fs::create_dir_all(admin.join("info")).unwrap();
+    fs::create_dir_all(admin.join("updates")).unwrap();
+    for name in ["available", "diversions", "statoverride"] {
+        fs::write(admin.join(name), "").unwrap();
+    }
+    // "1" = multiarch db layout, what every current dpkg writes.
+    fs::write(admin.join("info/format"), "1\n").unwrap();
+
+    let mut paragraphs = Vec::new();
+    for pkg in pkgs {
+        let list = dpkg_list(&pkg.files);
+        let mut text = list.join("\n");
+        text.push('\n');
+        fs::write(admin.join(format!("info/{}.list", pkg.name)), text).unwrap();
+        paragraphs.push(format!(
+            "Package: {}\nStatus: {}\nPriority: optional\nSection: kernel\n\
+             Installed-Size: {}\nMaintainer: limopack tests <tests@example.invalid>\n\
+             Architecture: amd64\nVersion: {}\nDescription: limopack test package {}\n",
+            pkg.name,
+            pkg.status,
+            installed_size_kib(root, &list),
+            pkg.version,
+            pkg.name
+        ));
+    }
+    fs::write(status_path(root), paragraphs.join("\n")).unwrap();
+}
+
+/// dpkg's .list form: "/." first, every parent directory before its
+/// children, no duplicates.
+fn dpkg_list(files: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut list = Vec::new();
+    let mut push = |p: &str| {
+        if seen.insert(p.to_owned()) {
+            list.push(p.to_owned());
+        }
+    };
+    push("/.");
+    for file in files {
+        let file = file.trim_end_matches('/');
+        if file.is_empty() || file == "/." {
+            continue;
+        }
+        assert!(file.starts_with('/'), "dpkg paths are absolute: {file:?}");
+        let mut chain: Vec<&Path> = Path::new(file)
+            .ancestors()
+            .take_while(|a| *a != Path::new("/"))
+            .collect();
+        chain.reverse();
+        for p in chain {
+            push(p.to_str().unwrap());
+        }
+    }
+    list
+}
+
+/// Sum of the regular files that exist in `root`, like dpkg-gencontrol computes it.
+fn installed_size_kib(root: &Path, list: &[String]) -> u64 {
+    let bytes: u64 = list
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(root.join(&p[1..])).ok())
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len())
+        .sum();
+    bytes.div_ceil(1024)
+}
+
+/// Appends `root/subdir` and everything below it (dirs, files, symlinks) to
+/// `pkg.files` as in-root absolute paths, sorted, parents first.
+pub fn add_files_of_tree(pkg: &mut Pkg, root: &Path, subdir: &str) {
+    let top = root.join(subdir.trim_start_matches('/'));
+    for entry in WalkDir::new(&top).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(root).unwrap();
+        pkg.files
+            .push(format!("/{}", rel.to_str().expect("non-UTF-8 path")));
+    }
+}
+
+/// Rewrites the Status line of `pkg` in root's dpkg status file, e.g. to
+/// "deinstall ok config-files". The .list file is left as it is.
+pub fn set_status(root: &Path, pkg: &str, status: &str) {
+    let path = status_path(root);
+    let text = fs::read_to_string(&path).unwrap();
+    let mut found = false;
+    let mut in_pkg = false;
+    let mut out = String::new();
+    // Line-wise so every other byte of the file survives unchanged; dpkg
+    // puts Package first in each paragraph.
+    for line in text.split_inclusive('\n') {
+        if line.trim_end().is_empty() {
+            in_pkg = false;
+        } else if line.strip_prefix("Package: ").map(str::trim_end) == Some(pkg) {
+            in_pkg = true;
+            found = true;
+        }
+        if in_pkg && line.starts_with("Status:") {
+            out.push_str("Status: ");
+            out.push_str(status);
+            out.push('\n');
+        } else {
+            out.push_str(line);
+        }
+    }
+    assert!(found, "package {pkg} not in {}", path.display());
+    fs::write(&path, out).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Real kernel packages, cached across test runs and test binaries.
+
+fn cache_dir() -> PathBuf {
+    let dir = match std::env::var_os("LIMOPACK_TEST_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache"),
+    };
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Returns `cache/name`, building it first if absent. `build` gets a path
+/// to create (file or directory); it is renamed into place only when
+/// complete, under a per-entry lock, so concurrent test binaries and
+/// threads build it once and never see a partial entry.
+fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    let cache = cache_dir();
+    let target = cache.join(name);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join(format!("{name}.lock")))
+        .unwrap();
+    // flock semantics: also excludes other threads of this process, since
+    // each call opens its own file description.
+    lock.lock().unwrap();
+    if !target.exists() {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&cache)
+            .unwrap();
+        let out = tmp.path().join("out");
+        build(&out);
+        fs::rename(&out, &target).unwrap();
+    }
+    target
+}
+
+/// The .deb of the kernel that `linux-image-<flavour>` currently depends on
+/// (e.g. "cloud-amd64" or "amd64"), downloaded once with apt-get.
+pub fn real_kernel_deb(flavour: &str) -> PathBuf {
+    let meta = format!("linux-image-{flavour}");
+    // The cache entry is a directory holding the one .deb, so a cache hit
+    // needs neither apt-cache nor apt-get.
+    let dir = cached(&format!("{meta}.download"), |out| {
+        let depends = run(Command::new("apt-cache").args(["depends", &meta]));
+        let image = depends
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Depends: ")
+                    .filter(|d| d.starts_with("linux-image-"))
+            })
+            .unwrap_or_else(|| panic!("no linux-image dependency of {meta}:\n{depends}"));
+        fs::create_dir(out).unwrap();
+        // Our temp dir is private, so apt's _apt sandbox user could not
+        // write there; download as the invoking user instead.
+        run(Command::new("apt-get")
+            .args(["-q", "-o", "APT::Sandbox::User=root", "download", image])
+            .current_dir(out));
+    });
+    let debs: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "expected one .deb in {}", dir.display());
+    debs.into_iter().next().unwrap()
+}
+
+fn deb_stem(deb: &Path) -> String {
+    deb.file_stem().unwrap().to_str().unwrap().to_owned()
+}
+
+/// The single kernel version under `root/lib/modules`.
+fn only_kver(root: &Path) -> String {
+    let names: Vec<String> = fs::read_dir(root.join("lib/modules"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "expected one kernel in {}", root.display());
+    names.into_iter().next().unwrap()
+}
+
+/// A pristine root with the real kernel package unpacked and `depmod` run,
+/// plus its kernel version. Shared by all tests: never modify it, copy it
+/// with `copy_root` first.
+pub fn real_kernel_tree(flavour: &str) -> (PathBuf, String) {
+    let deb = real_kernel_deb(flavour);
+    let root = cached(&format!("{}.root", deb_stem(&deb)), |out| {
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(out));
+        fs::set_permissions(out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kver = only_kver(out);
+        // -C /dev/null: don't let the host's depmod.d reorder search paths.
+        run(Command::new("depmod")
+            .args(["-C", "/dev/null", "-b"])
+            .arg(out)
+            .arg(&kver));
+    });
+    let kver = only_kver(&root);
+    (root, kver)
+}
+
+/// Copies the whole of `src` into `dst` (created if needed), preserving
+/// symlinks, modes and timestamps.
+pub fn copy_root(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(src.join("."))
+        .arg(dst));
+}
+
+/// The installed `Pkg` of flavour's real kernel image, owning exactly what
+/// the .deb ships (not depmod's generated modules.* files). `root` must
+/// already hold that kernel's module tree (see `copy_root`).
+pub fn real_kernel_pkg(root: &Path, flavour: &str) -> Pkg {
+    let deb = real_kernel_deb(flavour);
+    let field = |name: &str| {
+        run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))
+            .trim()
+            .to_owned()
+    };
+    let name = field("Package");
+    let kver = name.strip_prefix("linux-image-").unwrap();
+    assert!(
+        root.join("lib/modules").join(kver).is_dir(),
+        "{} lacks /lib/modules/{kver}; copy real_kernel_tree({flavour:?}) into it first",
+        root.display()
+    );
+    // Listing a 70 MB .deb takes seconds, so cache the parsed listing.
+    let listing = cached(&format!("{}.files", deb_stem(&deb)), |out| {
+        let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+        fs::write(out, parse_deb_contents(&contents).join("\n")).unwrap();
+    });
+    let mut pkg = Pkg::installed(&name, &field("Version"));
+    pkg.files = fs::read_to_string(listing)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    pkg
+}
+
+/// `dpkg-deb -c` lines ("drwxr-xr-x root/root 0 2024-01-01 00:00 ./lib/")
+/// to dpkg paths ("/lib"); the archive root "./" is dropped.
+fn parse_deb_contents(contents: &str) -> Vec<String> {
+    contents
+        .lines()
+        .filter_map(|line| {
+            // Five whitespace-separated fields precede the name.
+            let mut rest = line;
+            for _ in 0..5 {
+                rest = rest.trim_start();
+                rest = &rest[rest.find(' ').expect("short dpkg-deb -c line")..];
+            }
+            let mut name = rest.trim_start();
+            if line.starts_with('l') {
+                name = name.split(" -> ").next().unwrap();
+            } else if line.starts_with('h') {
+                name = name.split(" link to ").next().unwrap();
+            }
+            let path = name.strip_prefix('.').unwrap().trim_end_matches('/');
+            (!path.is_empty()).then(|| path.to_owned())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// kmod oracle.
+
+/// What `modprobe --show-depends` would load for `module` in root's tree,
+/// as paths relative to `root/lib/modules/<kver>/` in load order (soft
+/// dependencies included); empty for built-in modules. Err carries
+/// modprobe's stderr.
+pub fn modprobe_show_depends(root: &Path, kver: &str, module: &str) -> Result<Vec<String>, String> {
+    // -C /dev/null replaces /etc,/run,/lib/modprobe.d so host config cannot
+    // add options, aliases or install commands (checked with strace; kmod
+    // still reads /proc/cmdline, which only adds options we discard).
+    let out = Command::new("modprobe")
+        .arg("-d")
+        .arg(root)
+        .args(["-S", kver, "-C", "/dev/null", "--show-depends", module])
+        .output()
+        .map_err(|e| format!("cannot run modprobe: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    let moddir = root.join("lib/modules").join(kver);
+    let mut paths = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("builtin ") {
+            continue;
+        }
+        let path = line
+            .strip_prefix("insmod ")
+            .and_then(|rest| rest.split(' ').next())
+            .ok_or_else(|| format!("unexpected modprobe output for {module}: {line:?}"))?;
+        let rel = Path::new(path)
+            .strip_prefix(&moddir)
+            .map_err(|_| format!("{path} is outside {}", moddir.display()))?;
+        paths.push(rel.to_str().unwrap().to_owned());
+    }
+    Ok(paths)
+}
+
+/// `modprobe_show_depends` for each of `modules` on two threads; results
+/// in input order.
+pub fn modprobe_show_depends_many(
+    root: &Path,
+    kver: &str,
+    modules: &[String],
+) -> Vec<(String, Result<Vec<String>, String>)> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(modules.len()));
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(module) = modules.get(i) else { break };
+                let deps = modprobe_show_depends(root, kver, module);
+                results.lock().unwrap().push((i, deps));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    results
+        .into_iter()
+        .map(|(i, deps)| (modules[i].clone(), deps))
+        .collect()
+}
+
+/// Every module path in root's modules.dep, on either side of the colon,
+/// sorted and deduplicated (relative to the module dir, as depmod writes).
+pub fn modules_dep_paths(root: &Path, kver: &str) -> Vec<String> {
+    let dep = fs::read_to_string(root.join("lib/modules").join(kver).join("modules.dep")).unwrap();
+    let paths: BTreeSet<&str> = dep
+        .lines()
+        .flat_map(|l| l.split([':', ' ']))
+        .filter(|p| !p.is_empty())
+        .collect();
+    paths.into_iter().map(str::to_owned).collect()
+}
+
+/// Hash of every path, file type, permission bits, file content and symlink
+/// target (not followed) under `dir`; equal hashes mean nothing changed.
+/// Timestamps and ownership are not included.
+pub fn tree_hash(dir: &Path) -> String {
+    let mut h = DefaultHasher::new();
+    for entry in WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let meta = entry.metadata().unwrap();
+        path.strip_prefix(dir)
+            .unwrap()
+            .as_os_str()
+            .as_encoded_bytes()
+            .hash(&mut h);
+        (meta.permissions().mode() & 0o7777).hash(&mut h);
+        let ft = entry.file_type();
+        if ft.is_symlink() {
+            'l'.hash(&mut h);
+            fs::read_link(path)
+                .unwrap()
+                .as_os_str()
+                .as_encoded_bytes()
+                .hash(&mut h);
+        } else if ft.is_file() {
+            'f'.hash(&mut h);
+            fs::read(path).unwrap().hash(&mut h);
+        } else if ft.is_dir() {
+            'd'.hash(&mut h);
+        } else {
+            'o'.hash(&mut h);
+        }
+    }
+    format!("{:016x}", h.finish())
+}
