@@ -164,7 +164,7 @@ mod tests {
         let e = load("prune: yes please\n").unwrap_err().to_string();
         assert!(e.contains(":1:8: prune: invalid type: string \"yes please\", expected a boolean"), "{e}");
         let e = load("packages: ['linux-[']\n").unwrap_err().to_string();
-        assert!(e.contains(":1:11: packages: bad glob `linux-[`"), "{e}");
+        assert!(e.contains(":1:12: packages: bad glob `linux-[`"), "{e}");
         let e = load("packages: linux-*\n").unwrap_err().to_string();
         assert!(e.contains("expected a sequence"), "{e}");
     }

@@ -260,13 +260,13 @@ mod tests {
     fn bad_declarations_point_at_the_fault() {
         let cases = [
             ("modlues: [x]\n", "x.yaml:1:1: unknown field `modlues`, expected one of `modules`, `static`, `kernels`, `firmware`"),
-            ("modules:\n  - ../../etc/passwd\n", "x.yaml:2:3: modules: `../../etc/passwd` is a path; give the module's name, as modprobe takes it"),
+            ("modules:\n  - ../../etc/passwd\n", "x.yaml:2:5: modules: `../../etc/passwd` is a path; give the module's name, as modprobe takes it"),
             ("modules: btusb\n", "x.yaml:1:10: modules: invalid type: string \"btusb\", expected a sequence"),
             ("modules:\n  a: b\n", "x.yaml:2:3: modules: invalid type: map, expected a sequence"),
-            ("static: [\"snd_[\"]\n", "x.yaml:1:9: static: bad glob `snd_[`: unclosed character class; missing ']'"),
+            ("static: [\"snd_[\"]\n", "x.yaml:1:10: static: bad glob `snd_[`: unclosed character class; missing ']'"),
             ("modules: [\"\"]\n", "x.yaml:1:10: modules: empty module name"),
-            ("modules: [a b]\n", "x.yaml:1:10: modules: `a b` contains ' ', which no module name has"),
-            ("firmware: [../x]\n", "x.yaml:1:11: firmware: `../x` must be a path relative to /lib/firmware, without `..`"),
+            ("modules: [a b]\n", "x.yaml:1:11: modules: `a b` contains ' ', which no module name has"),
+            ("firmware: [../x]\n", "x.yaml:1:12: firmware: `../x` must be a path relative to /lib/firmware, without `..`"),
             ("kernels: [6.1]\n", "x.yaml:1:10: kernels: invalid type: sequence, expected a string"),
             ("- btusb\n", "x.yaml:1:1: invalid type: sequence, expected struct RawDeclaration"),
         ];

@@ -6,7 +6,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use limopack::{report, run};
 
@@ -81,8 +80,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
     };
     match &cli.command {
         None => {
-            let outcome = run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))
-                .context("nothing was changed")?;
+            let outcome = run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))?;
             for w in report::warnings(&outcome.plan, &outcome.state) {
                 eprintln!("limopack: warning: {w}");
             }

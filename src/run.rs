@@ -78,11 +78,15 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let mut notes = Vec::new();
 
     let mut trees = tree::discover(&root, &mut notes)?;
+    // The kernel a killed run was pruning: its depmod may have stopped half way, leaving a
+    // fresh modules.dep beside stale other index files, so its index is rebuilt regardless.
+    let mut interrupted = None;
     if !opts.dry_run {
         // Before --kernel narrows the trees: the journal may be another kernel's.
         if let Some(journal) = Journal::load(&root)? {
             let tree = trees.iter().find(|t| t.version == journal.kernel);
             notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
+            interrupted = Some(journal.kernel.clone());
             state.absorb(journal, tree);
             state.save(&root)?;
             Journal::clear(&root)?;
@@ -99,7 +103,8 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let running = root.is_host().then(loaded::running_kernel);
     let mut kernels = Vec::new();
     for tree in &trees {
-        let (index, files) = load_index(&root, &config, tree, &config_files, opts.dry_run, &mut notes)?;
+        let rebuild = interrupted.as_deref() == Some(tree.version.as_str());
+        let (index, files) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
         let loaded = match &running {
             Some(version) if *version == tree.version => Some(loaded::read_proc()?),
             _ => None,
@@ -137,19 +142,26 @@ fn load_index(
     tree: &Tree,
     config_files: &[(PathBuf, String)],
     dry_run: bool,
+    rebuild: bool,
     notes: &mut Vec<String>,
 ) -> Result<(ModuleIndex, Files)> {
+    // With depmod off there is nothing to rebuild with; the index is used as it is.
+    let rebuild = rebuild && config.depmod;
     let mut files = Files::scan(tree)?;
     let parse = |sources: &mut Sources, files: &Files| {
         sources.config = config_files.to_vec();
         ModuleIndex::parse(sources, |rel| files.has(rel))
     };
     let mut sources = Sources::read(&tree.path)?;
-    let mut index = match sources.dep.is_some() {
+    let mut index = match sources.dep.is_some() && !rebuild {
         true => Some(parse(&mut sources, &files)?),
         false => None,
     };
-    if let Some(reason) = tree::stale_reason(&files, index.as_ref()) {
+    let stale = match rebuild {
+        true => Some("the run that was pruning it was interrupted".to_string()),
+        false => tree::stale_reason(&files, index.as_ref()),
+    };
+    if let Some(reason) = stale {
         if !config.depmod {
             notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
         } else if dry_run {

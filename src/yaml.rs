@@ -20,7 +20,9 @@ pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Option<T>
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
-        Error::syntax(path, line, column, strip_location(&e.to_string(), line, column))
+        let message = strip_location(&e.to_string(), line, column);
+        let (line, column) = quoted_place(text, &message, line, column).unwrap_or((line, column));
+        Error::syntax(path, line, column, message)
     })
 }
 
@@ -32,6 +34,20 @@ fn strip_location(message: &str, line: usize, column: usize) -> String {
         Some(at) => format!("{}{}", &message[..at], &message[at + suffix.len()..]),
         None => message.to_string(),
     }
+}
+
+/// serde_yaml places an error raised by a list item at the start of the list. When the message
+/// quotes the offending value (`` `../x` is a path ``), point at that value instead: the first
+/// place it appears at or after where serde_yaml looked.
+fn quoted_place(text: &str, message: &str, line: usize, column: usize) -> Option<(usize, usize)> {
+    let quoted = message.split('`').nth(1).filter(|q| !q.is_empty())?;
+    let start: usize = text.split_inclusive('\n').take(line - 1).map(str::len).sum::<usize>() + column - 1;
+    let mut at = start + text.get(start..)?.find(quoted)?;
+    // A quoted scalar starts at its quote.
+    if at > 0 && matches!(text.as_bytes()[at - 1], b'"' | b'\'') {
+        at -= 1;
+    }
+    Some(line_column(text.as_bytes(), at))
 }
 
 /// 1-based line and column of a byte offset.

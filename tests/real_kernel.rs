@@ -828,7 +828,6 @@ fn explain_names_the_chain() {
 /// index file (`modules.dep.bin`, which modprobe reads, `modules.alias*`, `modules.devname`,
 /// ...) still describing the unpruned tree. The next run must finish that depmod.
 #[test]
-#[ignore = "src bug: the next run trusts a half-written index (tree::stale_reason only checks modules.dep)"]
 fn interrupted_depmod_is_redone_by_the_next_run() {
     let fx = Fixture::new(CLOUD);
     write_file(&fx.root, BASELINE, "static:\n  - virtio_net\n  - virtio_blk\n");
@@ -888,7 +887,6 @@ fn interrupted_depmod_is_redone_by_the_next_run() {
 /// Spec: errors are `file:line:column: what is wrong`. An entry that can never be a module
 /// (a path, a bad glob) is reported at the start of its list instead of at its own line.
 #[test]
-#[ignore = "src bug: serde_yaml places custom errors of list items at the start of the list"]
 fn bad_entry_is_reported_at_its_own_line() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
