@@ -908,3 +908,43 @@ fn bad_entry_is_reported_at_its_own_line() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Spec: when modules.dep is missing, a real run runs depmod before planning; a dry run plans
+/// with what `depmod -n` would write and changes nothing. On a /usr-merged root the tree is
+/// reached as /lib/modules and /usr/lib/modules and is counted once.
+#[test]
+fn missing_index_is_rebuilt_and_usr_merge_counts_a_tree_once() {
+    let fx = Fixture::new(CLOUD);
+    // Merge /usr the way Debian does: /lib is a symlink to usr/lib.
+    fs::create_dir_all(fx.root.join("usr")).unwrap();
+    fs::rename(fx.root.join("lib"), fx.root.join("usr/lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", fx.root.join("lib")).unwrap();
+    write_file(&fx.root, BASELINE, "static:\n  - virtio_net\n  - virtio_blk\n");
+    write_file(&fx.root, CONFIG, "prune: true\n");
+    for entry in fs::read_dir(fx.tree()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("modules.") && name != "modules.builtin" && name != "modules.order" && name != "modules.builtin.modinfo" {
+            fs::remove_file(fx.tree().join(&name)).unwrap();
+        }
+    }
+    let hash = tree_hash(&fx.root);
+    let plan = fx.dry_plan();
+    assert_eq!(tree_hash(&fx.root), hash, "the dry run changed the root");
+    assert_eq!(plan["action"], "prune");
+    let kept = kept_paths(&plan);
+    assert!(kept.values().any(|p| p.ends_with("virtio_net.ko")), "{kept:?}");
+
+    let out = fx.run(&["--dry-run", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["plan"]["kernels"].as_array().unwrap().len(), 1, "the tree was counted twice");
+
+    let out = fx.run(&[]);
+    assert_ok(&out, "real run");
+    assert!(fx.tree().join("modules.dep").is_file(), "depmod did not rebuild modules.dep");
+    assert!(dangling_dep_paths(&fx.root, &fx.kver).is_empty());
+    for module in ["virtio_net", "virtio_blk"] {
+        let deps = modprobe_show_depends(&fx.root, &fx.kver, module).unwrap();
+        assert!(deps.iter().all(|d| fx.tree().join(d).is_file()), "{module}: {deps:?}");
+    }
+    assert_eq!(files_of(&fx.tree(), true).len(), kept.len());
+}
