@@ -75,10 +75,16 @@ pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
             });
         }
     }
-    // The same tree through a symlinked parent: a second pass catches an order where
-    // /usr/lib/modules/<kver> was seen first through a symlinked /lib.
+    // Two different folders for one version (an unmerged /lib and /usr/lib both holding
+    // it): modprobe uses the first, so only that one is managed.
     let mut unique = HashSet::new();
-    trees.retain(|t| unique.insert(t.version.clone()));
+    trees.retain(|t| {
+        let first = unique.insert(t.version.clone());
+        if !first {
+            warnings.push(format!("{}: a second tree for {}; left alone", t.shown.display(), t.version));
+        }
+        first
+    });
     Ok(trees)
 }
 
