@@ -175,7 +175,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
     let kernels = inputs
         .kernels
         .iter()
-        .map(|k| plan_kernel(inputs, k, &active, &statics))
+        .map(|k| plan_kernel(inputs, k, &active, &declarations, &statics))
         .collect();
     Plan {
         prune_enabled: inputs.config.prune,
@@ -248,6 +248,7 @@ fn plan_kernel(
     inputs: &Inputs,
     k: &KernelInput,
     active: &[usize],
+    statuses: &[DeclarationStatus],
     statics: &[(StaticRecord, usize)],
 ) -> KernelPlan {
     let version = &k.tree.version;
@@ -296,11 +297,9 @@ fn plan_kernel(
             continue;
         }
         declarations += 1;
-        let package = inputs
-            .packages
-            .owners(&decl.path.display().to_string())
-            .find(|p| p.is_present())
-            .map(|p| p.name.clone());
+        // Statuses follow the declarations one for one (masked files come after them all);
+        // an active declaration's package is its present owner.
+        let package = statuses[d].package.clone();
         for entry in &decl.modules {
             let (ids, is_builtin) = resolve(index, entry);
             if is_builtin {

@@ -181,8 +181,9 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
     if k.action == Action::NoBaseline {
         return ("whole", Vec::new(), "stays: this kernel has no baseline, so it is left whole".into());
     }
-    if let Some(path) = gathered.index(&k.version).and_then(|i| i.by_name(wanted)).map(|id| gathered.index(&k.version).unwrap().module(id).path.clone()) {
-        if k.not_owned.contains(&path) {
+    let index = gathered.index(&k.version);
+    if let Some(path) = index.and_then(|i| i.by_name(wanted).map(|id| &i.module(id).path)) {
+        if k.not_owned.contains(path) {
             return ("not-owned", Vec::new(), format!("stays: {path} is not owned by a module package"));
         }
     }
