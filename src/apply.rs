@@ -1,19 +1,29 @@
-//! Carrying out a plan: the one place that deletes files, runs depmod and writes state.
+//! Carrying out a plan: the one place that deletes and restores files, runs depmod and
+//! update-initramfs, and writes state.
 //!
-//! Order for each kernel: journal (what is about to go), the saved index (first prune only),
-//! the deletes, the empty folders, depmod, then the state, and last the journal is cleared.
-//! A run killed anywhere leaves the journal, which the next run folds into the state before it
-//! plans again from scratch; its depmod check then finds any index the kill left stale.
+//! Order for each kernel: restores first (each file written whole, then renamed into place);
+//! then the journal (what is about to go), the saved index (first prune only), the archive
+//! copies, the deletes and the empty folders; then depmod, the state, the journal cleared,
+//! and last the initramfs. A run killed anywhere leaves the journal, which the next run folds
+//! into the state before it plans again from scratch; its depmod check then finds any index
+//! the kill left stale, and a refresh still pending in the state is done then.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
+use md5::Digest;
+
+use crate::archive;
 use crate::config::Config;
+use crate::deb;
 use crate::error::{Error, Result};
-use crate::plan::{Action, Plan};
+use crate::initramfs;
+use crate::packages;
+use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
 use crate::root::Root;
-use crate::state::{self, Journal, PrunedFile, State};
+use crate::state::{self, Journal, KernelState, PrunedFile, State};
 use crate::tree::{self, Tree};
 
 /// Held for the whole run: one limopack at a time per root. The kernel drops an flock when
@@ -51,87 +61,357 @@ pub struct Done {
     pub version: String,
     pub removed: usize,
     pub bytes: u64,
+    /// Files brought back, each with where from.
+    pub restored: Vec<Restored>,
+    /// Files that could not be brought back, each with the last reason.
+    pub not_restored: Vec<NotRestored>,
     pub depmod: bool,
+    /// What happened to the initramfs, when anything did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<String>,
     /// Files the plan listed that were no longer regular files inside the tree.
     pub skipped: Vec<String>,
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub path: String,
+    pub module: String,
+    /// `archive`, `apt-cache` or `download`.
+    pub from: &'static str,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotRestored {
+    pub path: String,
+    pub module: String,
+    pub package: String,
+    pub reason: String,
+}
+
+/// What the caller allows besides the plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Effects {
+    /// Refresh initramfs images as the config says. Off in the kernel's own postinst hook,
+    /// where initramfs-tools builds the image right after limopack.
+    pub initramfs: bool,
+}
+
 /// Carry out `plan` on `trees`, updating and saving `state`.
-pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &mut State) -> Result<Vec<Done>> {
+pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &mut State, effects: Effects) -> Result<Vec<Done>> {
     let before = state.clone();
     state.statics.extend(plan.new_statics.iter().cloned());
-    forget_restored(state, trees);
+    forget_restored(root, state, trees)?;
     for kplan in &plan.kernels {
         state.kernels.entry(kplan.version.clone()).or_default().refcounts = kplan.refcounts.clone();
+    }
+    for gone in &plan.forget_kernels {
+        state.kernels.remove(gone);
     }
     if *state != before {
         state.save(root)?;
     }
+    for gone in &plan.forget_kernels {
+        archive::forget_kernel(root, gone)?;
+        state::forget_index(root, gone)?;
+    }
 
     let mut done = Vec::new();
-    for kplan in plan.kernels.iter().filter(|k| k.action == Action::Prune) {
+    for kplan in &plan.kernels {
         let Some(tree) = trees.iter().find(|t| t.version == kplan.version) else { continue };
-        let files: BTreeMap<String, PrunedFile> = kplan
-            .prune
-            .iter()
-            .map(|f| {
-                (
-                    f.path.clone(),
-                    PrunedFile {
-                        module: f.module.clone(),
-                        package: f.package.clone(),
-                        version: f.version.clone(),
-                        size: f.size,
-                    },
-                )
-            })
-            .collect();
-        let journal = Journal {
-            kernel: tree.version.clone(),
-            files: files.clone(),
-        };
-        journal.save(root)?;
+        let prune = kplan.action == Action::Prune;
+        let pending = state.kernels.get(&tree.version).is_some_and(|k| k.initramfs_pending);
+        let restorable = kplan.restore.iter().any(|f| !f.sources.is_empty());
+        if !prune && !restorable && !pending {
+            continue;
+        }
+        let refresh = effects.initramfs && config.initramfs != crate::config::Initramfs::Never;
         let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
-        if kernel_state.pruned.is_empty() {
-            state::save_index(root, tree)?;
+        if kernel_state.initramfs_pending != refresh {
+            kernel_state.initramfs_pending = refresh;
+            state.save(root)?;
         }
 
         let mut outcome = Done {
             version: tree.version.clone(),
             ..Done::default()
         };
-        let mut removed: Vec<PathBuf> = Vec::new();
-        for (rel, file) in &files {
-            match tree::confined(&tree.path, rel).map_err(|e| Error::io(tree.path.join(rel), e))? {
-                Some(path) => {
-                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                    kernel_state.pruned.insert(rel.clone(), file.clone());
-                    outcome.removed += 1;
-                    outcome.bytes += file.size;
-                    removed.push(path);
-                }
-                None => outcome.skipped.push(rel.clone()),
-            }
+        let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
+        restore(root, tree, &kplan.restore, kernel_state, &mut outcome);
+        if prune {
+            prune_files(root, config, kplan, tree, state, &mut outcome)?;
         }
-        tree::remove_empty_parents(&tree.path, &removed);
-        if config.depmod && !removed.is_empty() {
+        if config.depmod && (outcome.removed > 0 || !outcome.restored.is_empty()) {
             tree::depmod(root, &tree.version)?;
             outcome.depmod = true;
         }
         state.save(root)?;
         Journal::clear(root)?;
+
+        let changed = outcome.removed > 0 || !outcome.restored.is_empty();
+        if refresh && (changed || pending) {
+            outcome.initramfs = initramfs::refresh(root, config.initramfs, &tree.version)?;
+        }
+        let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
+        if kernel_state.initramfs_pending {
+            kernel_state.initramfs_pending = false;
+            state.save(root)?;
+        }
         done.push(outcome);
     }
     Ok(done)
 }
 
-/// Drop pruned records whose files are back, put there by a reinstall or an upgrade.
-fn forget_restored(state: &mut State, trees: &[Tree]) {
-    for tree in trees {
-        if let Some(kernel) = state.kernels.get_mut(&tree.version) {
-            kernel
-                .pruned
-                .retain(|rel, _| std::fs::symlink_metadata(tree.path.join(rel)).is_err());
+/// Delete the plan's files of one kernel, journalled, with archive copies when configured.
+fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, state: &mut State, outcome: &mut Done) -> Result<()> {
+    let files: BTreeMap<String, PrunedFile> = kplan
+        .prune
+        .iter()
+        .map(|f| {
+            let file = PrunedFile {
+                module: f.module.clone(),
+                package: f.package.clone(),
+                version: f.version.clone(),
+                size: f.size,
+                archived: config.archive,
+            };
+            (f.path.clone(), file)
+        })
+        .collect();
+    let journal = Journal {
+        kernel: tree.version.clone(),
+        files: files.clone(),
+    };
+    journal.save(root)?;
+    let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
+    if kernel_state.pruned.is_empty() {
+        state::save_index(root, tree)?;
+    }
+    let mut removed: Vec<PathBuf> = Vec::new();
+    for (rel, file) in &files {
+        match tree::confined(&tree.path, rel).map_err(|e| Error::io(tree.path.join(rel), e))? {
+            Some(path) => {
+                if file.archived {
+                    archive::store(root, &tree.version, rel, &path)?;
+                }
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                kernel_state.pruned.insert(rel.clone(), file.clone());
+                outcome.removed += 1;
+                outcome.bytes += file.size;
+                removed.push(path);
+            }
+            None => outcome.skipped.push(rel.clone()),
         }
     }
+    tree::remove_empty_parents(&tree.path, &removed);
+    Ok(())
+}
+
+/// Bring back the kept files that are gone, trying each file's sources in order: the archive,
+/// then each `.deb` (read once for all the files it holds), then downloads. What cannot be
+/// brought back is reported, and the run goes on: restoring never deletes anything.
+fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelState, outcome: &mut Done) {
+    let mut sums: HashMap<String, HashMap<String, String>> = HashMap::new();
+    // A file with no source is left to the run's warning and its reinstall hint.
+    let mut left: Vec<(&RestoreFile, String)> = files
+        .iter()
+        .filter(|f| !f.sources.is_empty())
+        .map(|f| (f, String::new()))
+        .collect();
+    let finish = |f: &RestoreFile, from: &'static str, kernel: &mut KernelState, outcome: &mut Done| {
+        kernel.pruned.remove(&f.path);
+        let _ = archive::forget(root, &tree.version, &f.path);
+        outcome.restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
+    };
+
+    left.retain_mut(|(f, why)| {
+        if !f.sources.contains(&Source::Archive) {
+            return true;
+        }
+        let result = archive::open(root, &tree.version, &f.path).and_then(|copy| match copy {
+            Some(mut copy) => {
+                let expected = expected_md5(root, &mut sums, tree, f);
+                put(tree, &f.path, &mut copy, expected.as_deref())
+            }
+            None => Err(Error::refused(archive::path(root, &tree.version, &f.path), "no archive copy")),
+        });
+        match result {
+            Ok(()) => {
+                finish(f, "archive", kernel, outcome);
+                false
+            }
+            Err(e) => {
+                *why = e.to_string();
+                true
+            }
+        }
+    });
+
+    let mut debs: Vec<PathBuf> = left
+        .iter()
+        .flat_map(|(f, _)| f.sources.iter())
+        .filter_map(|s| match s {
+            Source::AptCache { deb } => Some(deb.clone()),
+            _ => None,
+        })
+        .collect();
+    debs.sort();
+    debs.dedup();
+    for deb in debs {
+        let wanted: Vec<&RestoreFile> = left
+            .iter()
+            .filter(|(f, _)| f.sources.contains(&Source::AptCache { deb: deb.clone() }))
+            .map(|(f, _)| *f)
+            .collect();
+        let results = from_deb(root, &mut sums, tree, &deb, &wanted);
+        settle(&mut left, results, "apt-cache", &mut |f, from| finish(f, from, kernel, outcome));
+    }
+
+    let mut fetch: Vec<(String, String)> = left
+        .iter()
+        .filter(|(f, _)| f.sources.contains(&Source::Download))
+        .map(|(f, _)| (f.package.clone(), f.version.clone()))
+        .collect();
+    fetch.sort();
+    fetch.dedup();
+    for (package, version) in fetch {
+        let wanted: Vec<&RestoreFile> = left
+            .iter()
+            .filter(|(f, _)| f.package == package && f.sources.contains(&Source::Download))
+            .map(|(f, _)| *f)
+            .collect();
+        let results = tempfile::tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))
+            .and_then(|dir| deb::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
+            .map(|(_dir, deb)| from_deb(root, &mut sums, tree, &deb, &wanted));
+        match results {
+            Ok(results) => settle(&mut left, results, "download", &mut |f, from| finish(f, from, kernel, outcome)),
+            Err(e) => {
+                for (_, why) in left.iter_mut().filter(|(f, _)| wanted.iter().any(|w| std::ptr::eq(*w, *f))) {
+                    *why = e.to_string();
+                }
+            }
+        }
+    }
+
+    for (f, reason) in left {
+        outcome.not_restored.push(NotRestored {
+            path: f.path.clone(),
+            module: f.module.clone(),
+            package: f.package.clone(),
+            reason,
+        });
+    }
+}
+
+/// Fold the per-file results of one source into what is left to restore.
+fn settle<'a>(
+    left: &mut Vec<(&'a RestoreFile, String)>,
+    results: HashMap<String, Result<()>>,
+    from: &'static str,
+    finish: &mut dyn FnMut(&RestoreFile, &'static str),
+) {
+    left.retain_mut(|(f, why)| match results.get(&f.path) {
+        Some(Ok(())) => {
+            finish(f, from);
+            false
+        }
+        Some(Err(e)) => {
+            *why = e.to_string();
+            true
+        }
+        None => true,
+    });
+}
+
+/// Write each wanted file found in `deb` into the tree. The result per file, by path in the
+/// tree; a `.deb` that cannot be read fails every file it was to give.
+fn from_deb(
+    root: &Root,
+    sums: &mut HashMap<String, HashMap<String, String>>,
+    tree: &Tree,
+    deb: &Path,
+    wanted: &[&RestoreFile],
+) -> HashMap<String, Result<()>> {
+    let mut by_listed: HashMap<String, &RestoreFile> = HashMap::new();
+    for f in wanted {
+        for listed in tree.dpkg_paths(&f.path) {
+            by_listed.insert(listed, f);
+        }
+    }
+    let names: HashSet<String> = by_listed.keys().cloned().collect();
+    let mut results: HashMap<String, Result<()>> = HashMap::new();
+    let read = deb::extract(deb, &names, |listed, data| {
+        let f = by_listed[listed];
+        let expected = expected_md5(root, sums, tree, f);
+        results.insert(f.path.clone(), put(tree, &f.path, data, expected.as_deref()));
+        Ok(())
+    });
+    for f in wanted {
+        let result = match &read {
+            Err(e) => Err(Error::refused(deb, e.to_string())),
+            Ok(_) if results.contains_key(&f.path) => continue,
+            Ok(_) => Err(Error::refused(deb, format!("has no {}", tree.dpkg_paths(&f.path)[0]))),
+        };
+        results.insert(f.path.clone(), result);
+    }
+    results
+}
+
+/// The md5sum dpkg recorded for a file, looked up once per package.
+fn expected_md5(root: &Root, sums: &mut HashMap<String, HashMap<String, String>>, tree: &Tree, f: &RestoreFile) -> Option<String> {
+    let package = sums
+        .entry(f.package.clone())
+        .or_insert_with(|| packages::md5sums(root, &f.package).unwrap_or_default());
+    tree.dpkg_paths(&f.path).iter().find_map(|p| package.get(p).cloned())
+}
+
+/// Write `data` to `rel` under the tree: into a temporary file beside it, checked against
+/// dpkg's md5sum when dpkg has one, then renamed into place, so the file is whole or absent.
+fn put(tree: &Tree, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let target = tree::restore_target(&tree.path, rel).map_err(|e| Error::io(tree.path.join(rel), e))?;
+    let dir = target.parent().unwrap_or(&tree.path);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut hasher = md5::Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = data.read(&mut buf).map_err(|e| Error::io(&target, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(expected) = expected_md5 {
+        if got != expected {
+            return Err(Error::refused(&target, format!("md5sum {got} is not the {expected} dpkg recorded; not restored")));
+        }
+    }
+    let file = tmp.as_file();
+    file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(tmp.path(), e))?;
+    file.sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
+    Ok(())
+}
+
+/// Drop pruned records whose files are back, put there by a reinstall or an upgrade, with
+/// their archive copies.
+fn forget_restored(root: &Root, state: &mut State, trees: &[Tree]) -> Result<()> {
+    for tree in trees {
+        let Some(kernel) = state.kernels.get_mut(&tree.version) else { continue };
+        let back: Vec<String> = kernel
+            .pruned
+            .keys()
+            .filter(|rel| std::fs::symlink_metadata(tree.path.join(rel)).is_ok())
+            .cloned()
+            .collect();
+        for rel in back {
+            if kernel.pruned.remove(&rel).is_some_and(|f| f.archived) {
+                archive::forget(root, &tree.version, &rel)?;
+            }
+        }
+    }
+    Ok(())
 }

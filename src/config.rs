@@ -44,6 +44,21 @@ struct RawConfig {
     prune: Option<bool>,
     packages: Option<Vec<Pattern>>,
     depmod: Option<bool>,
+    initramfs: Option<Initramfs>,
+    archive: Option<bool>,
+}
+
+/// When to refresh a kernel's initramfs after its tree changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Initramfs {
+    /// Refresh an initramfs that exists, when initramfs-tools is installed.
+    #[default]
+    Auto,
+    /// Refresh or create it, and fail the run when update-initramfs is missing.
+    Always,
+    /// Leave it to the admin.
+    Never,
 }
 
 /// The packages whose module files limopack may prune, unless the admin says otherwise.
@@ -60,6 +75,9 @@ pub struct Config {
     packages_set: GlobSet,
     /// Run depmod after a tree changed (and before planning when its index is stale).
     pub depmod: bool,
+    pub initramfs: Initramfs,
+    /// Keep a compressed copy of each pruned file, so that restoring it needs no `.deb`.
+    pub archive: bool,
 }
 
 impl Default for Config {
@@ -88,12 +106,16 @@ impl Config {
             Some(patterns) => patterns.into_iter().map(|p| p.text).collect(),
             None => defaults.packages,
         };
-        Ok(Config::build(
-            root.inside(&path),
-            raw.prune.unwrap_or(defaults.prune),
-            &packages,
-            raw.depmod.unwrap_or(defaults.depmod),
-        ))
+        Ok(Config {
+            initramfs: raw.initramfs.unwrap_or(defaults.initramfs),
+            archive: raw.archive.unwrap_or(defaults.archive),
+            ..Config::build(
+                root.inside(&path),
+                raw.prune.unwrap_or(defaults.prune),
+                &packages,
+                raw.depmod.unwrap_or(defaults.depmod),
+            )
+        })
     }
 
     fn build(path: PathBuf, prune: bool, packages: &[String], depmod: bool) -> Config {
@@ -110,6 +132,8 @@ impl Config {
             packages: packages.to_vec(),
             packages_set: set.build().unwrap_or_else(|_| GlobSet::empty()),
             depmod,
+            initramfs: Initramfs::default(),
+            archive: false,
         }
     }
 
@@ -142,6 +166,8 @@ mod tests {
         let config = Config::load(&Root::new(dir.path()).unwrap()).unwrap();
         assert!(!config.prune);
         assert!(config.depmod);
+        assert_eq!(config.initramfs, Initramfs::Auto);
+        assert!(!config.archive);
         assert!(config.is_module_package("linux-image-6.1.0-50-amd64"));
         assert!(config.is_module_package("linux-modules-extra-6.8.0-1-generic:amd64"));
         assert!(!config.is_module_package("firmware-linux-free"));
@@ -150,9 +176,11 @@ mod tests {
 
     #[test]
     fn keys_are_read() {
-        let config = load("prune: true\npackages: [my-kernel-*]\ndepmod: false\n").unwrap();
+        let config = load("prune: true\npackages: [my-kernel-*]\ndepmod: false\ninitramfs: never\narchive: true\n").unwrap();
         assert!(config.prune);
         assert!(!config.depmod);
+        assert_eq!(config.initramfs, Initramfs::Never);
+        assert!(config.archive);
         assert!(config.is_module_package("my-kernel-modules"));
         assert!(!config.is_module_package("linux-image-6.1.0-50-amd64"));
     }
@@ -160,7 +188,9 @@ mod tests {
     #[test]
     fn bad_configs_name_file_line_and_column() {
         let e = load("prune: true\nprnue: false\n").unwrap_err().to_string();
-        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`"), "{e}");
+        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`, `initramfs`, `archive`"), "{e}");
+        let e = load("initramfs: sometimes\n").unwrap_err().to_string();
+        assert!(e.contains(":1:12: initramfs: unknown variant `sometimes`, expected one of `auto`, `always`, `never`"), "{e}");
         let e = load("prune: yes please\n").unwrap_err().to_string();
         assert!(e.contains(":1:8: prune: invalid type: string \"yes please\", expected a boolean"), "{e}");
         let e = load("packages: ['linux-[']\n").unwrap_err().to_string();

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use limopack::{report, run};
 
 /// Keep each kernel's module tree down to the modules installed packages declare.
@@ -43,6 +43,23 @@ struct Cli {
     /// Also print each file pruned and why each module is kept.
     #[arg(short, long, global = true)]
     verbose: bool,
+
+    /// Set by limopack's own hooks. Errors are printed and the exit status is still 0, so
+    /// that a bad declaration is loud but never fails apt, dpkg or a kernel's install; a run
+    /// that changed nothing prints only warnings.
+    #[arg(long, value_enum, value_name = "HOOK")]
+    called_by: Option<Hook>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Hook {
+    /// apt's `DPkg::Post-Invoke`, after each transaction.
+    Apt,
+    /// dpkg's file triggers and limopack's own configure.
+    Dpkg,
+    /// /etc/kernel/postinst.d, for a newly installed kernel: initramfs-tools builds its
+    /// initramfs right after, so limopack does not refresh it.
+    Kernel,
 }
 
 #[derive(Subcommand)]
@@ -66,7 +83,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("limopack: error: {e:#}");
-            ExitCode::FAILURE
+            match cli.called_by {
+                None => ExitCode::FAILURE,
+                Some(_) => {
+                    eprintln!("limopack: the run stopped there and deleted nothing after it; fix it and run `limopack-hook`");
+                    ExitCode::SUCCESS
+                }
+            }
         }
     }
 }
@@ -77,11 +100,12 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         root: cli.root.clone(),
         kernel: cli.kernel.clone(),
         dry_run,
+        initramfs: cli.called_by != Some(Hook::Kernel),
     };
     match &cli.command {
         None => {
             let outcome = run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))?;
-            for w in report::warnings(&outcome.plan, &outcome.state) {
+            for w in report::warnings(&outcome.plan, &outcome.state, &outcome.done) {
                 eprintln!("limopack: warning: {w}");
             }
             if cli.json {
@@ -90,8 +114,12 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             }
             for k in &outcome.plan.kernels {
                 let done = outcome.done.iter().find(|d| d.version == k.version);
-                if !cli.quiet {
+                let quiet = cli.quiet || (cli.called_by.is_some() && !report::changed(done));
+                if !quiet {
                     let _ = writeln!(out, "{}", report::summary(k, done, dry_run, limopack::root::CONFIG_FILE));
+                    for line in done.map(report::done_lines).unwrap_or_default() {
+                        let _ = writeln!(out, "{line}");
+                    }
                 }
                 if cli.verbose {
                     for f in &k.prune {
@@ -112,7 +140,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         Some(Command::Status) => {
             let gathered = run::gather(&opts)?;
             let plan = gathered.plan();
-            for w in report::warnings(&plan, &gathered.state) {
+            for w in report::warnings(&plan, &gathered.state, &[]) {
                 eprintln!("limopack: warning: {w}");
             }
             let (text, value) = report::status(&plan, &gathered.state, cli.verbose);

@@ -117,6 +117,27 @@ impl Packages {
     }
 }
 
+/// The md5sums dpkg recorded for the files of an installed `package`, by path as dpkg lists
+/// it (`/lib/modules/…`): what `dpkg --verify` checks, and what a restored file must match.
+/// Empty when the package shipped none.
+pub fn md5sums(root: &Root, package: &str) -> Result<HashMap<String, String>> {
+    let args = ["--control-path".to_string(), package.to_string(), "md5sums".to_string()];
+    let listed = dpkg_query(root, &args)?;
+    let Some(path) = listed.lines().next().filter(|l| !l.is_empty()) else {
+        return Ok(HashMap::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(parse_md5sums(&text))
+}
+
+/// `HASH  path/without/leading/slash` lines.
+fn parse_md5sums(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once("  "))
+        .map(|(hash, path)| (format!("/{}", path.trim_start_matches('/')), hash.to_ascii_lowercase()))
+        .collect()
+}
+
 /// `pkg1, pkg2: /path` lines of `dpkg-query --search`, without diversion notes.
 fn search_lines(text: &str) -> impl Iterator<Item = (impl Iterator<Item = &str>, &str)> {
     text.lines()
@@ -201,6 +222,13 @@ bluez-limopack: /usr/share/limopack/bluez-limopack.yaml
         let owners: Vec<_> = p.owners("/lib/modules/x/a.ko").collect();
         assert_eq!(owners.len(), 1);
         assert!(!owners[0].is_present());
+    }
+
+    #[test]
+    fn md5sums_are_keyed_like_dpkg_lists_files() {
+        let sums = parse_md5sums("0123456789ABCDEF0123456789abcdef  lib/modules/6.1/kernel/a.ko\nbroken line\n");
+        assert_eq!(sums["/lib/modules/6.1/kernel/a.ko"], "0123456789abcdef0123456789abcdef");
+        assert_eq!(sums.len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::deb::AptCache;
 use crate::declaration::{Declarations, Entry, Origin};
 use crate::index::{Edge, Lookup, ModId, ModuleIndex};
 use crate::name;
@@ -33,6 +34,12 @@ pub struct Inputs<'a> {
     pub packages: &'a Packages,
     pub state: &'a State,
     pub kernels: Vec<KernelInput<'a>>,
+    /// The `.deb` files in apt's cache, to restore from.
+    pub apt_cache: &'a AptCache,
+    /// Whether a missing file may be fetched with `apt-get download` (the running system).
+    pub can_download: bool,
+    /// Kernels the state remembers whose trees are gone.
+    pub gone: Vec<String>,
 }
 
 /// Why a module is kept.
@@ -73,6 +80,31 @@ pub struct PruneFile {
     pub size: u64,
 }
 
+/// Where a missing file can come back from, in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Source {
+    /// limopack's own compressed copy (`archive: true`).
+    Archive,
+    /// The owning package's `.deb` in apt's cache, at the installed version.
+    AptCache { deb: PathBuf },
+    /// That `.deb`, fetched with `apt-get download PACKAGE=VERSION`.
+    Download,
+}
+
+/// A kept module whose file is gone, and how to bring it back.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreFile {
+    /// Path relative to the tree.
+    pub path: String,
+    pub module: String,
+    /// The installed package that owns the file, and its version.
+    pub package: String,
+    pub version: String,
+    /// Empty when nothing can bring it back: the run says which reinstall does.
+    pub sources: Vec<Source>,
+}
+
 /// What a run does with a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -104,6 +136,8 @@ pub struct KernelPlan {
     /// Module name to the declarations that name it under `modules:`.
     pub refcounts: BTreeMap<String, Vec<PathBuf>>,
     pub prune: Vec<PruneFile>,
+    /// Kept modules whose files are gone, with an installed owner to restore them from.
+    pub restore: Vec<RestoreFile>,
     /// Module files that stay because no module package owns them (DKMS, hand-built, shared).
     pub not_owned: Vec<String>,
     pub warnings: Vec<String>,
@@ -139,6 +173,8 @@ pub struct Plan {
     /// Static entries seen for the first time: the state records them.
     pub new_statics: Vec<StaticRecord>,
     pub kernels: Vec<KernelPlan>,
+    /// Kernels whose trees are gone: their state, saved index and archive are dropped.
+    pub forget_kernels: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -182,6 +218,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
         declarations,
         new_statics,
         kernels,
+        forget_kernels: inputs.gone.clone(),
         warnings,
     }
 }
@@ -388,6 +425,7 @@ fn plan_kernel(
             not_owned.push(rel.clone());
         }
     }
+    let restore = restore_list(inputs, k, &kept);
     for odd in &k.files.odd {
         warnings.push(format!("{odd}: not a regular file; left alone"));
     }
@@ -416,9 +454,44 @@ fn plan_kernel(
         builtin,
         refcounts,
         prune,
+        restore,
         not_owned,
         warnings,
     }
+}
+
+/// The kept modules whose files are gone and that an installed package owns, each with the
+/// sources that can bring it back. A file no installed package owns is not brought back: it
+/// would be a file dpkg does not know.
+fn restore_list(inputs: &Inputs, k: &KernelInput, kept: &BTreeMap<String, Kept>) -> Vec<RestoreFile> {
+    let pruned = inputs.state.kernels.get(&k.tree.version).map(|s| &s.pruned);
+    let mut restore = Vec::new();
+    for (module, kept) in kept.iter().filter(|(_, kept)| !kept.present) {
+        let owner = k
+            .tree
+            .dpkg_paths(&kept.path)
+            .iter()
+            .find_map(|p| inputs.packages.owners(p).find(|o| o.is_present()).cloned());
+        let Some(owner) = owner else { continue };
+        let mut sources = Vec::new();
+        if pruned.and_then(|p| p.get(&kept.path)).is_some_and(|f| f.archived) {
+            sources.push(Source::Archive);
+        }
+        if let Some(deb) = inputs.apt_cache.find(&owner.name, &owner.version) {
+            sources.push(Source::AptCache { deb: deb.to_path_buf() });
+        }
+        if inputs.can_download && !owner.version.is_empty() {
+            sources.push(Source::Download);
+        }
+        restore.push(RestoreFile {
+            path: kept.path.clone(),
+            module: module.clone(),
+            package: owner.name,
+            version: owner.version,
+            sources,
+        });
+    }
+    restore
 }
 
 /// A recorded static entry back as an entry to resolve.
@@ -463,6 +536,8 @@ kernel/fs/btrfs/btrfs.ko:
         declarations: Declarations,
         config: Config,
         state: State,
+        apt_cache: AptCache,
+        can_download: bool,
     }
 
     /// A world with one kernel package owning every module but `kernel/extra/dkms.ko`;
@@ -508,6 +583,8 @@ kernel/fs/btrfs/btrfs.ko:
             declarations,
             config,
             state: State::default(),
+            apt_cache: AptCache::default(),
+            can_download: false,
         }
     }
 
@@ -518,6 +595,9 @@ kernel/fs/btrfs/btrfs.ko:
             packages: &w.packages,
             state: &w.state,
             kernels: vec![KernelInput { tree: &w.tree, index: &w.index, files: &w.files, loaded }],
+            apt_cache: &w.apt_cache,
+            can_download: w.can_download,
+            gone: Vec::new(),
         })
     }
 
@@ -650,5 +730,31 @@ kernel/fs/btrfs/btrfs.ko:
         let p = run(&w, None);
         let missing: Vec<_> = p.kernels[0].missing().map(|(m, _)| m.as_str()).collect();
         assert_eq!(missing, ["e1000e"]);
+        let restore = &p.kernels[0].restore;
+        assert_eq!(restore.len(), 1);
+        assert_eq!((restore[0].package.as_str(), restore[0].version.as_str()), ("linux-image-6.1.0-1-test", "1"));
+        assert!(restore[0].sources.is_empty(), "no archive, no cache, no apt: only the reinstall hint");
+    }
+
+    #[test]
+    fn restore_sources_come_in_order_archive_cache_download() {
+        let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e, btusb]\n")], &[]);
+        for rel in ["kernel/drivers/net/e1000e.ko", "kernel/drivers/bluetooth/btusb.ko", "kernel/extra/dkms.ko"] {
+            w.files.regular.remove(rel);
+        }
+        let file = crate::state::PrunedFile { module: "e1000e".into(), package: "linux-image-6.1.0-1-test".into(), version: "1".into(), size: 1, archived: true };
+        w.state.kernels.entry(KVER.into()).or_default().pruned.insert("kernel/drivers/net/e1000e.ko".into(), file);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("var/cache/apt/archives");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join(format!("linux-image-{KVER}_1_amd64.deb")), "").unwrap();
+        w.apt_cache = AptCache::scan(&crate::root::Root::new(dir.path()).unwrap()).unwrap();
+        w.can_download = true;
+        let p = run(&w, None);
+        let restore: BTreeMap<&str, &Vec<Source>> = p.kernels[0].restore.iter().map(|r| (r.module.as_str(), &r.sources)).collect();
+        let deb = Source::AptCache { deb: cache.join(format!("linux-image-{KVER}_1_amd64.deb")) };
+        assert_eq!(restore["e1000e"], &vec![Source::Archive, deb.clone(), Source::Download]);
+        assert_eq!(restore["btusb"], &vec![deb.clone(), Source::Download]);
+        assert_eq!(restore.len(), 2, "the unowned dkms.ko is not kept, and would not be restored");
     }
 }

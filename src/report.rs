@@ -29,17 +29,18 @@ pub fn size(bytes: u64) -> String {
 /// The line for one kernel after a run, or a dry run.
 pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: &str) -> String {
     let head = format!("limopack: {}:", k.version);
+    let restored = match done {
+        Some(done) if !done.restored.is_empty() => format!(", restored {}", count(done.restored.len(), "file")),
+        None if dry_run && k.restore.iter().any(|r| !r.sources.is_empty()) => {
+            format!(", would restore {}", count(k.restore.iter().filter(|r| !r.sources.is_empty()).count(), "file"))
+        }
+        _ => String::new(),
+    };
     if k.action == Action::NoBaseline {
-        return format!("{head} no baseline (no static modules recorded for it); left whole ({} modules)", k.modules_total);
+        return format!("{head} no baseline (no static modules recorded for it); left whole ({} modules){restored}", k.modules_total);
     }
-    let kept = format!(
-        "kept {} of {} modules ({} declaration{})",
-        k.kept.len(),
-        k.modules_total,
-        k.declarations,
-        if k.declarations == 1 { "" } else { "s" }
-    );
-    let files = |n: usize, bytes: u64| format!("{n} file{} ({})", if n == 1 { "" } else { "s" }, size(bytes));
+    let kept = format!("kept {} of {} modules ({})", k.kept.len(), k.modules_total, count(k.declarations, "declaration"));
+    let files = |n: usize, bytes: u64| format!("{} ({})", count(n, "file"), size(bytes));
     let what = match (k.action, done) {
         (Action::UpToDate, _) => "nothing to prune".to_string(),
         (Action::PruningOff, _) => format!(
@@ -51,26 +52,67 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
         (Action::Prune, None) => "pruning did not run".to_string(),
         (Action::NoBaseline, _) => unreachable!("handled above"),
     };
-    format!("{head} {kept}, {what}")
+    format!("{head} {kept}, {what}{restored}")
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// True when a run changed the kernel or has something to say about it beyond its summary:
+/// what the hooks print, so that an apt run with nothing to do stays quiet.
+pub fn changed(done: Option<&Done>) -> bool {
+    done.is_some_and(|d| d.removed > 0 || !d.restored.is_empty() || !d.not_restored.is_empty() || d.initramfs.is_some())
+}
+
+/// What a real run did beyond its summary: each file restored and where from, and the
+/// initramfs.
+pub fn done_lines(done: &Done) -> Vec<String> {
+    let mut lines: Vec<String> = done
+        .restored
+        .iter()
+        .map(|r| {
+            let from = match r.from {
+                "archive" => "limopack's archive",
+                "apt-cache" => "apt's cache",
+                _ => "a downloaded .deb",
+            };
+            format!("limopack: {}: restored {} ({}) from {from}", done.version, r.module, r.path)
+        })
+        .collect();
+    if let Some(note) = &done.initramfs {
+        lines.push(format!("limopack: {}: {note}", done.version));
+    }
+    lines
 }
 
 /// Warnings of a plan, each as it should be printed, including kept modules whose files are
-/// gone and how to bring them back.
-pub fn warnings(plan: &Plan, state: &State) -> Vec<String> {
+/// gone and that this run did not bring back, with the reinstall that does.
+pub fn warnings(plan: &Plan, state: &State, done: &[Done]) -> Vec<String> {
     let mut out = plan.warnings.clone();
     for k in &plan.kernels {
         out.extend(k.warnings.iter().map(|w| format!("{}: {w}", k.version)));
+        let done = done.iter().find(|d| d.version == k.version);
         for (module, kept) in k.missing() {
-            let package = state
-                .kernels
-                .get(&k.version)
-                .and_then(|s| s.pruned.get(&kept.path))
-                .map(|p| p.package.split(':').next().unwrap_or(&p.package).to_string());
-            let hint = match package {
-                Some(p) => format!("; `apt-get install --reinstall {p}` brings it back"),
+            let restore = k.restore.iter().find(|r| r.path == kept.path);
+            let failed = done.and_then(|d| d.not_restored.iter().find(|n| n.path == kept.path));
+            let restored = done.is_some_and(|d| d.restored.iter().any(|r| r.path == kept.path));
+            // Left to the summary: brought back now, or will be by the next real run.
+            if restored || (done.is_none() && restore.is_some_and(|r| !r.sources.is_empty())) {
+                continue;
+            }
+            let package = restore.map(|r| r.package.clone()).or_else(|| {
+                state.kernels.get(&k.version).and_then(|s| s.pruned.get(&kept.path)).map(|p| p.package.clone())
+            });
+            let why = match failed {
+                Some(n) => format!("; could not restore it: {}", n.reason),
                 None => String::new(),
             };
-            out.push(format!("{}: kept module {module} is missing ({}){hint}", k.version, kept.path));
+            let hint = match package {
+                Some(p) => format!("; `apt-get install --reinstall {}` brings it back", p.split(':').next().unwrap_or(&p)),
+                None => "; no installed package owns it".to_string(),
+            };
+            out.push(format!("{}: kept module {module} is missing ({}){why}{hint}", k.version, kept.path));
         }
     }
     out

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::apply::{self, Done};
 use crate::config::Config;
+use crate::deb::AptCache;
 use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::index::{ModuleIndex, Sources};
@@ -22,6 +23,8 @@ pub struct Options {
     pub kernel: Option<String>,
     /// Change nothing: no lock, no depmod in place, no deletes, no state.
     pub dry_run: bool,
+    /// Refresh initramfs images after a change, as the config says.
+    pub initramfs: bool,
 }
 
 /// Everything a plan is made from.
@@ -33,6 +36,10 @@ pub struct Gathered {
     pub state: State,
     pub trees: Vec<Tree>,
     kernels: Vec<(ModuleIndex, Files, Option<Vec<String>>)>,
+    apt_cache: AptCache,
+    can_download: bool,
+    /// Kernels in the state whose trees are gone.
+    gone: Vec<String>,
     /// Things noticed while gathering (stale indexes refreshed, odd kernel folders).
     pub notes: Vec<String>,
 }
@@ -61,6 +68,9 @@ impl Gathered {
                     loaded: loaded.as_deref(),
                 })
                 .collect(),
+            apt_cache: &self.apt_cache,
+            can_download: self.can_download,
+            gone: self.gone.clone(),
         };
         let mut plan = plan::plan(&inputs);
         plan.warnings.splice(0..0, self.notes.iter().cloned());
@@ -78,6 +88,12 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let mut notes = Vec::new();
 
     let mut trees = tree::discover(&root, &mut notes)?;
+    let gone: Vec<String> = state
+        .kernels
+        .keys()
+        .filter(|k| !trees.iter().any(|t| &t.version == *k))
+        .cloned()
+        .collect();
     // The kernel a killed run was pruning: its depmod may have stopped half way, leaving a
     // fresh modules.dep beside stale other index files, so its index is rebuilt regardless.
     let mut interrupted = None;
@@ -122,6 +138,10 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         patterns.extend(tree.dpkg_paths("*"));
     }
     let packages = Packages::query(&root, &patterns)?;
+    let apt_cache = AptCache::scan(&root)?;
+    // apt-get download works on the running system's apt; an image's packages come from
+    // its own apt, which a --root run does not drive.
+    let can_download = root.is_host() && root.join("/usr/bin/apt-get").exists();
     Ok(Gathered {
         root,
         config,
@@ -130,6 +150,9 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         state,
         trees,
         kernels,
+        apt_cache,
+        can_download,
+        gone,
         notes,
     })
 }
@@ -213,7 +236,10 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Outcome> {
     let plan = gathered.plan();
     let done = match opts.dry_run {
         true => Vec::new(),
-        false => apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state)?,
+        false => {
+            let effects = apply::Effects { initramfs: opts.initramfs };
+            apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?
+        }
     };
     Ok(Outcome {
         plan,

@@ -41,6 +41,9 @@ pub struct PrunedFile {
     pub package: String,
     pub version: String,
     pub size: u64,
+    /// A copy is in limopack's archive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,10 @@ pub struct KernelState {
     /// Pruned files by path relative to the tree.
     #[serde(default)]
     pub pruned: BTreeMap<String, PrunedFile>,
+    /// The tree changed and its initramfs is still to be refreshed: set before the change,
+    /// cleared once update-initramfs succeeded, so a run killed between the two is finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initramfs_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +150,15 @@ fn saved_index_path(root: &Root, version: &str) -> PathBuf {
     root.state_dir().join("index").join(format!("{version}.index"))
 }
 
+/// Forget the saved index of a kernel whose tree is gone.
+pub fn forget_index(root: &Root, version: &str) -> Result<()> {
+    let path = saved_index_path(root, version);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Save the tree's index files, as one file in `depmod -n` layout, before the first prune.
 pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
     let mut text = String::new();
@@ -230,7 +246,7 @@ mod tests {
         state.statics.push(StaticRecord { entry: "ext4".into(), kernels: None, declaration: "/etc/limopack/modules.d/b.yaml".into() });
         state.kernels.entry("6.1".into()).or_default().pruned.insert(
             "kernel/a.ko".into(),
-            PrunedFile { module: "a".into(), package: "linux-image-6.1".into(), version: "1".into(), size: 10 },
+            PrunedFile { module: "a".into(), package: "linux-image-6.1".into(), version: "1".into(), size: 10, archived: true },
         );
         state.save(&root).unwrap();
         assert_eq!(State::load(&root).unwrap(), state);
@@ -244,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = Tree { version: "6.1".into(), path: dir.path().into(), shown: "/lib/modules/6.1".into() };
         std::fs::write(dir.path().join("still-here.ko"), "").unwrap();
-        let file = PrunedFile { module: "m".into(), package: "p".into(), version: "1".into(), size: 1 };
+        let file = PrunedFile { module: "m".into(), package: "p".into(), version: "1".into(), size: 1, archived: false };
         let journal = Journal {
             kernel: "6.1".into(),
             files: [("gone.ko".to_string(), file.clone()), ("still-here.ko".to_string(), file)].into(),

@@ -281,3 +281,31 @@ pub fn confined(tree: &Path, rel: &str) -> std::io::Result<Option<PathBuf>> {
         Ok(None)
     }
 }
+
+/// Where to put `rel` back under `tree`: the folders on the way are made as needed and must
+/// be real folders, never symlinks, and the place itself must be free or a regular file.
+pub fn restore_target(tree: &Path, rel: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let refuse = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut at = tree.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() || *part == "." || *part == ".." {
+            return Err(refuse(format!("{rel}: not a plain relative path")));
+        }
+        at.push(part);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if last && !meta.is_file() => return Err(refuse(format!("{} is not a regular file", at.display()))),
+            Ok(meta) if !last && !meta.is_dir() => return Err(refuse(format!("{} is not a folder", at.display()))),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !last => {
+                std::fs::create_dir(&at)?;
+                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}

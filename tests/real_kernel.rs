@@ -353,6 +353,7 @@ fn keep_set_covers_modprobe(flavour: &str) {
         root: fx.root.clone(),
         kernel: Some(fx.kver.clone()),
         dry_run: true,
+        initramfs: false,
     })
     .unwrap();
     let index = gathered.index(&fx.kver).expect("the kernel is gathered");

@@ -190,7 +190,7 @@ fn cache_dir() -> PathBuf {
 /// to create (file or directory); it is renamed into place only when
 /// complete, under a per-entry lock, so concurrent test binaries and
 /// threads build it once and never see a partial entry.
-fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+pub fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     let cache = cache_dir();
     let target = cache.join(name);
     let lock = std::fs::OpenOptions::new()

@@ -1,0 +1,279 @@
+//! limopack as Debian runs it: its own `.deb` installed by apt in a debootstrapped bookworm
+//! root that has the real cloud kernel, installed by apt too. From the admin's two files on,
+//! every change is made by `apt-get` and `dpkg` in a chroot, and the test looks at the files
+//! left on disk.
+//!
+//! The root (debootstrap --variant=minbase, then `apt-get install linux-image-cloud-amd64`)
+//! is built once and cached under `target/test-cache`. The `.deb` under test comes from
+//! `tests/build-deb`, which `tests/run-all` runs first and names in `LIMOPACK_DEB`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fs_err as fs;
+use serde_json::Value;
+use support::{cached, copy_root, modprobe_show_depends_many};
+
+const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Runs `cmd`, panicking with its output on failure; returns stdout and stderr together.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
+    text
+}
+
+/// A root with `/proc` mounted for as long as this lives.
+struct Chroot {
+    root: PathBuf,
+}
+
+impl Chroot {
+    fn enter(root: &Path) -> Chroot {
+        run(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.join("proc")));
+        Chroot { root: root.to_path_buf() }
+    }
+
+    /// Runs a shell command inside, the way an admin at its console would; returns what it
+    /// printed on both streams, in order.
+    fn sh(&self, script: &str) -> String {
+        let out = self.try_sh(script);
+        assert!(out.0, "in the chroot: {script}\n{}", out.1);
+        out.1
+    }
+
+    fn try_sh(&self, script: &str) -> (bool, String) {
+        let out = Command::new("chroot")
+            .arg(&self.root)
+            .args(["/bin/sh", "-c", &format!("exec 2>&1; {script}")])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C.UTF-8")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.root.join("proc")).status();
+    }
+}
+
+/// The cached bookworm root with the cloud kernel, built on first use.
+fn bookworm_cloud_root() -> PathBuf {
+    cached("bookworm-cloud-root.v1", |out| {
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(out)
+            .arg(MIRROR));
+        let chroot = Chroot::enter(out);
+        // apt-get keeps what it downloads in /var/cache/apt/archives: the kernel's .deb is
+        // what a restore reads later.
+        chroot.sh("apt-get -q update && apt-get -q install -y --no-install-recommends linux-image-cloud-amd64");
+    })
+}
+
+/// A package named `name` that ships `/usr/share/limopack/<name>.yaml` with `yaml`, or
+/// nothing when `yaml` is None, built with dpkg-deb into `dir`.
+fn package(dir: &Path, name: &str, yaml: Option<&str>) -> PathBuf {
+    let src = dir.join(name);
+    fs::create_dir_all(src.join("DEBIAN")).unwrap();
+    fs::write(
+        src.join("DEBIAN/control"),
+        format!("Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: limopack tests <tests@example.invalid>\nDescription: limopack test package\n"),
+    )
+    .unwrap();
+    if let Some(yaml) = yaml {
+        fs::create_dir_all(src.join("usr/share/limopack")).unwrap();
+        fs::write(src.join(format!("usr/share/limopack/{name}.yaml")), yaml).unwrap();
+    }
+    let deb = dir.join(format!("{name}.deb"));
+    run(Command::new("dpkg-deb").args(["--root-owner-group", "--build"]).arg(&src).arg(&deb));
+    deb
+}
+
+/// The module files of a tree, relative to it.
+fn modules(tree: &Path) -> BTreeSet<String> {
+    walkdir::WalkDir::new(tree)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().contains(".ko"))
+        .map(|e| e.path().strip_prefix(tree).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// What kmod loads for `names` in the root's kernel, every file of it.
+fn oracle(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut files = BTreeSet::new();
+    for (name, deps) in modprobe_show_depends_many(root, kver, &names) {
+        files.extend(deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}")));
+    }
+    files
+}
+
+/// The tree holds exactly what limopack keeps, and that is all kmod loads for the same
+/// modules, or more: limopack follows every module an alias names, where modprobe may stop
+/// at one.
+fn assert_tree(chroot: &Chroot, tree: &Path, kmod: &BTreeSet<String>, said: &str) {
+    let on_disk = modules(tree);
+    let missing: Vec<_> = kmod.difference(&on_disk).collect();
+    assert!(missing.is_empty(), "kmod needs {missing:?}, which are gone; the run said:\n{said}");
+    let status: Value = serde_json::from_str(&chroot.sh("limopack-hook status --json")).unwrap();
+    let kept: BTreeSet<String> = status["kernels"][0]["kept"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|k| k["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on_disk, kept, "the run said:\n{said}");
+}
+
+fn position(haystack: &str, needle: &str) -> usize {
+    haystack.find(needle).unwrap_or_else(|| panic!("no `{needle}` in:\n{haystack}"))
+}
+
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap and Debian's archive; tests/run-all runs it"]
+fn apt_and_dpkg_keep_the_tree_pruned() {
+    let cache = bookworm_cloud_root();
+    let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
+    let work = tempfile::Builder::new().prefix("debian-e2e-").tempdir_in(cache.parent().unwrap()).unwrap();
+    let root = work.path().join("root");
+    copy_root(&cache, &root);
+    let chroot = Chroot::enter(&root);
+
+    let kver = fs::read_dir(chroot.p("/lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
+    let kpkg = format!("linux-image-{kver}");
+    let tree = chroot.p(&format!("/lib/modules/{kver}"));
+    let initrd = chroot.p(&format!("/boot/initrd.img-{kver}"));
+    let whole = modules(&tree);
+    assert!(whole.len() > 1000, "the cloud kernel has {} modules", whole.len());
+    // kmod's answers, asked while the tree is whole.
+    let baseline = oracle(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
+    assert!(baseline.iter().any(|m| m.ends_with("virtio_net.ko")), "{baseline:?}");
+    let with_btrfs: BTreeSet<String> = baseline.union(&oracle(&root, &kver, &["btrfs"])).cloned().collect();
+    let with_iso: BTreeSet<String> = baseline.union(&oracle(&root, &kver, &["isofs"])).cloned().collect();
+
+    let debs = chroot.p("/tmp/debs");
+    fs::create_dir_all(&debs).unwrap();
+    fs::copy(&deb, debs.join("limopack.deb")).unwrap();
+    package(&debs, "plain", None);
+    package(&debs, "btrfs-user-a", Some("modules: [btrfs]\n"));
+    package(&debs, "btrfs-user-b", Some("modules: [btrfs]\n"));
+    package(&debs, "iso-user", Some("modules: [fs-iso9660]\n"));
+    package(&debs, "sctp-user", Some("modules: [sctp]\n"));
+    package(&debs, "broken", Some("modules: [btrfs\n"));
+
+    // Installed with apt, limopack deletes nothing: pruning is off.
+    let out = chroot.sh("apt-get -q install -y /tmp/debs/limopack.deb");
+    assert!(!out.contains("limopack: error"), "{out}");
+    assert_eq!(modules(&tree), whole);
+    assert!(chroot.p("/etc/apt/apt.conf.d/80limopack").exists());
+    assert!(chroot.p("/etc/kernel/postinst.d/initramfs-0limopack").exists());
+
+    // The admin's two files, then any apt transaction: the tree is pruned to what kmod
+    // loads for the baseline, and the initramfs is rebuilt from it.
+    fs::write(chroot.p("/etc/limopack/modules.d/baseline.yaml"), "static: [ext4, virtio_blk, virtio_net]\n").unwrap();
+    let config = fs::read_to_string(chroot.p("/etc/limopack/limopack.yaml")).unwrap();
+    fs::write(chroot.p("/etc/limopack/limopack.yaml"), config.replace("\nprune: false\n", "\nprune: true\n")).unwrap();
+    let initrd_before = fs::metadata(&initrd).unwrap().len();
+    let out = chroot.sh("apt-get -q install -y /tmp/debs/plain.deb");
+    assert_eq!(modules(&tree), baseline, "the run said:\n{out}");
+    assert!(out.contains(&format!("limopack: {kver}: ")) && out.contains("pruned"), "{out}");
+    assert!(out.contains(&format!("refreshed /boot/initrd.img-{kver}")), "{out}");
+    let initrd_files = chroot.sh(&format!("lsinitramfs /boot/initrd.img-{kver}"));
+    assert!(!initrd_files.contains("btrfs.ko"), "the initramfs still has btrfs");
+    assert!(initrd_files.contains("virtio_blk.ko"), "{initrd_files}");
+    println!("initramfs: {initrd_before} bytes before, {} after", fs::metadata(&initrd).unwrap().len());
+
+    // dpkg's database is untouched: dpkg --verify names each pruned file as missing, and
+    // limopack's status lists every one with its package.
+    let (_, verify) = chroot.try_sh(&format!("dpkg --verify {kpkg}"));
+    let missing: BTreeSet<String> = verify
+        .lines()
+        .filter(|l| l.starts_with("missing"))
+        .filter_map(|l| l.split_once(&format!("/lib/modules/{kver}/")).map(|(_, rel)| rel.to_string()))
+        // Folders left empty are removed too, and dpkg names them as well.
+        .filter(|rel| rel.contains(".ko"))
+        .collect();
+    assert_eq!(missing.len(), whole.len() - baseline.len(), "{verify}");
+    let status: Value = serde_json::from_str(&chroot.sh("limopack-hook status --json")).unwrap();
+    let pruned = status["kernels"][0]["pruned"].as_object().unwrap();
+    assert_eq!(pruned.keys().cloned().collect::<BTreeSet<_>>(), missing);
+    assert!(pruned.values().all(|f| f["package"] == kpkg.as_str()));
+
+    // Two packages declare btrfs, one installed by apt and one by plain dpkg. The first brings
+    // it back from apt's cache, through the trigger; Post-Invoke then has nothing to do.
+    let out = chroot.sh("apt-get -q install -y /tmp/debs/btrfs-user-a.deb");
+    assert_tree(&chroot, &tree, &with_btrfs, &out);
+    let restored = format!("limopack: {kver}: restored btrfs (kernel/fs/btrfs/btrfs.ko) from apt's cache");
+    assert!(position(&out, &restored) > position(&out, "Processing triggers for limopack"), "{out}");
+    assert_eq!(out.matches(&format!("limopack: {kver}: kept ")).count(), 1, "one run changed the tree, the other was quiet:\n{out}");
+    chroot.sh("dpkg -i /tmp/debs/btrfs-user-b.deb");
+    let status: Value = serde_json::from_str(&chroot.sh("limopack-hook status --json")).unwrap();
+    assert_eq!(status["kernels"][0]["kept"]["btrfs"]["reason"]["kind"], "declared");
+    let refs = chroot.sh("limopack-hook explain btrfs");
+    assert!(refs.contains("referenced by 2 declaration(s)"), "{refs}");
+
+    // Removing one leaves btrfs; removing the other (dpkg alone) prunes it.
+    let with_btrfs = modules(&tree);
+    let out = chroot.sh("apt-get -q remove -y btrfs-user-a");
+    assert_eq!(modules(&tree), with_btrfs, "{out}");
+    let out = chroot.sh("dpkg -r btrfs-user-b");
+    assert_eq!(modules(&tree), baseline, "{out}");
+
+    // A package that declares a module pruned earlier, by alias: it comes back and modprobe
+    // resolves it.
+    let out = chroot.sh("apt-get -q install -y /tmp/debs/iso-user.deb");
+    assert!(out.contains("restored isofs"), "{out}");
+    let show = chroot.sh(&format!("modprobe -S {kver} --show-depends fs-iso9660"));
+    assert!(show.contains("/kernel/fs/isofs/isofs.ko"), "{show}");
+    assert_tree(&chroot, &tree, &with_iso, &out);
+    let with_iso = modules(&tree);
+
+    // With apt's cache emptied, the kernel's .deb is fetched at the installed version.
+    let out = chroot.sh("apt-get clean && apt-get -q install -y /tmp/debs/sctp-user.deb");
+    assert!(out.contains(&format!("limopack: {kver}: restored sctp (kernel/net/sctp/sctp.ko) from a downloaded .deb")), "{out}");
+    assert!(chroot.p("/lib/modules").join(&kver).join("kernel/net/sctp/sctp.ko").exists());
+    chroot.sh("apt-get -q remove -y sctp-user");
+    assert_eq!(modules(&tree), with_iso);
+
+    // A broken declaration is loud, in dpkg's trigger and in apt's Post-Invoke alike, and
+    // fails neither: the runs stop before deleting anything.
+    let out = chroot.sh("dpkg -i /tmp/debs/broken.deb");
+    assert!(out.contains("limopack: error: /usr/share/limopack/broken.yaml:2:1:"), "{out}");
+    let out = chroot.sh("apt-get -q install -y --reinstall /tmp/debs/plain.deb");
+    assert!(out.contains("limopack: error: /usr/share/limopack/broken.yaml:2:1:"), "{out}");
+    assert_eq!(modules(&tree), with_iso);
+    chroot.sh("dpkg -r broken");
+
+    // Reinstalling the kernel unpacks every module again; its postinst.d hook prunes them
+    // before initramfs-tools builds the initramfs, and the trigger after has nothing to do.
+    let out = chroot.sh(&format!("apt-get -q install -y --reinstall {kpkg}"));
+    assert_eq!(modules(&tree), with_iso, "{out}");
+    let hook_at = position(&out, "/etc/kernel/postinst.d/initramfs-0limopack:");
+    let pruned_at = position(&out, &format!("limopack: {kver}: kept"));
+    assert!(hook_at < pruned_at, "{out}");
+    assert!(pruned_at < position(&out, &format!("update-initramfs: Generating /boot/initrd.img-{kver}")), "{out}");
+    assert_eq!(out.matches(&format!("limopack: {kver}: kept")).count(), 1, "{out}");
+
+    // Removed, limopack leaves its apt snippet behind as a conffile, and apt still works.
+    chroot.sh("apt-get -q remove -y limopack");
+    assert!(chroot.p("/etc/apt/apt.conf.d/80limopack").exists());
+    assert!(!chroot.p("/usr/sbin/limopack-hook").exists());
+    let out = chroot.sh("apt-get -q install -y --reinstall /tmp/debs/plain.deb");
+    assert!(!out.contains("limopack"), "{out}");
+    assert_eq!(modules(&tree), with_iso);
+}
