@@ -1369,3 +1369,180 @@ fn journal_of_another_kernel_records_only_files_that_are_gone() {
         "{state:#}"
     );
 }
+
+/// The standard root after a first prune, with btrfs then declared by the admin.
+fn pruned_then_btrfs_declared(config: &str) -> Sys {
+    let sys = Sys::standard();
+    sys.config(config);
+    sys.ok(&[]);
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    sys.admin("storage", "modules:\n  - btrfs\n");
+    sys
+}
+
+const BTRFS_CLOSURE: [&str; 4] = ["kernel/fs/btrfs/btrfs.ko", "kernel/lib/raid6/raid6_pq.ko", "kernel/crypto/xor.ko", "kernel/lib/libcrc32c.ko"];
+
+/// Case 19: with `archive: true`, pruned files are kept compressed and come back from there,
+/// byte for byte, when something needs them again.
+#[test]
+fn archive_restores_what_was_pruned() {
+    let sys = pruned_then_btrfs_declared("prune: true\ndepmod: false\narchive: true\n");
+    let copy = sys.p(&format!("var/lib/limopack/archive/{K}/kernel/fs/btrfs/btrfs.ko.zst"));
+    assert!(copy.exists());
+    assert_eq!(sys.state()["kernels"][K]["pruned"]["kernel/fs/btrfs/btrfs.ko"]["archived"], true);
+
+    let dry = sys.ok(&["--dry-run"]);
+    assert!(dry.stdout.contains(", would restore 4 files"), "{}", dry.stdout);
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists(), "a dry run restores nothing");
+
+    let out = sys.ok(&[]);
+    for rel in BTRFS_CLOSURE {
+        assert_eq!(fs::read_to_string(sys.m(K, rel)).unwrap(), format!("fake module {}\n", name_of(rel)));
+        let mode = fs::metadata(sys.m(K, rel)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644, "{rel}");
+        assert!(sys.state()["kernels"][K]["pruned"].get(rel).is_none(), "{rel} is no longer pruned");
+    }
+    assert!(out.stdout.contains(&format!("limopack: {K}: restored btrfs (kernel/fs/btrfs/btrfs.ko) from limopack's archive")), "{}", out.stdout);
+    assert!(!copy.exists(), "the copy goes once the file is back");
+    assert!(!out.stderr.contains("missing"), "{}", out.stderr);
+}
+
+/// The kernel package of the standard root as a `.deb` in apt's cache, built by dpkg-deb from
+/// the files as they are now, and its md5sums where dpkg keeps them.
+fn cache_kernel_deb(sys: &Sys) {
+    let staging = sys.outside().join("deb");
+    fs::create_dir_all(staging.join("DEBIAN")).unwrap();
+    fs::write(
+        staging.join("DEBIAN/control"),
+        format!("Package: {KPKG}\nVersion: 6.1.99-1\nArchitecture: amd64\nMaintainer: t <t@example.invalid>\nDescription: test kernel\n"),
+    )
+    .unwrap();
+    let mut sums = String::new();
+    for rel in dep_paths(DEP) {
+        let body = format!("fake module {}\n", name_of(&rel));
+        let path = staging.join(format!("lib/modules/{K}/{rel}"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &body).unwrap();
+        let md5 = Command::new("md5sum").arg(&path).output().unwrap();
+        let hash = String::from_utf8(md5.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+        sums.push_str(&format!("{hash}  lib/modules/{K}/{rel}\n"));
+    }
+    let cache = sys.p("var/cache/apt/archives");
+    fs::create_dir_all(&cache).unwrap();
+    let deb = cache.join(format!("{KPKG}_6.1.99-1_amd64.deb"));
+    let built = Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&staging).arg(&deb).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    sys.write(&format!("var/lib/dpkg/info/{KPKG}.md5sums"), &sums);
+}
+
+/// Case 20: without an archive, a pruned file comes back from its package's `.deb` in apt's
+/// cache at the installed version, checked against dpkg's md5sums.
+#[test]
+fn apt_cache_restores_what_was_pruned() {
+    let sys = pruned_then_btrfs_declared("prune: true\ndepmod: false\n");
+    cache_kernel_deb(&sys);
+    let out = sys.ok(&[]);
+    for rel in BTRFS_CLOSURE {
+        assert!(sys.m(K, rel).exists(), "{rel}: {}", out.stderr);
+    }
+    assert!(out.stdout.contains(&format!("limopack: {K}: restored raid6_pq (kernel/lib/raid6/raid6_pq.ko) from apt's cache")), "{}", out.stdout);
+    assert!(out.stdout.contains(", restored 4 files"), "{}", out.stdout);
+    let status = sys.ok(&["status"]).stdout;
+    assert!(!status.contains("missing:"), "{status}");
+    // Only what was asked for came out of the package.
+    assert!(!sys.m(K, "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko").exists());
+}
+
+/// Case 21: a file whose content is not what dpkg recorded is not put back; the run says why
+/// and which reinstall brings it back, keeps the module listed as missing, and exits 0.
+#[test]
+fn restore_refuses_a_file_that_fails_md5sums() {
+    let sys = pruned_then_btrfs_declared("prune: true\ndepmod: false\n");
+    cache_kernel_deb(&sys);
+    let sums = fs::read_to_string(sys.p(&format!("var/lib/dpkg/info/{KPKG}.md5sums"))).unwrap();
+    let bad = sums
+        .lines()
+        .map(|l| match l.ends_with("kernel/fs/btrfs/btrfs.ko") {
+            true => format!("00000000000000000000000000000000{}", &l[32..]),
+            false => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    sys.write(&format!("var/lib/dpkg/info/{KPKG}.md5sums"), &format!("{bad}\n"));
+    let out = sys.ok(&[]);
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    assert!(sys.m(K, "kernel/lib/raid6/raid6_pq.ko").exists(), "the other files are fine");
+    assert!(
+        out.stderr.contains(&format!("limopack: warning: {K}: kept module btrfs is missing (kernel/fs/btrfs/btrfs.ko); could not restore it: "))
+            && out.stderr.contains("is not the 00000000000000000000000000000000 dpkg recorded; not restored")
+            && out.stderr.contains(&format!("`apt-get install --reinstall {KPKG}` brings it back")),
+        "{}",
+        out.stderr
+    );
+    let leftovers: Vec<_> = fs::read_dir(sys.m(K, "kernel/fs/btrfs")).unwrap().collect();
+    assert!(leftovers.is_empty(), "no temporary file is left behind: {leftovers:?}");
+    let status = sys.ok(&["status"]).stdout;
+    assert!(status.contains("  missing: btrfs (kernel/fs/btrfs/btrfs.ko)"), "{status}");
+}
+
+/// Case 22: called by a hook, an error is printed and the exit status is 0, so a bad
+/// declaration cannot fail apt or dpkg; a run with nothing to do prints nothing.
+#[test]
+fn hooks_get_errors_printed_and_exit_zero() {
+    let sys = Sys::standard();
+    let first = sys.ok(&["--called-by", "apt"]);
+    assert!(first.stdout.contains("pruned"), "a change is reported: {}", first.stdout);
+    let again = sys.ok(&["--called-by", "dpkg"]);
+    assert_eq!(again.stdout, "", "nothing changed, nothing said");
+    // Warnings still come on every run: here, that depmod is off in this fake tree.
+    assert!(again.stderr.lines().all(|l| l.contains("depmod is off")), "{}", again.stderr);
+
+    sys.admin("broken", "modules: [btusb\n");
+    let before = tree_hash(&sys.tree(K));
+    for hook in ["apt", "dpkg", "kernel"] {
+        let out = sys.ok(&["--called-by", hook]);
+        assert!(out.stderr.contains("limopack: error: ") && out.stderr.contains("/etc/limopack/modules.d/broken.yaml:2:1:"), "{}", out.stderr);
+        assert!(out.stderr.contains("deleted nothing"), "{}", out.stderr);
+    }
+    sys.fails(&[]);
+    assert_eq!(tree_hash(&sys.tree(K)), before);
+}
+
+/// Case 23: a kernel whose tree is gone (its package removed) is forgotten: its state, saved
+/// index and archive go with it.
+#[test]
+fn a_removed_kernel_is_forgotten() {
+    let sys = two_kernels();
+    sys.config("prune: true\ndepmod: false\narchive: true\n");
+    sys.ok(&[]);
+    let archive = sys.p(&format!("var/lib/limopack/archive/{K2}"));
+    let index = sys.p(&format!("var/lib/limopack/index/{K2}.index"));
+    assert!(archive.exists() && index.exists());
+    fs::remove_dir_all(sys.tree(K2)).unwrap();
+    sys.ok(&[]);
+    assert!(sys.state()["kernels"].get(K2).is_none(), "{:#}", sys.state());
+    assert!(!archive.exists() && !index.exists());
+    assert!(sys.state()["kernels"].get(K).is_some());
+}
+
+/// Case 24: under --root, the image's initramfs is not rebuilt from the host; the run says
+/// so, unless the config says `initramfs: never`.
+#[test]
+fn initramfs_of_an_image_is_left_to_the_image() {
+    let sys = Sys::standard();
+    sys.write(&format!("boot/initrd.img-{K}"), "initramfs");
+    let out = sys.ok(&[]);
+    assert!(
+        out.stdout.contains(&format!("limopack: {K}: /boot/initrd.img-{K} not refreshed under --root: run `update-initramfs -u -k {K}` in the image")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fs::read_to_string(sys.p(&format!("boot/initrd.img-{K}"))).unwrap(), "initramfs");
+    assert_eq!(sys.state()["kernels"][K].get("initramfs_pending"), None);
+
+    let sys = Sys::standard();
+    sys.config("prune: true\ndepmod: false\ninitramfs: never\n");
+    sys.write(&format!("boot/initrd.img-{K}"), "initramfs");
+    let out = sys.ok(&[]);
+    assert!(!out.stdout.contains("initrd"), "{}", out.stdout);
+}

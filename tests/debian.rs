@@ -70,9 +70,21 @@ impl Drop for Chroot {
     }
 }
 
-/// The cached bookworm root with the cloud kernel, built on first use.
+/// The cached bookworm root with the cloud kernel, built on first use and again each week:
+/// the archive drops a kernel version at a point release, and the download step needs the
+/// installed one to still be there.
 fn bookworm_cloud_root() -> PathBuf {
-    cached("bookworm-cloud-root.v1", |out| {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86400;
+    let name = format!("bookworm-cloud-root.week{}", days / 7);
+    let cache = support::cache_dir();
+    for entry in fs::read_dir(&cache).unwrap() {
+        let old = entry.unwrap().file_name().into_string().unwrap();
+        if old.starts_with("bookworm-cloud-root.") && !old.starts_with(&name) {
+            let _ = std::fs::remove_dir_all(cache.join(&old));
+            let _ = std::fs::remove_file(cache.join(&old));
+        }
+    }
+    cached(&name, |out| {
         run(Command::new("debootstrap")
             .args(["--variant=minbase", "bookworm"])
             .arg(out)

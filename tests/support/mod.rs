@@ -177,7 +177,7 @@ pub fn set_status(root: &Path, pkg: &str, status: &str) {
 // ---------------------------------------------------------------------------
 // Real kernel packages, cached across test runs and test binaries.
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     let dir = match std::env::var_os("LIMOPACK_TEST_CACHE") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache"),
