@@ -88,6 +88,13 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let mut notes = Vec::new();
 
     let mut trees = tree::discover(&root, &mut notes)?;
+    trees.retain(|t| {
+        let managed = t.path.join("modules.dep").exists() || tree::has_module_files(t);
+        if !managed {
+            notes.push(format!("{}: no modules.dep and no modules; not a module tree, left alone", t.version));
+        }
+        managed
+    });
     let gone: Vec<String> = state
         .kernels
         .keys()

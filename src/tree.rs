@@ -88,6 +88,16 @@ pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
     Ok(trees)
 }
 
+/// True when the tree holds at least one module file: a folder with none, and no index, is
+/// what a removed kernel leaves behind, not a tree to manage.
+pub fn has_module_files(tree: &Tree) -> bool {
+    walkdir::WalkDir::new(&tree.path)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .any(|e| name::module_name_of_path(&e.path().to_string_lossy()).is_some())
+}
+
 /// One regular file of a tree.
 #[derive(Debug, Clone, Copy)]
 pub struct FileInfo {

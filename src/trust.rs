@@ -13,8 +13,13 @@ pub enum Trusted {
     Masked,
 }
 
+/// Declarations and the config name modules and a few settings; one larger than this is not
+/// one, and is refused before it is parsed.
+pub const MAX_SIZE: u64 = 1 << 20;
+
 /// Read a declaration or config file, refusing it when it is writable by others, owned by
-/// someone other than root (or the user running limopack), or a symlink out of its folder.
+/// someone other than root (or the user running limopack), a symlink out of its folder, or
+/// larger than [`MAX_SIZE`].
 pub fn read(path: &Path) -> Result<Trusted> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.file_type().is_symlink() {
@@ -45,6 +50,12 @@ pub fn read(path: &Path) -> Result<Trusted> {
         return Err(Error::refused(
             path,
             format!("is owned by uid {}, not root; refusing it", meta.uid()),
+        ));
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(Error::refused(
+            path,
+            format!("is {} bytes, more than the {MAX_SIZE} a declaration or config may be; refusing it", meta.len()),
         ));
     }
     std::fs::read(path)

@@ -15,6 +15,10 @@ pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Option<T>
         let (line, column) = line_column(bytes, e.valid_up_to());
         Error::syntax(path, line, column, "not valid UTF-8")
     })?;
+    // Blank is empty, tabs included, which YAML would otherwise reject as indentation.
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
     serde_yaml::from_str::<Option<T>>(text).map_err(|e| {
         let (line, column) = e
             .location()

@@ -658,12 +658,42 @@ enum Kill {
     After(Duration),
     /// As soon as this file (one the run prunes; they go in sorted order) is gone.
     WhenGone(String),
+    /// At a step boundary: strace kills the run as it enters the `when`-th call of one of
+    /// `syscalls`, before the call does anything.
+    AtSyscall { step: &'static str, syscalls: &'static str, when: usize },
+}
+
+/// The step boundaries of a first prune, as the syscalls that begin the next step. The
+/// deletes are `unlink`s (the first one comes right after the journal is written); the
+/// state is written by `rename` (first the statics and refcounts, then the pending initramfs
+/// mark, the journal, the saved index, then the state after depmod); depmod is the third
+/// program spawned, after two dpkg-query.
+fn step_kills(deletes: usize, rng: &mut Rng) -> Vec<Kill> {
+    const UNLINK: &str = "unlink,unlinkat";
+    const RENAME: &str = "rename,renameat,renameat2";
+    const SPAWN: &str = "clone,clone3,vfork,fork";
+    let mut kills = vec![
+        Kill::AtSyscall { step: "before the first state write", syscalls: RENAME, when: 1 },
+        Kill::AtSyscall { step: "before the journal", syscalls: RENAME, when: 3 },
+        Kill::AtSyscall { step: "before the saved index", syscalls: RENAME, when: 4 },
+        Kill::AtSyscall { step: "after the journal, before the first delete", syscalls: UNLINK, when: 1 },
+        Kill::AtSyscall { step: "before the last delete", syscalls: UNLINK, when: deletes },
+        Kill::AtSyscall { step: "before depmod", syscalls: SPAWN, when: 3 },
+        Kill::AtSyscall { step: "before the state write", syscalls: RENAME, when: 5 },
+        Kill::AtSyscall { step: "before the journal is cleared", syscalls: UNLINK, when: deletes + 1 },
+        Kill::AtSyscall { step: "before the initramfs mark is cleared", syscalls: RENAME, when: 6 },
+    ];
+    for _ in 0..3 {
+        let when = 2 + rng.below(deletes as u64 - 2) as usize;
+        kills.push(Kill::AtSyscall { step: "mid-delete", syscalls: UNLINK, when });
+    }
+    kills
 }
 
 #[test]
 fn killed_runs_are_completed_by_the_next() {
-    const TRIALS: u64 = 8;
-    const MAX_DELAY_MS: u64 = 400;
+    const RANDOM_TRIALS: u64 = 40;
+    const MAX_DELAY_MS: u64 = 600;
     let seed = std::env::var("LIMOPACK_KILL_SEED")
         .ok()
         .map(|s| s.parse().expect("LIMOPACK_KILL_SEED is a number"))
@@ -677,7 +707,9 @@ fn killed_runs_are_completed_by_the_next() {
     // The plan is the same in every fresh copy; take it once.
     let mut planned: Option<(BTreeSet<String>, Vec<String>)> = None;
     let mut outcomes = Vec::new();
-    for trial in 0..TRIALS {
+    let mut steps: Vec<Kill> = Vec::new();
+    let mut trial = 0;
+    loop {
         let fx = Fixture::demo(false);
         let tree = fx.tree();
         let (kept, prune) = planned
@@ -699,20 +731,49 @@ fn killed_runs_are_completed_by_the_next() {
             .into_iter()
             .filter(|f| !f.starts_with("kernel/"))
             .collect();
+        if trial == RANDOM_TRIALS {
+            steps = step_kills(prune.len(), &mut rng);
+            steps.reverse();
+        }
         // Even trials: a delay, each in its own slice of the window, so that the window is
         // covered whatever the seed. Odd trials: a point in the deletes, whatever the
-        // machine's speed; the last one kills after the last delete (depmod, state).
-        let kill = if trial % 2 == 0 {
-            let slice = MAX_DELAY_MS * 2 / TRIALS;
+        // machine's speed; the last one kills after the last delete (depmod, state). Then
+        // one trial at each step boundary.
+        let kill = if trial >= RANDOM_TRIALS {
+            match steps.pop() {
+                Some(kill) => kill,
+                None => break,
+            }
+        } else if trial % 2 == 0 {
+            let slice = MAX_DELAY_MS * 2 / RANDOM_TRIALS;
             Kill::After(Duration::from_millis(trial / 2 * slice + rng.below(slice + 1)))
-        } else if trial == TRIALS - 1 {
+        } else if trial == RANDOM_TRIALS - 1 {
             Kill::WhenGone(prune.last().unwrap().clone())
         } else {
             Kill::WhenGone(prune[rng.below(prune.len() as u64) as usize].clone())
         };
+        trial += 1;
         let started = Instant::now();
+        let hook = hook_command(&fx.root, &[]);
+        let mut command = match &kill {
+            // strace follows only limopack itself: a kill is meant for the run, not for the
+            // programs it starts.
+            Kill::AtSyscall { syscalls, when, .. } => {
+                let mut strace = Command::new("strace");
+                strace
+                    .args(["-qq", "-o", "/dev/null", "-e"])
+                    .arg(format!("trace={syscalls}"))
+                    .arg("-e")
+                    .arg(format!("inject={syscalls}:signal=KILL:when={when}"))
+                    .arg(hook.get_program())
+                    .args(hook.get_args())
+                    .envs(hook.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+                strace
+            }
+            _ => hook,
+        };
         // A group of its own, so that its depmod, which outlives it, can be waited for below.
-        let mut child = hook_command(&fx.root, &[])
+        let mut child = command
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -727,9 +788,17 @@ fn killed_runs_are_completed_by_the_next() {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
+            Kill::AtSyscall { .. } => {}
         }
-        child.kill().unwrap();
+        if !matches!(kill, Kill::AtSyscall { .. }) {
+            child.kill().unwrap();
+        }
         let status = child.wait().unwrap();
+        if let Kill::AtSyscall { step, .. } = &kill {
+            use std::os::unix::process::ExitStatusExt;
+            // strace ends the way its tracee did.
+            assert_eq!(status.signal(), Some(9), "trial {trial}: strace did not kill the run {step}: {status}");
+        }
         let at = started.elapsed();
         let gone_after_kill = owned.iter().filter(|rel| !tree.join(rel).exists()).count();
         let journal = fx.root.join("var/lib/limopack/journal.json").exists();
@@ -780,6 +849,7 @@ fn killed_runs_are_completed_by_the_next() {
         let differ = index_differs_from_depmod(&fx.root, &fx.kver);
         assert!(differ.is_empty(), "{}: index files depmod would write differently: {differ:?}", ctx());
     }
+    assert!(trial >= 50, "{trial} trials");
     eprintln!("{}", outcomes.join("\n"));
 }
 

@@ -5,6 +5,8 @@
 //! depmod, modprobe (kmod), cp (coreutils).
 #![allow(dead_code)]
 
+pub mod sys;
+
 use std::collections::{BTreeSet, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::PermissionsExt;
