@@ -5,7 +5,7 @@
 //! [`Plan`]. A dry run prints it, `explain` reads it, and [`crate::apply`] carries it out, so
 //! what a dry run shows is what a real run does.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -57,6 +57,12 @@ pub enum Reason {
     },
     /// Loaded in the running kernel.
     Loaded,
+    /// Its file is one limopack may not prune (no package owns it, as with DKMS output, or a
+    /// package that is not a module package does): it stays, so what it needs stays too.
+    NotPrunable {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        package: Option<String>,
+    },
     /// Pulled in by another kept module.
     Pulled { by: String, edge: Edge },
 }
@@ -366,6 +372,28 @@ fn plan_kernel(
         }
     }
 
+    // Module files on disk that limopack may not prune are roots too: a DKMS module keeps the
+    // in-tree modules it depends on.
+    let mut owned_by: HashMap<&str, (String, String)> = HashMap::new();
+    let mut not_owned = Vec::new();
+    for module in index.modules() {
+        if !k.files.has(&module.path) {
+            continue;
+        }
+        match prunable_owner(inputs, k.tree, &module.path) {
+            Ok(owner) => {
+                owned_by.insert(module.path.as_str(), owner);
+            }
+            Err(package) => {
+                not_owned.push(module.path.clone());
+                if let Some(id) = index.by_name(&module.name) {
+                    roots.entry(id).or_insert(Reason::NotPrunable { package });
+                }
+            }
+        }
+    }
+    not_owned.sort();
+
     let root_ids: Vec<ModId> = roots.keys().copied().collect();
     let closure = index.closure(&root_ids);
     let mut kept = BTreeMap::new();
@@ -391,7 +419,6 @@ fn plan_kernel(
     let kept_paths: HashSet<&str> = kept.values().map(|k| k.path.as_str()).collect();
     let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
     let mut prune = Vec::new();
-    let mut not_owned = Vec::new();
     let mut files: Vec<(&String, _)> = k.files.regular.iter().collect();
     files.sort_by(|a, b| a.0.cmp(b.0));
     for (rel, info) in files {
@@ -403,26 +430,14 @@ fn plan_kernel(
             warnings.push(format!("{rel}: not in modules.dep; left alone"));
             continue;
         }
-        let owners: Vec<_> = k
-            .tree
-            .dpkg_paths(rel)
-            .iter()
-            .flat_map(|p| inputs.packages.owners(p).collect::<Vec<_>>())
-            .collect();
-        let prunable = !owners.is_empty()
-            && owners
-                .iter()
-                .all(|p| p.is_present() && inputs.config.is_module_package(&p.name));
-        if prunable {
+        if let Some((package, version)) = owned_by.get(rel.as_str()) {
             prune.push(PruneFile {
                 path: rel.clone(),
                 module,
-                package: owners[0].name.clone(),
-                version: owners[0].version.clone(),
+                package: package.clone(),
+                version: version.clone(),
                 size: info.size,
             });
-        } else {
-            not_owned.push(rel.clone());
         }
     }
     let restore = restore_list(inputs, k, &kept);
@@ -457,6 +472,20 @@ fn plan_kernel(
         restore,
         not_owned,
         warnings,
+    }
+}
+
+/// The module package (name, version) that owns `rel` when limopack may prune it: every owner
+/// has its files on disk and is a configured module package. Otherwise the package that stands
+/// in the way, if any.
+fn prunable_owner(inputs: &Inputs, tree: &Tree, rel: &str) -> Result<(String, String), Option<String>> {
+    let owners: Vec<_> = tree.dpkg_paths(rel).iter().flat_map(|p| inputs.packages.owners(p).collect::<Vec<_>>()).collect();
+    if let Some(other) = owners.iter().find(|p| !p.is_present() || !inputs.config.is_module_package(&p.name)) {
+        return Err(Some(other.name.clone()));
+    }
+    match owners.first() {
+        Some(p) => Ok((p.name.clone(), p.version.clone())),
+        None => Err(None),
     }
 }
 
@@ -542,15 +571,19 @@ kernel/fs/btrfs/btrfs.ko:
 
     /// A world with one kernel package owning every module but `kernel/extra/dkms.ko`;
     /// `extra` adds packages as `(name, status, owned paths)`.
-    fn world(declarations: &[(&str, Origin, &str)], extra: &[(&str, &str, &[&str])]) -> World {
+    fn index_of(dep: &str) -> ModuleIndex {
         let sources = Sources {
-            dep: Some(("modules.dep".into(), DEP.into())),
+            dep: Some(("modules.dep".into(), dep.into())),
             alias: Some(("modules.alias".into(), "alias crypto-crc32c crc32c_generic\nalias fs-btrfs btrfs\n".into())),
             softdep: Some(("modules.softdep".into(), "softdep ext4 pre: crypto-crc32c\n".into())),
             builtin: Some(("modules.builtin".into(), "kernel/fs/ext2/ext2.ko\n".into())),
             ..Sources::default()
         };
-        let index = ModuleIndex::parse(&sources, |_| true).unwrap();
+        ModuleIndex::parse(&sources, |_| true).unwrap()
+    }
+
+    fn world(declarations: &[(&str, Origin, &str)], extra: &[(&str, &str, &[&str])]) -> World {
+        let index = index_of(DEP);
         let mut files = Files::default();
         let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: installed\n\n");
         let mut search = String::new();
@@ -620,9 +653,10 @@ kernel/fs/btrfs/btrfs.ko:
         let p = run(&w, None);
         let k = &p.kernels[0];
         assert_eq!(k.action, Action::Prune);
-        assert_eq!(kept(&p), ["bluetooth", "btusb", "crc16", "crc32c_generic", "ext4", "jbd2"]);
+        assert_eq!(kept(&p), ["bluetooth", "btusb", "crc16", "crc32c_generic", "dkms", "ext4", "jbd2"]);
         assert_eq!(pruned(&p), ["btrfs", "e1000e"]);
         assert_eq!(k.not_owned, ["kernel/extra/dkms.ko"]);
+        assert_eq!(k.kept["dkms"].reason, Reason::NotPrunable { package: None });
         assert_eq!(k.kept["crc32c_generic"].reason, Reason::Pulled { by: "ext4".into(), edge: Edge::SoftdepPre });
         assert_eq!(
             k.kept["btusb"].reason,
@@ -734,6 +768,16 @@ kernel/fs/btrfs/btrfs.ko:
         assert_eq!(restore.len(), 1);
         assert_eq!((restore[0].package.as_str(), restore[0].version.as_str()), ("linux-image-6.1.0-1-test", "1"));
         assert!(restore[0].sources.is_empty(), "no archive, no cache, no apt: only the reinstall hint");
+    }
+
+    #[test]
+    fn what_cannot_be_pruned_keeps_what_it_needs() {
+        let mut w = world(&[BASELINE], &[]);
+        w.index = index_of(&DEP.replace("kernel/extra/dkms.ko:", "kernel/extra/dkms.ko: kernel/fs/btrfs/btrfs.ko"));
+        let p = run(&w, None);
+        let k = &p.kernels[0];
+        assert_eq!(k.kept["btrfs"].reason, Reason::Pulled { by: "dkms".into(), edge: Edge::Dependency });
+        assert!(!pruned(&p).contains(&"btrfs"), "{:?}", pruned(&p));
     }
 
     #[test]

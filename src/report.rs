@@ -131,6 +131,8 @@ fn describe(reason: &Reason) -> String {
             None => format!("declared as `{entry}` in {}", declaration.display()),
         },
         Reason::Loaded => "loaded in the running kernel".to_string(),
+        Reason::NotPrunable { package: None } => "no package owns its file (DKMS or hand-built); kept with what it needs".to_string(),
+        Reason::NotPrunable { package: Some(p) } => format!("its file belongs to {p}, which limopack does not prune; kept with what it needs"),
         Reason::Pulled { by, edge } => {
             let how = match edge {
                 Edge::Dependency => "dependency",
@@ -222,12 +224,6 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
     }
     if k.action == Action::NoBaseline {
         return ("whole", Vec::new(), "stays: this kernel has no baseline, so it is left whole".into());
-    }
-    let index = gathered.index(&k.version);
-    if let Some(path) = index.and_then(|i| i.by_name(wanted).map(|id| &i.module(id).path)) {
-        if k.not_owned.contains(path) {
-            return ("not-owned", Vec::new(), format!("stays: {path} is not owned by a module package"));
-        }
     }
     ("unknown", Vec::new(), "no such module in this kernel".into())
 }

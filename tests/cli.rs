@@ -299,13 +299,13 @@ fn unowned_vendor_declaration_counts_with_a_warning() {
 }
 
 /// Case 8: Files no package owns (DKMS output) and files of a package that is not a module
-/// package are never pruned.
+/// package are never pruned, and what they depend on stays with them.
 #[test]
 fn unowned_and_foreign_files_are_never_pruned() {
     let sys = Sys::empty();
     sys.kernel(
         K,
-        &format!("{DEP}updates/dkms/zfs.ko:\nkernel/drivers/misc/acme.ko:\n"),
+        &format!("{DEP}updates/dkms/zfs.ko: kernel/lib/libcrc32c.ko\nkernel/drivers/misc/acme.ko:\n"),
     );
     sys.config("prune: true\ndepmod: false\n");
     sys.admin("baseline", "static:\n  - ext4\n");
@@ -323,17 +323,16 @@ fn unowned_and_foreign_files_are_never_pruned() {
         set(&["kernel/drivers/misc/acme.ko", "updates/dkms/zfs.ko"])
     );
     sys.ok(&[]);
-    for stays in ["updates/dkms/zfs.ko", "kernel/drivers/misc/acme.ko"] {
+    for stays in ["updates/dkms/zfs.ko", "kernel/drivers/misc/acme.ko", "kernel/lib/libcrc32c.ko"] {
         assert!(sys.m(K, stays).is_file(), "{stays} must never be pruned");
     }
     assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
     let out = sys.ok(&["explain", "zfs"]);
-    assert!(
-        out.stdout
-            .contains("stays: updates/dkms/zfs.ko is not owned by a module package"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("zfs: no package owns its file (DKMS or hand-built); kept with what it needs"), "{}", out.stdout);
+    let out = sys.ok(&["explain", "libcrc32c"]);
+    assert!(out.stdout.contains("libcrc32c: dependency of zfs"), "{}", out.stdout);
+    let out = sys.ok(&["explain", "acme"]);
+    assert!(out.stdout.contains("its file belongs to acme-drivers, which limopack does not prune"), "{}", out.stdout);
 }
 
 /// Case 8b: A file that a module package shares with another package stays (plan.rs means to
