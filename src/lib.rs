@@ -18,6 +18,7 @@ pub mod deb;
 pub mod archive;
 pub mod initramfs;
 pub mod state;
+pub mod fingerprint;
 pub mod plan;
 pub mod apply;
 pub mod run;

@@ -101,10 +101,25 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         kernel: cli.kernel.clone(),
         dry_run,
         initramfs: cli.called_by != Some(Hook::Kernel),
+        // JSON and -v readers want the plan itself, not the last run's summary.
+        reuse: !cli.json && !cli.verbose,
     };
     match &cli.command {
         None => {
-            let outcome = run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))?;
+            let outcome = match run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))? {
+                run::Synced::Ran(outcome) => outcome,
+                run::Synced::Unchanged(saved) => {
+                    for w in &saved.warnings {
+                        eprintln!("limopack: warning: {w}");
+                    }
+                    if !cli.quiet && cli.called_by.is_none() {
+                        for line in &saved.summaries {
+                            let _ = writeln!(out, "{line}");
+                        }
+                    }
+                    return Ok(());
+                }
+            };
             for w in report::warnings(&outcome.plan, &outcome.state, &outcome.done) {
                 eprintln!("limopack: warning: {w}");
             }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use crate::apply::{self, Done};
 use crate::config::Config;
 use crate::deb::AptCache;
+use crate::fingerprint::{Fingerprint, Saved};
+use crate::report;
 use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::index::{ModuleIndex, Sources};
@@ -25,6 +27,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Refresh initramfs images after a change, as the config says.
     pub initramfs: bool,
+    /// Stop early when nothing changed since the last run that changed nothing (see
+    /// [`crate::fingerprint`]). Only for a real run over every kernel.
+    pub reuse: bool,
 }
 
 /// Everything a plan is made from.
@@ -42,6 +47,8 @@ pub struct Gathered {
     gone: Vec<String>,
     /// Things noticed while gathering (stale indexes refreshed, odd kernel folders).
     pub notes: Vec<String>,
+    /// Gathering changed something: it ran depmod or completed an interrupted run.
+    pub changed: bool,
 }
 
 impl Gathered {
@@ -104,6 +111,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     // The kernel a killed run was pruning: its depmod may have stopped half way, leaving a
     // fresh modules.dep beside stale other index files, so its index is rebuilt regardless.
     let mut interrupted = None;
+    let mut changed = false;
     if !opts.dry_run {
         // Before --kernel narrows the trees: the journal may be another kernel's.
         if let Some(journal) = Journal::load(&root)? {
@@ -111,6 +119,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
             notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
             interrupted = Some(journal.kernel.clone());
             state.absorb(journal, tree);
+            changed = true;
             state.save(&root)?;
             Journal::clear(&root)?;
         }
@@ -127,7 +136,8 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let mut kernels = Vec::new();
     for tree in &trees {
         let rebuild = interrupted.as_deref() == Some(tree.version.as_str());
-        let (index, files) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
+        let (index, files, ran_depmod) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
+        changed |= ran_depmod;
         let loaded = match &running {
             Some(version) if *version == tree.version => Some(loaded::read_proc()?),
             _ => None,
@@ -161,11 +171,12 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         can_download,
         gone,
         notes,
+        changed,
     })
 }
 
 /// The index of one tree, fresh, with the modules limopack pruned earlier added back from
-/// its saved copy.
+/// its saved copy; and whether depmod ran to make it fresh.
 fn load_index(
     root: &Root,
     config: &Config,
@@ -174,7 +185,7 @@ fn load_index(
     dry_run: bool,
     rebuild: bool,
     notes: &mut Vec<String>,
-) -> Result<(ModuleIndex, Files)> {
+) -> Result<(ModuleIndex, Files, bool)> {
     // With depmod off there is nothing to rebuild with; the index is used as it is.
     let rebuild = rebuild && config.depmod;
     let mut files = Files::scan(tree)?;
@@ -187,6 +198,7 @@ fn load_index(
         true => Some(parse(&mut sources, &files)?),
         false => None,
     };
+    let mut ran_depmod = false;
     let stale = match rebuild {
         true => Some("the run that was pruning it was interrupted".to_string()),
         false => tree::stale_reason(&files, index.as_ref()),
@@ -201,6 +213,7 @@ fn load_index(
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
             tree::depmod(root, &tree.version)?;
+            ran_depmod = true;
             files = Files::scan(tree)?;
             let mut fresh = Sources::read(&tree.path)?;
             index = Some(parse(&mut fresh, &files)?);
@@ -219,10 +232,18 @@ fn load_index(
         let older = parse(&mut saved, &files)?;
         index.merge_pruned(&older);
     }
-    Ok((index, files))
+    Ok((index, files, ran_depmod))
 }
 
 /// What a sync did.
+pub enum Synced {
+    /// Nothing a plan is made from changed since the last run that changed nothing: what it
+    /// printed stands.
+    Unchanged(Saved),
+    Ran(Outcome),
+}
+
+/// What a full sync did.
 pub struct Outcome {
     pub plan: Plan,
     pub done: Vec<Done>,
@@ -231,14 +252,20 @@ pub struct Outcome {
 }
 
 /// The main job: plan every kernel and, unless dry, carry the plan out.
-pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Outcome> {
+pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
+    let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
     let _lock = match opts.dry_run {
         true => None,
-        false => {
-            let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
-            Some(apply::lock(&root, waiting)?)
-        }
+        false => Some(apply::lock(&root, waiting)?),
     };
+    // Taken before anything is read, so that a change made while this run plans is seen
+    // by the next one.
+    let seen = (opts.reuse && !opts.dry_run && opts.kernel.is_none()).then(|| Fingerprint::take(&root));
+    if let Some(seen) = &seen {
+        if let Some(saved) = Saved::load(&root).filter(|s| s.fingerprint == *seen) {
+            return Ok(Synced::Unchanged(saved));
+        }
+    }
     let mut gathered = gather(opts)?;
     let plan = gathered.plan();
     let done = match opts.dry_run {
@@ -248,9 +275,26 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Outcome> {
             apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?
         }
     };
-    Ok(Outcome {
+    if let Some(fingerprint) = seen {
+        // Only a run that found nothing to do may be repeated by doing nothing: after a
+        // change, the next run plans again and finds the tree as this one left it.
+        let settled = !gathered.changed
+            && done.is_empty()
+            && plan.forget_kernels.is_empty()
+            && plan.kernels.iter().all(|k| k.action != plan::Action::Prune && k.missing().next().is_none());
+        match settled {
+            true => Saved {
+                fingerprint,
+                summaries: plan.kernels.iter().map(|k| report::summary(k, None, false, crate::root::CONFIG_FILE)).collect(),
+                warnings: report::warnings(&plan, &gathered.state, &done),
+            }
+            .save(&root)?,
+            false => Saved::clear(&root)?,
+        }
+    }
+    Ok(Synced::Ran(Outcome {
         plan,
         done,
         state: gathered.state,
-    })
+    }))
 }

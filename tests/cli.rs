@@ -1049,3 +1049,55 @@ fn initramfs_of_an_image_is_left_to_the_image() {
     let out = sys.ok(&[]);
     assert!(!out.stdout.contains("initrd"), "{}", out.stdout);
 }
+
+/// Programs a run of the binary starts, seen by strace, with what it printed.
+fn spawned(sys: &Sys, args: &[&str]) -> (Vec<String>, String) {
+    let log = sys.outside().join("execve.log");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_limopack-hook"))
+        .arg("--root")
+        .arg(&sys.root)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let programs = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("execve(") && !l.contains("ENOENT"))
+        .filter_map(|l| l.split('"').nth(1).map(|p| p.rsplit('/').next().unwrap().to_string()))
+        .collect();
+    (programs, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Case 25: a run when nothing changed since the last run that found nothing to do starts no
+/// program and says what that run said, warnings included; any change to an input means a
+/// full run again.
+#[test]
+fn an_unchanged_system_is_a_no_op() {
+    let sys = Sys::standard();
+    sys.admin("local", "modules:\n  - no-such-mod\n");
+    sys.ok(&[]);
+    let (programs, settled) = spawned(&sys, &[]);
+    assert!(programs.iter().any(|p| p == "dpkg-query"), "the run after a change plans again: {programs:?}");
+    let (programs, again) = spawned(&sys, &[]);
+    assert_eq!(programs, ["limopack-hook"], "{again}");
+    assert_eq!(again, settled, "the no-op says what the last run said");
+    assert!(again.contains("`no_such_mod` matches no module"), "{again}");
+
+    sys.admin("local", "modules:\n  - btusb\n");
+    let (programs, out) = spawned(&sys, &[]);
+    assert!(programs.iter().any(|p| p == "dpkg-query"), "{programs:?}");
+    assert!(!sys.m(K, "kernel/drivers/bluetooth/btusb.ko").exists(), "{out}");
+    // A changed dpkg database, a dry run and --json are full runs too.
+    spawned(&sys, &[]);
+    let (programs, _) = spawned(&sys, &["--json"]);
+    assert!(programs.iter().any(|p| p == "dpkg-query"));
+    let (programs, _) = spawned(&sys, &["--dry-run"]);
+    assert!(programs.iter().any(|p| p == "dpkg-query"));
+    sys.dpkg(&[sys.kernel_pkg(K), Sys::decl_pkg("bluez")]);
+    let (programs, _) = spawned(&sys, &[]);
+    assert!(programs.iter().any(|p| p == "dpkg-query"));
+}

@@ -354,6 +354,7 @@ fn keep_set_covers_modprobe(flavour: &str) {
         kernel: Some(fx.kver.clone()),
         dry_run: true,
         initramfs: false,
+        reuse: false,
     })
     .unwrap();
     let index = gathered.index(&fx.kver).expect("the kernel is gathered");
