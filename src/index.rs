@@ -6,7 +6,9 @@
 //! module: `modules.dep`, soft dependencies (pre and post) and weak dependencies. Every path an
 //! index names is checked to stay inside the tree, and an index that does not parse is an error.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
@@ -64,8 +66,8 @@ struct SoftDeps {
 #[derive(Debug, Default, Clone)]
 struct Aliases {
     exact: HashMap<String, Vec<String>>,
-    /// Patterns with wildcards, with the literal text before the first wildcard.
-    wild: Vec<(String, String, String)>,
+    /// Patterns with wildcards, with the length of the literal text before the first one.
+    wild: Vec<(usize, String, String)>,
 }
 
 impl Aliases {
@@ -74,7 +76,7 @@ impl Aliases {
         let module = normalize(module);
         match pattern.find(['*', '?', '[']) {
             None => self.exact.entry(pattern).or_default().push(module),
-            Some(at) => self.wild.push((pattern[..at].to_string(), pattern, module)),
+            Some(at) => self.wild.push((at, pattern, module)),
         }
     }
 
@@ -85,8 +87,8 @@ impl Aliases {
             .get(name)
             .map(|v| v.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        for (prefix, pattern, module) in &self.wild {
-            if name.starts_with(prefix.as_str()) && fnmatch(pattern, name) {
+        for (literal, pattern, module) in &self.wild {
+            if name.starts_with(&pattern[..*literal]) && fnmatch(pattern, name) {
                 found.push(module);
             }
         }
@@ -173,7 +175,7 @@ impl Sources {
     /// Split what `depmod -n` prints (all index files, one after the other) into sources.
     /// This is how a dry run reads a fresh index without writing one.
     pub fn from_depmod_output(text: &str, builtin_from: &Path) -> Result<Sources> {
-        let mut parts: HashMap<&str, String> = HashMap::new();
+        let mut parts: HashMap<&str, String> = HashMap::default();
         let mut current = "modules.dep";
         for line in text.lines() {
             if let Some((file, _)) = HEADERS.iter().find(|(_, header)| line.starts_with(header)) {
@@ -467,7 +469,7 @@ impl ModuleIndex {
     /// root, else the module that pulled it in and along which edge. Breadth first, so the
     /// recorded chain back to a root is a shortest one.
     pub fn closure(&self, roots: &[ModId]) -> HashMap<ModId, Option<(ModId, Edge)>> {
-        let mut seen: HashMap<ModId, Option<(ModId, Edge)>> = HashMap::new();
+        let mut seen: HashMap<ModId, Option<(ModId, Edge)>> = HashMap::default();
         let mut queue = VecDeque::new();
         for &root in roots {
             if seen.insert(root, None).is_none() {

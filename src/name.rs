@@ -9,6 +9,9 @@ pub const MODULE_SUFFIXES: [&str; 4] = [".ko.zst", ".ko.xz", ".ko.gz", ".ko"];
 
 /// `-` becomes `_`, except between `[` and `]`, as kmod does before every lookup.
 pub fn normalize(name: &str) -> String {
+    if !name.contains('-') {
+        return name.to_owned();
+    }
     let mut out = String::with_capacity(name.len());
     let mut in_brackets = false;
     for c in name.chars() {

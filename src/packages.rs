@@ -36,7 +36,7 @@ impl Package {
 pub struct Packages {
     packages: Vec<Package>,
     /// In-root path (as dpkg lists it) to the packages that own it.
-    owners: HashMap<String, Vec<usize>>,
+    owners: rustc_hash::FxHashMap<String, Vec<usize>>,
 }
 
 impl Packages {
@@ -72,7 +72,7 @@ impl Packages {
             .parse()
             .map_err(|e| Error::command("dpkg-query", format!("unreadable output: {e}")))?;
         let mut packages = Packages::default();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut by_name: rustc_hash::FxHashMap<String, usize> = Default::default();
         for paragraph in doc.iter() {
             let field = |name: &str| paragraph.get(name).unwrap_or_default().trim().to_string();
             let package = Package {

@@ -5,7 +5,9 @@
 //! [`Plan`]. A dry run prints it, `explain` reads it, and [`crate::apply`] carries it out, so
 //! what a dry run shows is what a real run does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -374,7 +376,7 @@ fn plan_kernel(
 
     // Module files on disk that limopack may not prune are roots too: a DKMS module keeps the
     // in-tree modules it depends on.
-    let mut owned_by: HashMap<&str, (String, String)> = HashMap::new();
+    let mut owned_by: HashMap<&str, (String, String)> = HashMap::default();
     let mut not_owned = Vec::new();
     for module in index.modules() {
         if !k.files.has(&module.path) {

@@ -1,7 +1,7 @@
 //! Kernel module trees on disk: finding them, walking their files, and keeping their index
 //! fresh with depmod.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,7 +36,7 @@ impl Tree {
 /// Every module tree under the root, each once even when `/lib` is a symlink to `/usr/lib`.
 /// Folders that cannot be managed safely are reported in `warnings` and left alone.
 pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut seen: HashSet<(u64, u64)> = HashSet::default();
     let mut trees: Vec<Tree> = Vec::new();
     for base in ["/lib/modules", "/usr/lib/modules"] {
         let dir = root.join(base);
@@ -77,7 +77,7 @@ pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
     }
     // Two different folders for one version (an unmerged /lib and /usr/lib both holding
     // it): modprobe uses the first, so only that one is managed.
-    let mut unique = HashSet::new();
+    let mut unique = HashSet::default();
     trees.retain(|t| {
         let first = unique.insert(t.version.clone());
         if !first {
@@ -254,7 +254,7 @@ pub fn remove_empty_parents(tree: &Path, removed: &[PathBuf]) {
     let mut dirs: Vec<&Path> = removed.iter().filter_map(|p| p.parent()).collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     dirs.dedup();
-    let mut tried = HashSet::new();
+    let mut tried = HashSet::default();
     for dir in dirs {
         let mut current = Some(dir);
         while let Some(d) = current {

@@ -1,0 +1,288 @@
+//! `cargo bench`: limopack side by side with what a user would reach for instead, and with the
+//! floor the I/O sets, each pair measured in one run, interleaved (A, B, A, B, ...), on the real
+//! Debian kernel tree the tests cache. Prints medians, min and max, the ratios, and whether each
+//! target of the README's Performance section is met. Setup is not timed.
+//!
+//! Needs root (fixtures are hardlinked copies of the cached tree), kmod, dpkg and
+//! `/usr/bin/time` for peak memory.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fs_err as fs;
+use support::*;
+
+const PAIRS: usize = 9;
+const HOOK: &str = env!("CARGO_BIN_EXE_limopack-hook");
+
+/// The 25 modules the plan is asked for: the baseline's one static entry and 24 declared.
+const REQUESTED: [&str; 25] = [
+    "ext4", "xfs", "btrfs", "virtio_blk", "virtio_net", "virtio_pci", "virtio_scsi", "e1000e", "ahci", "sd_mod",
+    "nvme", "loop", "overlay", "usb_storage", "xhci_pci", "snd_hda_intel", "btusb", "iwlwifi", "wireguard", "8021q",
+    "dm_crypt", "vfat", "nf_conntrack_ftp", "bridge", "tun",
+];
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Median, min and max, in ms.
+fn stats(samples: &[Duration]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn run(cmd: &mut Command) -> Duration {
+    let started = Instant::now();
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    took
+}
+
+/// Peak resident memory of a command, in MiB, from GNU time.
+fn peak_mib(cmd: &Command) -> f64 {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let kib: f64 = text.lines().last().unwrap().trim().parse().unwrap_or_else(|_| panic!("GNU time said: {text}"));
+    kib / 1024.0
+}
+
+fn hook(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(HOOK);
+    cmd.arg("--root").arg(root).args(args).env_remove("DPKG_ADMINDIR").env("LC_ALL", "C");
+    cmd
+}
+
+fn modprobe(root: &Path, kver: &str, module: &str) -> Command {
+    let mut cmd = Command::new("modprobe");
+    cmd.arg("-d").arg(root).args(["-S", kver, "-C", "/dev/null", "--show-depends", module]);
+    cmd
+}
+
+fn write(root: &Path, abs: &str, text: &str) {
+    let path = root.join(abs.trim_start_matches('/'));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, text).unwrap();
+}
+
+/// A root with the generic kernel, its package in dpkg's database, a baseline, a vendor
+/// declaration of the other 24 modules, and pruning on. Module files are hardlinks into the
+/// cache: limopack and depmod only unlink and rename, never write a file in place.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    kver: String,
+}
+
+impl Fixture {
+    fn new(dir: &Path) -> Fixture {
+        let (pristine, kver) = real_kernel_tree("amd64");
+        let tmp = tempfile::Builder::new().prefix("bench-").tempdir_in(dir).unwrap();
+        let root = tmp.path().join("root");
+        let status = Command::new("cp").arg("-al").arg(&pristine).arg(&root).status().unwrap();
+        assert!(status.success());
+        let kernel = real_kernel_pkg(&root, "amd64");
+        let mut vendor = Pkg::installed("bench-tools", "1.0");
+        vendor.files.push("/usr/share/limopack/bench-tools.yaml".into());
+        write_dpkg_db(&root, &[kernel, vendor]);
+        write(&root, "/etc/limopack/modules.d/baseline.yaml", &format!("static: [{}]\n", REQUESTED[0]));
+        write(&root, "/usr/share/limopack/bench-tools.yaml", &format!("modules: [{}]\n", REQUESTED[1..].join(", ")));
+        write(&root, "/etc/limopack/limopack.yaml", "prune: true\ninitramfs: never\n");
+        Fixture { _tmp: tmp, root, kver }
+    }
+
+    fn tree(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.kver)
+    }
+}
+
+struct Report {
+    lines: Vec<String>,
+    failed: usize,
+}
+
+impl Report {
+    fn target(&mut self, what: &str, ok: bool) {
+        self.lines.push(format!("  {} {what}", if ok { "PASS" } else { "FAIL" }));
+        if !ok {
+            self.failed += 1;
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument is not supported.
+    let scratch = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    fs::create_dir_all(&scratch).unwrap();
+    let mut report = Report { lines: Vec::new(), failed: 0 };
+
+    // Plan: a dry run against one `modprobe --show-depends` per requested module.
+    let fx = Fixture::new(&scratch);
+    run(&mut hook(&fx.root, &["--dry-run"]));
+    let (mut plan, mut kmod) = (Vec::new(), Vec::new());
+    for _ in 0..PAIRS {
+        plan.push(run(&mut hook(&fx.root, &["--dry-run"])));
+        let started = Instant::now();
+        for module in REQUESTED {
+            run(&mut modprobe(&fx.root, &fx.kver, module));
+        }
+        kmod.push(started.elapsed());
+    }
+    let (p, k) = (stats(&plan), stats(&kmod));
+    println!("plan (dry run, {} modules, 25 requested):", count_modules(&fx.tree()));
+    println!("  limopack-hook --dry-run   median {:7.1} ms  (min {:.1}, max {:.1})", p.0, p.1, p.2);
+    println!("  kmod, modprobe -D x 25    median {:7.1} ms  (min {:.1}, max {:.1})", k.0, k.1, k.2);
+    println!("  ratio {:.3}", p.0 / k.0);
+    report.target(&format!("plan <= 0.15 x the kmod loop ({:.3})", p.0 / k.0), p.0 / k.0 <= 0.15);
+
+    // Memory of each.
+    let hook_mib = peak_mib(&hook(&fx.root, &["--dry-run"]));
+    let kmod_mib = REQUESTED.iter().map(|m| peak_mib(&modprobe(&fx.root, &fx.kver, m))).fold(0.0, f64::max);
+    println!("peak memory: limopack-hook --dry-run {hook_mib:.1} MiB, modprobe {kmod_mib:.1} MiB");
+
+    // No-op: a real run when nothing changed since the last one.
+    run(&mut hook(&fx.root, &[]));
+    run(&mut hook(&fx.root, &[]));
+    let noop: Vec<Duration> = (0..PAIRS * 3).map(|_| run(&mut hook(&fx.root, &[]))).collect();
+    let n = stats(&noop);
+    let noop_mib = peak_mib(&hook(&fx.root, &[]));
+    println!("no-op (nothing changed since the last run):");
+    println!("  limopack-hook             median {:7.1} ms  (min {:.1}, max {:.1}), {noop_mib:.1} MiB", n.0, n.1, n.2);
+    report.target(&format!("no-op median <= 5 ms ({:.1} ms)", n.0), n.0 <= 5.0);
+    drop(fx);
+
+    // Apply: a full prune against the same unlinks by xargs rm plus depmod.
+    let (mut apply, mut floor, mut apply_mib) = (Vec::new(), Vec::new(), 0.0f64);
+    for i in 0..PAIRS {
+        let a = Fixture::new(&scratch);
+        let b = Fixture::new(&scratch);
+        let out = hook(&b.root, &["--dry-run", "--json"]).output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let files: Vec<String> = json["plan"]["kernels"][0]["prune"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| b.tree().join(f["path"].as_str().unwrap()).display().to_string())
+            .collect();
+        sync_disks();
+        if i == 0 {
+            apply_mib = peak_mib(&hook(&a.root, &[]));
+        } else {
+            apply.push(run(&mut hook(&a.root, &[])));
+        }
+        let started = Instant::now();
+        let mut rm = Command::new("xargs").args(["-0", "rm", "-f"]).stdin(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        rm.stdin.take().unwrap().write_all(files.join("\0").as_bytes()).unwrap();
+        assert!(rm.wait().unwrap().success());
+        run(Command::new("depmod").arg("-b").arg(&b.root).arg(&b.kver));
+        if i > 0 {
+            floor.push(started.elapsed());
+        }
+    }
+    let (a, f) = (stats(&apply), stats(&floor));
+    println!("apply (full prune, {} runs after one for memory):", apply.len());
+    println!("  limopack-hook             median {:7.1} ms  (min {:.1}, max {:.1}), {apply_mib:.1} MiB", a.0, a.1, a.2);
+    println!("  xargs rm + depmod         median {:7.1} ms  (min {:.1}, max {:.1})", f.0, f.1, f.2);
+    println!("  ratio {:.3}", a.0 / f.0);
+    report.target(&format!("apply <= 1.2 x the floor ({:.3})", a.0 / f.0), a.0 / f.0 <= 1.2);
+    let peak = hook_mib.max(noop_mib).max(apply_mib);
+    report.target(&format!("peak memory <= 20 MiB ({peak:.1} MiB)"), peak <= 20.0);
+
+    // Scaling: synthetic trees.
+    println!("scaling (dry run on synthetic trees, depmod off):");
+    let mut per_module = Vec::new();
+    for n in [1_000usize, 10_000, 100_000] {
+        let tmp = tempfile::Builder::new().prefix("bench-synthetic-").tempdir_in(&scratch).unwrap();
+        synthetic(tmp.path(), n);
+        run(&mut hook(tmp.path(), &["--dry-run"]));
+        let samples: Vec<Duration> = (0..5).map(|_| run(&mut hook(tmp.path(), &["--dry-run"]))).collect();
+        let (median, min, max) = stats(&samples);
+        let mib = peak_mib(&hook(tmp.path(), &["--dry-run"]));
+        println!("  {n:>7} modules  median {median:8.1} ms  (min {min:.1}, max {max:.1})  {:.2} us/module  {mib:.1} MiB", median * 1000.0 / n as f64);
+        per_module.push((n, median));
+    }
+    let (small, large) = (per_module[1], per_module[2]);
+    let growth = (large.1 / small.1) / (large.0 as f64 / small.0 as f64);
+    report.target(&format!("plan grows linearly (10k to 100k: {growth:.2} x linear)"), growth <= 1.5);
+    report.target(&format!("100k-module plan < 1 s ({:.0} ms)", large.1), large.1 < 1000.0);
+
+    println!("targets:");
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.failed > 0 {
+        println!("{} target(s) missed", report.failed);
+        std::process::exit(1);
+    }
+}
+
+fn count_modules(tree: &Path) -> usize {
+    walkdir::WalkDir::new(tree)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ko"))
+        .count()
+}
+
+/// Written pages reach the disk before a timed delete, so that one run's writeback does not
+/// land in the next one's time.
+fn sync_disks() {
+    let _ = Command::new("sync").status();
+}
+
+/// A tree of `n` modules with realistic fan-out: each depends on up to four earlier ones (a
+/// third have none), has a name alias and a PCI-style wildcard alias, and one in a hundred has
+/// a soft dependency. One package owns every file; 25 modules are declared, one is static.
+fn synthetic(root: &Path, n: usize) {
+    let kver = "9.0.0-synthetic";
+    let tree = root.join("lib/modules").join(kver);
+    let path = |i: usize| format!("kernel/d{}/m{i}.ko", i / 500);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |below: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % below.max(1) as u64) as usize
+    };
+    let (mut dep, mut alias, mut softdep) = (String::new(), String::from("# Aliases extracted from modules themselves.\n"), String::new());
+    let mut files = Vec::new();
+    for i in 0..n {
+        let deps: Vec<String> = match i {
+            0 => Vec::new(),
+            _ => (0..next(6).saturating_sub(2)).map(|_| path(next(i))).collect(),
+        };
+        dep.push_str(&format!("{}: {}\n", path(i), deps.join(" ")));
+        alias.push_str(&format!("alias m{i}-alias m{i}\nalias pci:v{:08X}d*sv*sd*bc*sc*i* m{i}\n", i));
+        if i % 100 == 1 {
+            softdep.push_str(&format!("softdep m{i} pre: m{}-alias\n", i - 1));
+        }
+        let file = tree.join(path(i));
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, "m").unwrap();
+        files.push(format!("/lib/modules/{kver}/{}", path(i)));
+    }
+    fs::write(tree.join("modules.dep"), dep).unwrap();
+    fs::write(tree.join("modules.alias"), alias).unwrap();
+    fs::write(tree.join("modules.softdep"), softdep).unwrap();
+    fs::write(tree.join("modules.builtin"), "").unwrap();
+    let mut kernel = Pkg::installed(&format!("linux-image-{kver}"), "1");
+    kernel.files = files;
+    write_dpkg_db(root, &[kernel]);
+    let declared: Vec<String> = (0..24).map(|k| format!("m{}", (k * 7919) % n)).collect();
+    write(root, "/etc/limopack/modules.d/baseline.yaml", "static: [m0]\n");
+    write(root, "/etc/limopack/modules.d/local.yaml", &format!("modules: [{}]\n", declared.join(", ")));
+    write(root, "/etc/limopack/limopack.yaml", "prune: true\ndepmod: false\n");
+}
