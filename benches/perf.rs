@@ -78,8 +78,9 @@ fn write(root: &Path, abs: &str, text: &str) {
 }
 
 /// A root with the generic kernel, its package in dpkg's database, a baseline, a vendor
-/// declaration of the other 24 modules, and pruning on. Module files are hardlinks into the
-/// cache: limopack and depmod only unlink and rename, never write a file in place.
+/// declaration of the other 24 modules, and pruning on. With `linked`, module files are
+/// hardlinks into the cache (limopack and depmod only unlink and rename, never write a file
+/// in place); a prune needs real copies, since unlinking a hardlink frees no blocks.
 struct Fixture {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -87,11 +88,11 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(dir: &Path) -> Fixture {
+    fn new(dir: &Path, linked: bool) -> Fixture {
         let (pristine, kver) = real_kernel_tree("amd64");
         let tmp = tempfile::Builder::new().prefix("bench-").tempdir_in(dir).unwrap();
         let root = tmp.path().join("root");
-        let status = Command::new("cp").arg("-al").arg(&pristine).arg(&root).status().unwrap();
+        let status = Command::new("cp").arg(if linked { "-al" } else { "-a" }).arg(&pristine).arg(&root).status().unwrap();
         assert!(status.success());
         let kernel = real_kernel_pkg(&root, "amd64");
         let mut vendor = Pkg::installed("bench-tools", "1.0");
@@ -129,7 +130,7 @@ fn main() {
     let mut report = Report { lines: Vec::new(), failed: 0 };
 
     // Plan: a dry run against one `modprobe --show-depends` per requested module.
-    let fx = Fixture::new(&scratch);
+    let fx = Fixture::new(&scratch, true);
     run(&mut hook(&fx.root, &["--dry-run"]));
     let (mut plan, mut kmod) = (Vec::new(), Vec::new());
     for _ in 0..PAIRS {
@@ -166,8 +167,8 @@ fn main() {
     // Apply: a full prune against the same unlinks by xargs rm plus depmod.
     let (mut apply, mut floor, mut apply_mib) = (Vec::new(), Vec::new(), 0.0f64);
     for i in 0..PAIRS {
-        let a = Fixture::new(&scratch);
-        let b = Fixture::new(&scratch);
+        let a = Fixture::new(&scratch, false);
+        let b = Fixture::new(&scratch, false);
         let out = hook(&b.root, &["--dry-run", "--json"]).output().unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let files: Vec<String> = json["plan"]["kernels"][0]["prune"]

@@ -188,8 +188,9 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
         state::save_index(root, tree)?;
     }
     let mut removed: Vec<PathBuf> = Vec::new();
+    let mut confined = tree::Confined::new(&tree.path);
     for (rel, file) in &files {
-        match tree::confined(&tree.path, rel).map_err(|e| Error::io(tree.path.join(rel), e))? {
+        match confined.check(rel).map_err(|e| Error::io(tree.path.join(rel), e))? {
             Some(path) => {
                 if file.archived {
                     archive::store(root, &tree.version, rel, &path)?;

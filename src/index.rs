@@ -68,16 +68,26 @@ struct Aliases {
     exact: HashMap<String, Vec<String>>,
     /// Patterns with wildcards, with the length of the literal text before the first one.
     wild: Vec<(usize, String, String)>,
+    /// Positions in `wild` by the pattern's first byte when it is literal, so that a lookup
+    /// tries only the patterns that can match (`m…` never tries the thousands of `pci:…`);
+    /// patterns that start with a wildcard are under `None`.
+    wild_by_first: HashMap<Option<u8>, Vec<usize>>,
 }
 
 impl Aliases {
     fn add(&mut self, pattern: &str, module: &str) {
         let pattern = normalize(pattern);
         let module = normalize(module);
-        match pattern.find(['*', '?', '[']) {
+        match pattern.bytes().position(|b| matches!(b, b'*' | b'?' | b'[')) {
             None => self.exact.entry(pattern).or_default().push(module),
-            Some(at) => self.wild.push((at, pattern, module)),
+            Some(at) => self.push_wild(at, pattern, module),
         }
+    }
+
+    fn push_wild(&mut self, literal: usize, pattern: String, module: String) {
+        let first = (literal > 0).then(|| pattern.as_bytes()[0]);
+        self.wild_by_first.entry(first).or_default().push(self.wild.len());
+        self.wild.push((literal, pattern, module));
     }
 
     /// Module names whose alias matches `name` (already normalised), as fnmatch(3) would.
@@ -87,7 +97,10 @@ impl Aliases {
             .get(name)
             .map(|v| v.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        for (literal, pattern, module) in &self.wild {
+        let first = name.as_bytes().first().copied();
+        let candidates = [first, None].into_iter().filter_map(|f| self.wild_by_first.get(&f)).flatten();
+        for &at in candidates {
+            let (literal, pattern, module) = &self.wild[at];
             if name.starts_with(&pattern[..*literal]) && fnmatch(pattern, name) {
                 found.push(module);
             }
@@ -395,7 +408,9 @@ impl ModuleIndex {
                 .filter(|(_, p, m)| !have.contains(&(p.as_str(), m.as_str())))
                 .cloned()
                 .collect();
-            self.aliases.wild.extend(missing);
+            for (literal, pattern, module) in missing {
+                self.aliases.push_wild(literal, pattern, module);
+            }
         }
         for (module, soft) in &older.softdeps {
             self.softdeps.entry(module.clone()).or_insert_with(|| soft.clone());

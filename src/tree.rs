@@ -270,25 +270,46 @@ pub fn remove_empty_parents(tree: &Path, removed: &[PathBuf]) {
     }
 }
 
-/// The absolute path `tree/rel` after checking that it is still a regular file reached
-/// through real folders inside the tree, so that a delete never follows a symlink.
-pub fn confined(tree: &Path, rel: &str) -> std::io::Result<Option<PathBuf>> {
-    let path = tree.join(rel);
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if !meta.is_file() {
-        return Ok(None);
+/// Checks, just before each delete, that `tree/rel` is still a regular file reached through
+/// real folders inside the tree, so that a delete never follows a symlink. Each folder on the
+/// way is looked at once (`lstat`: a folder, not a symlink to one) and then remembered: a
+/// prune deletes thousands of files from a few hundred folders.
+pub struct Confined<'a> {
+    tree: &'a Path,
+    real_dirs: HashSet<PathBuf>,
+}
+
+impl<'a> Confined<'a> {
+    pub fn new(tree: &'a Path) -> Confined<'a> {
+        Confined { tree, real_dirs: HashSet::default() }
     }
-    let parent = path.parent().unwrap_or(tree);
-    let real_parent = std::fs::canonicalize(parent)?;
-    let real_tree = std::fs::canonicalize(tree)?;
-    if real_parent.starts_with(&real_tree) && parent.strip_prefix(tree).is_ok_and(|p| real_parent.ends_with(p)) {
-        Ok(Some(path))
-    } else {
-        Ok(None)
+
+    /// The path of `rel` when it is safe to delete, `None` when it is gone or not a regular
+    /// file reached through real folders.
+    pub fn check(&mut self, rel: &str) -> std::io::Result<Option<PathBuf>> {
+        let path = self.tree.join(rel);
+        if !path.parent().is_some_and(|p| self.is_real_dir(p)) {
+            return Ok(None);
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Some(path)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn is_real_dir(&mut self, dir: &Path) -> bool {
+        if dir == self.tree || self.real_dirs.contains(dir) {
+            return true;
+        }
+        let inside = dir.starts_with(self.tree) && dir.parent().is_some_and(|p| self.is_real_dir(p));
+        // symlink_metadata does not follow: a symlink to a folder is not a folder here.
+        let real = inside && std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+        if real {
+            self.real_dirs.insert(dir.to_path_buf());
+        }
+        real
     }
 }
 
