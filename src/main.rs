@@ -120,7 +120,10 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            for w in report::warnings(&outcome.plan, &outcome.state, &outcome.done) {
+            // What a run read is large (a module index, every file of the trees) and the
+            // process ends here: the kernel takes it back faster than freeing it would.
+            let outcome = std::mem::ManuallyDrop::new(outcome);
+            for w in report::warnings(&outcome.plan, &outcome.gathered.state, &outcome.done) {
                 eprintln!("limopack: warning: {w}");
             }
             if cli.json {
@@ -147,13 +150,13 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             }
         }
         Some(Command::Explain { module }) => {
-            let gathered = run::gather(&opts)?;
+            let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan();
             let (text, value) = report::explain(&gathered, &plan, module);
             print_either(out, cli.json, &text, &value);
         }
         Some(Command::Status) => {
-            let gathered = run::gather(&opts)?;
+            let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan();
             for w in report::warnings(&plan, &gathered.state, &[]) {
                 eprintln!("limopack: warning: {w}");

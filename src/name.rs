@@ -38,7 +38,8 @@ pub fn module_name_of_path(path: &str) -> Option<String> {
 
 /// True for a file name with a module ending.
 pub fn is_module_file(path: &str) -> bool {
-    module_name_of_path(path).is_some()
+    let base = path.rsplit('/').next().unwrap_or(path);
+    MODULE_SUFFIXES.iter().any(|suffix| base.len() > suffix.len() && base.ends_with(suffix))
 }
 
 /// True when the entry asks for a glob over module names rather than one name or alias.

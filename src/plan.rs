@@ -376,13 +376,14 @@ fn plan_kernel(
 
     // Module files on disk that limopack may not prune are roots too: a DKMS module keeps the
     // in-tree modules it depends on.
+    let mut owners = Owners::new(inputs, k.tree);
     let mut owned_by: HashMap<&str, (String, String)> = HashMap::default();
     let mut not_owned = Vec::new();
     for module in index.modules() {
         if !k.files.has(&module.path) {
             continue;
         }
-        match prunable_owner(inputs, k.tree, &module.path) {
+        match owners.prunable_owner(&module.path) {
             Ok(owner) => {
                 owned_by.insert(module.path.as_str(), owner);
             }
@@ -421,26 +422,31 @@ fn plan_kernel(
     let kept_paths: HashSet<&str> = kept.values().map(|k| k.path.as_str()).collect();
     let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
     let mut prune = Vec::new();
-    let mut files: Vec<(&String, _)> = k.files.regular.iter().collect();
-    files.sort_by(|a, b| a.0.cmp(b.0));
-    for (rel, info) in files {
-        let Some(module) = name::module_name_of_path(rel) else { continue };
-        if kept_paths.contains(rel.as_str()) {
+    // In modules.dep's order, which is stable from run to run.
+    for module in index.modules() {
+        if kept_paths.contains(module.path.as_str()) {
             continue;
         }
-        if !listed.contains(rel.as_str()) {
-            warnings.push(format!("{rel}: not in modules.dep; left alone"));
+        let (Some((package, version)), Some(info)) = (owned_by.get(module.path.as_str()), k.files.regular.get(&module.path)) else {
             continue;
-        }
-        if let Some((package, version)) = owned_by.get(rel.as_str()) {
-            prune.push(PruneFile {
-                path: rel.clone(),
-                module,
-                package: package.clone(),
-                version: version.clone(),
-                size: info.size,
-            });
-        }
+        };
+        prune.push(PruneFile {
+            path: module.path.clone(),
+            module: module.name.clone(),
+            package: package.clone(),
+            version: version.clone(),
+            size: info.size,
+        });
+    }
+    let mut unlisted: Vec<&String> = k
+        .files
+        .regular
+        .keys()
+        .filter(|rel| name::is_module_file(rel) && !listed.contains(rel.as_str()))
+        .collect();
+    unlisted.sort();
+    for rel in unlisted {
+        warnings.push(format!("{rel}: not in modules.dep; left alone"));
     }
     let restore = restore_list(inputs, k, &kept);
     for odd in &k.files.odd {
@@ -480,14 +486,37 @@ fn plan_kernel(
 /// The module package (name, version) that owns `rel` when limopack may prune it: every owner
 /// has its files on disk and is a configured module package. Otherwise the package that stands
 /// in the way, if any.
-fn prunable_owner(inputs: &Inputs, tree: &Tree, rel: &str) -> Result<(String, String), Option<String>> {
-    let owners: Vec<_> = tree.dpkg_paths(rel).iter().flat_map(|p| inputs.packages.owners(p).collect::<Vec<_>>()).collect();
-    if let Some(other) = owners.iter().find(|p| !p.is_present() || !inputs.config.is_module_package(&p.name)) {
-        return Err(Some(other.name.clone()));
+struct Owners<'a> {
+    inputs: &'a Inputs<'a>,
+    /// `/lib/modules/KVER/` and `/usr/lib/modules/KVER/`: the ways dpkg may list the tree.
+    prefixes: [String; 2],
+    path: String,
+    /// Whether a package's files may be pruned, by name: a glob match per package, not per file.
+    prunable: HashMap<&'a str, bool>,
+}
+
+impl<'a> Owners<'a> {
+    fn new(inputs: &'a Inputs<'a>, tree: &Tree) -> Owners<'a> {
+        let prefixes = tree.dpkg_paths("");
+        Owners { inputs, prefixes, path: String::new(), prunable: HashMap::default() }
     }
-    match owners.first() {
-        Some(p) => Ok((p.name.clone(), p.version.clone())),
-        None => Err(None),
+
+    fn prunable_owner(&mut self, rel: &str) -> Result<(String, String), Option<String>> {
+        let mut first = None;
+        for prefix in &self.prefixes {
+            self.path.clear();
+            self.path.push_str(prefix);
+            self.path.push_str(rel);
+            for p in self.inputs.packages.owners(&self.path) {
+                let config = self.inputs.config;
+                let ok = *self.prunable.entry(&p.name).or_insert_with(|| p.is_present() && config.is_module_package(&p.name));
+                if !ok {
+                    return Err(Some(p.name.clone()));
+                }
+                first.get_or_insert(p);
+            }
+        }
+        first.map(|p| (p.name.clone(), p.version.clone())).ok_or(None)
     }
 }
 

@@ -247,8 +247,8 @@ pub enum Synced {
 pub struct Outcome {
     pub plan: Plan,
     pub done: Vec<Done>,
-    /// The state after the run.
-    pub state: State,
+    /// What the plan was made from, and the state after the run.
+    pub gathered: Gathered,
 }
 
 /// The main job: plan every kernel and, unless dry, carry the plan out.
@@ -295,6 +295,6 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
     Ok(Synced::Ran(Outcome {
         plan,
         done,
-        state: gathered.state,
+        gathered,
     }))
 }

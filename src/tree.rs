@@ -117,13 +117,15 @@ pub struct Files {
 impl Files {
     pub fn scan(tree: &Tree) -> Result<Files> {
         let mut files = Files::default();
+        let base = tree.path.as_os_str().len();
         for entry in walkdir::WalkDir::new(&tree.path).follow_links(false).min_depth(1) {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(&tree.path).to_path_buf();
                 Error::io(path, e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed")))
             })?;
-            let Ok(rel) = entry.path().strip_prefix(&tree.path) else { continue };
-            let Some(rel) = rel.to_str() else { continue };
+            // The walk starts at the tree, so every path begins with it and a `/`.
+            let path = std::os::unix::ffi::OsStrExt::as_bytes(entry.path().as_os_str());
+            let Some(rel) = path.get(base + 1..).and_then(|r| std::str::from_utf8(r).ok()) else { continue };
             let kind = entry.file_type();
             if kind.is_file() {
                 let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e.into()))?;
