@@ -240,7 +240,7 @@ pub enum Synced {
     /// Nothing a plan is made from changed since the last run that changed nothing: what it
     /// printed stands.
     Unchanged(Saved),
-    Ran(Outcome),
+    Ran(Box<Outcome>),
 }
 
 /// What a full sync did.
@@ -292,9 +292,9 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
             false => Saved::clear(&root)?,
         }
     }
-    Ok(Synced::Ran(Outcome {
+    Ok(Synced::Ran(Box::new(Outcome {
         plan,
         done,
         gathered,
-    }))
+    })))
 }
