@@ -35,6 +35,8 @@ pub struct Entry {
     pub glob: Option<GlobMatcher>,
     /// Line in its file, for messages (0 when unknown).
     pub line: usize,
+    /// Column of the entry on that line (0 when unknown).
+    pub column: usize,
 }
 
 impl<'de> Deserialize<'de> for Entry {
@@ -51,7 +53,7 @@ impl<'de> Deserialize<'de> for Entry {
         } else {
             None
         };
-        Ok(Entry { text, glob, line: 0 })
+        Ok(Entry { text, glob, line: 0, column: 0 })
     }
 }
 
@@ -112,7 +114,7 @@ impl Declaration {
         let text = String::from_utf8_lossy(bytes);
         let locate = |mut entries: Vec<Entry>| {
             for entry in &mut entries {
-                entry.line = line_of(&text, &entry.text);
+                (entry.line, entry.column) = place_of(&text, &entry.text);
             }
             entries
         };
@@ -139,15 +141,20 @@ impl Declaration {
     }
 }
 
-/// The first line on which an entry appears as a whole item, allowing for `-`/`_` spelling.
-/// serde gives no position for a value that parsed, so warnings find it this way.
-fn line_of(text: &str, entry: &str) -> usize {
-    text.lines()
-        .position(|line| {
-            line.split(|c: char| c.is_whitespace() || "[],'\"#".contains(c))
-                .any(|word| name::normalize(word) == entry)
-        })
-        .map_or(0, |n| n + 1)
+/// Line and column where an entry first appears as a whole item, allowing for `-`/`_`
+/// spelling; (0, 0) when not found. serde gives no position for a value that parsed, so
+/// messages about it find it this way.
+fn place_of(text: &str, entry: &str) -> (usize, usize) {
+    for (n, line) in text.lines().enumerate() {
+        let mut column = 1;
+        for word in line.split(|c: char| c.is_whitespace() || "[],'\"#".contains(c)) {
+            if !word.is_empty() && name::normalize(word) == entry {
+                return (n + 1, column);
+            }
+            column += word.chars().count() + 1;
+        }
+    }
+    (0, 0)
 }
 
 /// The declarations under a root, after masking.

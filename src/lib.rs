@@ -23,3 +23,4 @@ pub mod plan;
 pub mod apply;
 pub mod run;
 pub mod report;
+pub mod check;

@@ -71,6 +71,14 @@ enum Command {
     },
     /// Per kernel: what is kept, what was pruned and which package owned it, warnings.
     Status,
+    /// Check declarations as a run would read them, printing `FILE:LINE:COLUMN: message` for
+    /// each problem; with --kernel or --root, each entry must also resolve to a module or a
+    /// built-in of that kernel (of every kernel under --root without --kernel).
+    Check {
+        /// Declaration files, such as debian/PACKAGE.limopack.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -154,6 +162,29 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             let plan = gathered.plan();
             let (text, value) = report::explain(&gathered, &plan, module);
             print_either(out, cli.json, &text, &value);
+        }
+        Some(Command::Check { files }) => {
+            let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
+            let kernels = match against {
+                true => limopack::check::kernels(&cli.root, cli.kernel.as_deref())?,
+                false => Vec::new(),
+            };
+            let problems = limopack::check::check(files, &kernels);
+            for problem in &problems {
+                let _ = writeln!(out, "{problem}");
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("{} problem(s) in {} file(s)", problems.len(), files.len());
+            }
+            if cli.verbose {
+                let against: Vec<&str> = kernels.iter().map(|k| k.version.as_str()).collect();
+                for file in files {
+                    let _ = writeln!(out, "{}: ok{}", file.display(), match against.is_empty() {
+                        true => String::new(),
+                        false => format!(", every entry resolves in {}", against.join(", ")),
+                    });
+                }
+            }
         }
         Some(Command::Status) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);

@@ -563,6 +563,7 @@ fn entry_of(text: &str) -> Entry {
         text: text.to_string(),
         glob,
         line: 0,
+        column: 0,
     }
 }
 

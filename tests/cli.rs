@@ -1101,3 +1101,30 @@ fn an_unchanged_system_is_a_no_op() {
     let (programs, _) = spawned(&sys, &[]);
     assert!(programs.iter().any(|p| p == "dpkg-query"));
 }
+
+/// Case 26: `check` validates a packager's file with no system behind it, and against a
+/// kernel under --root, every entry must resolve there.
+#[test]
+fn check_validates_declarations_for_packagers() {
+    let sys = Sys::standard();
+    let dir = sys.outside();
+    let good = dir.join("good.limopack");
+    fs::write(&good, "modules:\n  - btusb\n  - fs-btrfs\n  - snd_hda_*\nstatic: [loop]\n").unwrap();
+    let typo = dir.join("typo.limopack");
+    fs::write(&typo, "modules: [btusb]\nmodlues: [x]\n").unwrap();
+    let unknown = dir.join("unknown.limopack");
+    fs::write(&unknown, "modules:\n  - btusb\n  - bt-nosuch\n").unwrap();
+    let run = |args: &[&str], files: &[&Path]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_limopack-hook")).args(args).arg("check").args(files).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(run(&[], &[&good, &unknown]), (Some(0), String::new()), "without a kernel, only the schema counts");
+    let (code, stdout) = run(&[], &[&good, &typo]);
+    assert_eq!(code, Some(1));
+    assert_eq!(stdout, format!("{}:2:1: unknown field `modlues`, expected one of `modules`, `static`, `kernels`, `firmware`\n", typo.display()));
+    let root = sys.root.display().to_string();
+    assert_eq!(run(&["--root", &root], &[&good]).0, Some(0));
+    let (code, stdout) = run(&["--root", &root, "--kernel", K], &[&unknown]);
+    assert_eq!(code, Some(1));
+    assert_eq!(stdout, format!("{}:3:5: `bt_nosuch` matches no module or built-in of {K}\n", unknown.display()));
+}

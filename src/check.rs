@@ -1,0 +1,141 @@
+//! `limopack-hook check`: a packager's declaration checked the way a run would read it, for a
+//! package's CI or a lintian-like test, without installing anything. Against a kernel, every
+//! entry must also resolve to a module or a built-in of that kernel.
+
+use std::path::{Path, PathBuf};
+
+use crate::declaration::{Declaration, Entry, Origin};
+use crate::error::{Error, Result};
+use crate::index::{Lookup, ModuleIndex, Sources};
+use crate::root::Root;
+use crate::tree;
+
+/// One thing wrong, at `path:line:column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+    }
+}
+
+/// The module index of one kernel to resolve entries against.
+pub struct Kernel {
+    pub version: String,
+    index: ModuleIndex,
+}
+
+/// The kernels of `root`, or only `version`; each tree's index as depmod wrote it.
+pub fn kernels(root: &Path, version: Option<&str>) -> Result<Vec<Kernel>> {
+    let root = Root::new(root).map_err(|e| Error::io(root, e))?;
+    let mut notes = Vec::new();
+    let mut kernels = Vec::new();
+    for tree in tree::discover(&root, &mut notes)? {
+        if version.is_some_and(|v| v != tree.version) {
+            continue;
+        }
+        let sources = Sources::read(&tree.path)?;
+        if sources.dep.is_none() {
+            continue;
+        }
+        kernels.push(Kernel { index: ModuleIndex::parse(&sources, |_| true)?, version: tree.version });
+    }
+    match (version, kernels.is_empty()) {
+        (Some(v), true) => Err(Error::refused(root.join("/lib/modules").join(v), "no such module tree with a modules.dep")),
+        (None, true) => Err(Error::refused(root.join("/lib/modules"), "no module tree with a modules.dep")),
+        _ => Ok(kernels),
+    }
+}
+
+/// Check each file: that it parses as a declaration, and that each of its entries resolves in
+/// each of `kernels` its `kernels:` glob applies to.
+pub fn check(files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for path in files {
+        let declaration = std::fs::read(path)
+            .map_err(|e| Error::io(path, e))
+            .and_then(|bytes| Declaration::parse(path, &bytes, Origin::Vendor));
+        let declaration = match declaration {
+            Ok(declaration) => declaration,
+            Err(Error::Syntax { path, line, column, message }) => {
+                problems.push(Problem { path, line, column, message });
+                continue;
+            }
+            Err(other) => {
+                problems.push(Problem { path: path.clone(), line: 0, column: 0, message: other.to_string() });
+                continue;
+            }
+        };
+        for kernel in kernels.iter().filter(|k| declaration.applies_to(&k.version)) {
+            for entry in declaration.modules.iter().chain(&declaration.statics) {
+                if !resolves(&kernel.index, entry) {
+                    problems.push(Problem {
+                        path: path.clone(),
+                        line: entry.line,
+                        column: entry.column,
+                        message: format!("`{}` matches no module or built-in of {}", entry.text, kernel.version),
+                    });
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn resolves(index: &ModuleIndex, entry: &Entry) -> bool {
+    match &entry.glob {
+        Some(glob) => {
+            let (ids, builtin) = index.glob(glob);
+            !ids.is_empty() || builtin
+        }
+        None => index.lookup(&entry.text) != Lookup::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> Kernel {
+        let sources = Sources {
+            dep: Some(("modules.dep".into(), "kernel/fs/btrfs/btrfs.ko:\nkernel/drivers/bluetooth/btusb.ko:\n".into())),
+            alias: Some(("modules.alias".into(), "alias fs-btrfs btrfs\n".into())),
+            builtin: Some(("modules.builtin".into(), "kernel/fs/ext4/ext4.ko\n".into())),
+            ..Sources::default()
+        };
+        Kernel { version: "6.1.0-1-amd64".into(), index: ModuleIndex::parse(&sources, |_| true).unwrap() }
+    }
+
+    fn problems(text: &str, kernels: &[Kernel]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pkg.yaml");
+        std::fs::write(&path, text).unwrap();
+        check(&[path.clone()], kernels)
+            .iter()
+            .map(|p| p.to_string().replace(&path.display().to_string(), "pkg.yaml"))
+            .collect()
+    }
+
+    #[test]
+    fn schema_errors_are_placed() {
+        assert_eq!(problems("modules: [btusb]\nmodlues: [x]\n", &[]), ["pkg.yaml:2:1: unknown field `modlues`, expected one of `modules`, `static`, `kernels`, `firmware`"]);
+        assert_eq!(problems("modules: [btusb]\n", &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn entries_must_resolve_in_the_kernel() {
+        let k = [kernel()];
+        assert_eq!(problems("modules:\n  - btusb\n  - fs-btrfs\n  - bt*\nstatic: [ext4]\n", &k), Vec::<String>::new());
+        assert_eq!(
+            problems("modules:\n  - btusb\n  - no-such_mod\n", &k),
+            ["pkg.yaml:3:5: `no_such_mod` matches no module or built-in of 6.1.0-1-amd64"]
+        );
+        assert_eq!(problems("modules: [nothing]\nkernels: \"5.*\"\n", &k), Vec::<String>::new(), "the kernel is not one the file applies to");
+    }
+}
