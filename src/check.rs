@@ -116,7 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pkg.yaml");
         std::fs::write(&path, text).unwrap();
-        check(&[path.clone()], kernels)
+        check(std::slice::from_ref(&path), kernels)
             .iter()
             .map(|p| p.to_string().replace(&path.display().to_string(), "pkg.yaml"))
             .collect()
