@@ -24,3 +24,4 @@ pub mod apply;
 pub mod run;
 pub mod report;
 pub mod check;
+pub mod active;

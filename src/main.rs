@@ -79,6 +79,12 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Turn the original limopack's modules.active (`NAME:S`, `NAME:COUNT` lines) into the
+    /// admin declaration /etc/limopack/modules.d/imported-active.yaml; with --dry-run, print it.
+    ImportActive {
+        /// A modules.active file, such as /lib/modules/KVER/modules.active.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -183,6 +189,16 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
                         true => String::new(),
                         false => format!(", every entry resolves in {}", against.join(", ")),
                     });
+                }
+            }
+        }
+        Some(Command::ImportActive { file }) => {
+            let root = limopack::root::Root::new(&cli.root)?;
+            let yaml = limopack::active::import(&root, file, cli.dry_run)?;
+            match cli.dry_run {
+                true => out.push_str(&yaml),
+                false => {
+                    let _ = writeln!(out, "limopack: wrote {}", limopack::active::IMPORTED);
                 }
             }
         }

@@ -1128,3 +1128,31 @@ fn check_validates_declarations_for_packagers() {
     assert_eq!(code, Some(1));
     assert_eq!(stdout, format!("{}:3:5: `bt_nosuch` matches no module or built-in of {K}\n", unknown.display()));
 }
+
+/// Case 27: the original limopack's modules.active becomes an admin declaration that the next
+/// run honours; a second import does not replace the first.
+#[test]
+fn import_active_moves_the_original_list_over() {
+    let sys = Sys::standard();
+    let active = sys.outside().join("modules.active");
+    fs::write(&active, "ext4:S\nbtusb:2\ne1000e:1\n").unwrap();
+    let dry = sys.ok(&["--dry-run", "import-active", active.to_str().unwrap()]);
+    assert!(dry.stdout.contains("static:\n  - ext4\n") && dry.stdout.contains("modules:\n  - btusb\n  - e1000e\n"), "{}", dry.stdout);
+    assert!(!sys.p("etc/limopack/modules.d/imported-active.yaml").exists(), "a dry run writes nothing");
+
+    sys.ok(&["import-active", active.to_str().unwrap()]);
+    let mode = fs::metadata(sys.p("etc/limopack/modules.d/imported-active.yaml")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    sys.ok(&[]);
+    let kept = sys.present(K, DEP);
+    for module in ["ext4", "btusb", "bluetooth", "e1000e"] {
+        assert!(kept.contains(module), "{module} was pruned: {kept:?}");
+    }
+    assert!(!kept.contains("btrfs"));
+
+    let again = sys.fails(&["import-active", active.to_str().unwrap()]);
+    assert!(again.stderr.contains("imported-active.yaml: exists already"), "{}", again.stderr);
+    fs::write(&active, "btusb:0\n").unwrap();
+    let bad = sys.fails(&["--dry-run", "import-active", active.to_str().unwrap()]);
+    assert!(bad.stderr.contains("modules.active:1:7: `0`: expected S (static) or a reference count above 0"), "{}", bad.stderr);
+}
