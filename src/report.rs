@@ -261,7 +261,7 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (String, serde_json:
         kernels.push(json!({
             "version": k.version, "running": k.running, "action": k.action, "baseline": k.baseline,
             "modules_total": k.modules_total, "declarations": k.declarations,
-            "kept": k.kept, "pruned": pruned, "missing": missing, "to_prune": k.prune, "warnings": k.warnings,
+            "kept": k.kept, "pruned": pruned.map_or(json!({}), |p| json!(p)), "missing": missing, "to_prune": k.prune, "warnings": k.warnings,
         }));
     }
     for d in &plan.declarations {

@@ -1156,3 +1156,33 @@ fn import_active_moves_the_original_list_over() {
     let bad = sys.fails(&["--dry-run", "import-active", active.to_str().unwrap()]);
     assert!(bad.stderr.contains("modules.active:1:7: `0`: expected S (static) or a reference count above 0"), "{}", bad.stderr);
 }
+
+/// Case 28: every `--json` document follows doc/json/limopack-1.schema.json: a dry run, a
+/// real run (with a restore), `status` and `explain`.
+#[test]
+fn json_output_follows_its_schema() {
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../doc/json/limopack-1.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let check = |what: &str, doc: &serde_json::Value| {
+        let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{what}: {errors:#?}\n{doc:#}");
+    };
+    let sys = pruned_then_btrfs_declared("prune: true\ndepmod: false\narchive: true\n");
+    sys.admin("local", "modules: [e1000e, no-such-mod]\n");
+    let dry = sys.ok(&["--dry-run", "--json"]).json();
+    assert!(!dry["plan"]["kernels"][0]["restore"].as_array().unwrap().is_empty());
+    check("dry run", &dry);
+    let real = sys.ok(&["--json"]).json();
+    assert_eq!(real["done"][0]["restored"][0]["from"], "archive");
+    check("real run", &real);
+    let status = sys.ok(&["status", "--json"]).json();
+    assert!(!status["kernels"][0]["pruned"].as_object().unwrap().is_empty());
+    check("status", &status);
+    for module in ["raid6_pq", "snd_hda_intel", "loop", "nosuch"] {
+        check(&format!("explain {module}"), &sys.ok(&["explain", module, "--json"]).json());
+    }
+    // The schema has teeth: a field it does not know is an error.
+    let mut odd = status.clone();
+    odd["kernels"][0]["surprise"] = serde_json::json!(1);
+    assert!(!validator.is_valid(&odd));
+}
