@@ -161,29 +161,31 @@ pub fn forget_index(root: &Root, version: &str) -> Result<()> {
 
 /// Save the tree's index files, as one file in `depmod -n` layout, before the first prune.
 pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
-    let mut text = String::new();
-    for file in ["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"] {
-        let path = tree.path.join(file);
-        let body = match std::fs::read_to_string(&path) {
-            Ok(body) => body,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let header = HEADERS.iter().find(|(name, _)| *name == file).map(|(_, h)| *h);
-        let body = match header {
-            Some(header) => {
-                text.push_str(header);
-                text.push('\n');
-                body.strip_prefix(header).map(|b| b.trim_start_matches('\n')).unwrap_or(&body).to_string()
+    let target = saved_index_path(root, &tree.version);
+    // Written file by file: the index of a big kernel is a few MiB, and a prune holds much else.
+    write_atomic_with(&target, |out| {
+        for file in ["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"] {
+            let path = tree.path.join(file);
+            let body = match std::fs::read_to_string(&path) {
+                Ok(body) => body,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            let header = HEADERS.iter().find(|(name, _)| *name == file).map(|(_, h)| *h);
+            let body = match header {
+                Some(header) => {
+                    out.write_all(header.as_bytes()).and_then(|_| out.write_all(b"\n")).map_err(|e| Error::io(&target, e))?;
+                    body.strip_prefix(header).map(|b| b.trim_start_matches('\n')).unwrap_or(&body)
+                }
+                None => &body,
+            };
+            out.write_all(body.as_bytes()).map_err(|e| Error::io(&target, e))?;
+            if !body.ends_with('\n') {
+                out.write_all(b"\n").map_err(|e| Error::io(&target, e))?;
             }
-            None => body,
-        };
-        text.push_str(&body);
-        if !text.ends_with('\n') {
-            text.push('\n');
         }
-    }
-    write_atomic(&saved_index_path(root, &tree.version), text.as_bytes())
+        Ok(())
+    })
 }
 
 /// The saved index of a kernel, if limopack saved one.
@@ -221,10 +223,17 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Replace `path` with `bytes` so that a crash leaves the old file or the new one, whole.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// [`write_atomic`] for content written piece by piece by `fill`.
+fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(file.path(), e))?;
+    let file = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = std::io::BufWriter::new(file);
+    fill(&mut out)?;
+    let file = out.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
     file.as_file().sync_all().map_err(|e| Error::io(file.path(), e))?;
     file.persist(path).map_err(|e| Error::io(path, e.error))?;
     std::fs::File::open(dir)
