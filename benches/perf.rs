@@ -182,39 +182,52 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
     report.target(&format!("no-op median <= 5 ms ({:.1} ms)", n.0), n.0 <= 5.0);
     drop(fx);
 
-    // Apply: a full prune against the same unlinks by xargs rm plus depmod.
+    // Apply: a full prune against the floor: the same unlinks by xargs rm, the folders left
+    // empty by rmdir, and depmod. Each timed run starts after a sync, and the two take turns
+    // going first, so that neither pays for the other's writeback.
     let (mut apply, mut floor, mut apply_mib) = (Vec::new(), Vec::new(), 0.0f64);
     for i in 0..PAIRS {
         let a = Fixture::new(&scratch, false);
         let b = Fixture::new(&scratch, false);
         let out = hook(&b.root, &["--dry-run", "--json"]).output().unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let files: Vec<String> = json["plan"]["kernels"][0]["prune"]
+        let files: Vec<PathBuf> = json["plan"]["kernels"][0]["prune"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| b.tree().join(f["path"].as_str().unwrap()).display().to_string())
+            .map(|f| b.tree().join(f["path"].as_str().unwrap()))
             .collect();
-        sync_disks();
+        let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        dirs.dedup();
         if i == 0 {
             apply_mib = peak_mib(&hook(&a.root, &[]));
-        } else {
-            apply.push(run(&mut hook(&a.root, &[])));
+            continue;
         }
-        let started = Instant::now();
-        let mut rm = Command::new("xargs").args(["-0", "rm", "-f"]).stdin(Stdio::piped()).spawn().unwrap();
-        use std::io::Write;
-        rm.stdin.take().unwrap().write_all(files.join("\0").as_bytes()).unwrap();
-        assert!(rm.wait().unwrap().success());
-        run(Command::new("depmod").arg("-b").arg(&b.root).arg(&b.kver));
-        if i > 0 {
+        let mut limopack = || {
+            sync_disks();
+            apply.push(run(&mut hook(&a.root, &[])));
+        };
+        let mut by_hand = || {
+            sync_disks();
+            let started = Instant::now();
+            xargs(&["rm", "-f"], files.iter().map(|f| f.as_path()));
+            xargs(&["rmdir", "-p", "--ignore-fail-on-non-empty"], dirs.iter().copied());
+            run(Command::new("depmod").arg("-b").arg(&b.root).arg(&b.kver));
             floor.push(started.elapsed());
+        };
+        if i % 2 == 0 {
+            limopack();
+            by_hand();
+        } else {
+            by_hand();
+            limopack();
         }
     }
     let (a, f) = (stats(&apply), stats(&floor));
-    println!("apply (full prune, {} runs after one for memory):", apply.len());
+    println!("apply (full prune, {} pairs after one run for memory):", apply.len());
     println!("  limopack-hook             median {:7.1} ms  (min {:.1}, max {:.1}), {apply_mib:.1} MiB", a.0, a.1, a.2);
-    println!("  xargs rm + depmod         median {:7.1} ms  (min {:.1}, max {:.1})", f.0, f.1, f.2);
+    println!("  rm + rmdir + depmod       median {:7.1} ms  (min {:.1}, max {:.1})", f.0, f.1, f.2);
     println!("  ratio {:.3}", a.0 / f.0);
     report.target(&format!("apply <= 1.2 x the floor ({:.3})", a.0 / f.0), a.0 / f.0 <= 1.2);
     let peak = hook_mib.max(noop_mib).max(apply_mib);
@@ -243,6 +256,20 @@ fn scaling(scratch: &Path, report: &mut Report) {
     let growth = (large.1 / small.1) / (large.0 as f64 / small.0 as f64);
     report.target(&format!("plan grows linearly (10k to 100k: {growth:.2} x linear)"), growth <= 1.5);
     report.target(&format!("100k-module plan < 1 s ({:.0} ms)", large.1), large.1 < 1000.0);
+}
+
+/// `xargs -0 COMMAND` over `paths`.
+fn xargs<'a>(command: &[&str], paths: impl Iterator<Item = &'a Path>) {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut child = Command::new("xargs").arg("-0").args(command).stdin(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for path in paths {
+        stdin.write_all(path.as_os_str().as_bytes()).unwrap();
+        stdin.write_all(b"\0").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "xargs {command:?}");
 }
 
 fn count_modules(tree: &Path) -> usize {
