@@ -197,9 +197,15 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
             .iter()
             .map(|f| b.tree().join(f["path"].as_str().unwrap()))
             .collect();
-        let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+        // Every folder above a pruned file, inside the tree, deepest first.
+        let tree = b.tree();
+        let mut dirs: Vec<&Path> = files
+            .iter()
+            .flat_map(|f| f.ancestors().skip(1).take_while(|d| *d != tree))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        dirs.dedup();
         if i == 0 {
             apply_mib = peak_mib(&hook(&a.root, &[]));
             continue;
@@ -212,7 +218,7 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
             sync_disks();
             let started = Instant::now();
             xargs(&["rm", "-f"], files.iter().map(|f| f.as_path()));
-            xargs(&["rmdir", "-p", "--ignore-fail-on-non-empty"], dirs.iter().copied());
+            xargs(&["rmdir", "--ignore-fail-on-non-empty"], dirs.iter().copied());
             run(Command::new("depmod").arg("-b").arg(&b.root).arg(&b.kver));
             floor.push(started.elapsed());
         };
