@@ -47,13 +47,9 @@ pub fn open(root: &Root, version: &str, rel: &str) -> Result<Option<impl Read + 
 /// Drop the copy of `rel`, once the file is back in the tree. A copy that is not there is fine.
 pub fn forget(root: &Root, version: &str, rel: &str) -> Result<()> {
     let path = path(root, version, rel);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
-        _ => {
-            crate::tree::remove_empty_parents(&kernel_dir(root, version), &[path]);
-            Ok(())
-        }
-    }
+    crate::state::remove_if_present(&path)?;
+    crate::tree::remove_empty_parents(&kernel_dir(root, version), &[path]);
+    Ok(())
 }
 
 /// Drop every copy of a kernel whose tree is gone.

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::root::{Root, ADMIN_DIR, CONFIG_FILE, VENDOR_DIR};
 use crate::state;
 
@@ -99,18 +99,12 @@ impl Saved {
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        let path = path(root);
-        let bytes = serde_json::to_vec(self).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
-        state::write_atomic(&path, &bytes)
+        state::write_json(&path(root), self)
     }
 
     /// Forget it: the next run is a full one.
     pub fn clear(root: &Root) -> Result<()> {
-        let path = path(root);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
-            _ => Ok(()),
-        }
+        state::remove_if_present(&path(root))
     }
 }
 

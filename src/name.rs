@@ -28,18 +28,21 @@ pub fn normalize(name: &str) -> String {
 /// The loaded name of a module file: `kernel/fs/ext4/ext4.ko.xz` is `ext4`,
 /// `crc32c-intel.ko` is `crc32c_intel`. `None` when the path is not a module file.
 pub fn module_name_of_path(path: &str) -> Option<String> {
+    module_stem(path).map(normalize)
+}
+
+/// True for a file name with a module ending.
+pub fn is_module_file(path: &str) -> bool {
+    module_stem(path).is_some()
+}
+
+/// The file name without its module ending (`crc32c-intel`), as written.
+fn module_stem(path: &str) -> Option<&str> {
     let base = path.rsplit('/').next()?;
     MODULE_SUFFIXES
         .iter()
         .find_map(|suffix| base.strip_suffix(suffix))
         .filter(|stem| !stem.is_empty())
-        .map(normalize)
-}
-
-/// True for a file name with a module ending.
-pub fn is_module_file(path: &str) -> bool {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    MODULE_SUFFIXES.iter().any(|suffix| base.len() > suffix.len() && base.ends_with(suffix))
 }
 
 /// True when the entry asks for a glob over module names rather than one name or alias.

@@ -137,11 +137,7 @@ impl Journal {
     }
 
     pub fn clear(root: &Root) -> Result<()> {
-        let path = Journal::path(root);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
-            _ => Ok(()),
-        }
+        remove_if_present(&Journal::path(root))
     }
 }
 
@@ -152,8 +148,12 @@ fn saved_index_path(root: &Root, version: &str) -> PathBuf {
 
 /// Forget the saved index of a kernel whose tree is gone.
 pub fn forget_index(root: &Root, version: &str) -> Result<()> {
-    let path = saved_index_path(root, version);
-    match std::fs::remove_file(&path) {
+    remove_if_present(&saved_index_path(root, version))
+}
+
+/// Remove a file limopack wrote; one that is not there is already what was wanted.
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
         _ => Ok(()),
     }
@@ -215,7 +215,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
         .map_err(|e| Error::syntax(path, e.line(), e.column(), e.to_string()))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)

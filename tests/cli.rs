@@ -1052,24 +1052,13 @@ fn initramfs_of_an_image_is_left_to_the_image() {
 
 /// Programs a run of the binary starts, seen by strace, with what it printed.
 fn spawned(sys: &Sys, args: &[&str]) -> (Vec<String>, String) {
-    let log = sys.outside().join("execve.log");
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
-        .arg(&log)
-        .arg(env!("CARGO_BIN_EXE_limopack-hook"))
-        .arg("--root")
-        .arg(&sys.root)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let programs = fs::read_to_string(&log)
-        .unwrap()
+    let (out, log) = sys.traced("execve", args);
+    let programs = log
         .lines()
         .filter(|l| l.contains("execve(") && !l.contains("ENOENT"))
         .filter_map(|l| l.split('"').nth(1).map(|p| p.rsplit('/').next().unwrap().to_string()))
         .collect();
-    (programs, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (programs, format!("{}{}", out.stdout, out.stderr))
 }
 
 /// Case 25: a run when nothing changed since the last run that found nothing to do starts no

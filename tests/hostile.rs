@@ -460,20 +460,7 @@ fn a_full_disk_stops_cleanly() {
 #[test]
 fn a_root_run_touches_nothing_of_the_host() {
     let sys = Sys::standard();
-    let log = sys.outside().join("strace.log");
-    let status = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=%file", "-o"])
-        .arg(&log)
-        .arg(env!("CARGO_BIN_EXE_limopack-hook"))
-        .arg("--root")
-        .arg(&sys.root)
-        .env_remove("DPKG_ADMINDIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = fs::read_to_string(&log).unwrap();
+    let (_, text) = sys.traced("%file", &[]);
     let root = sys.root.display().to_string();
     let mut outside: Vec<String> = Vec::new();
     for line in text.lines() {

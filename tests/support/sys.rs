@@ -225,7 +225,22 @@ impl Sys {
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_limopack-hook"))
+        self.run_under(&[], args)
+    }
+
+    /// Runs the binary on this root as `run` does, behind `wrapper` (a program and its
+    /// arguments; none for the binary alone).
+    fn run_under(&self, wrapper: &[&str], args: &[&str]) -> Out {
+        let hook = env!("CARGO_BIN_EXE_limopack-hook");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(hook);
+                command
+            }
+            None => Command::new(hook),
+        };
+        let out = command
             .arg("--root")
             .arg(&self.root)
             .args(args)
@@ -240,6 +255,16 @@ impl Sys {
             stdout: String::from_utf8(out.stdout).unwrap(),
             stderr: String::from_utf8(out.stderr).unwrap(),
         }
+    }
+
+    /// Runs under `strace -f -e trace=TRACE`, which must succeed; what the binary printed,
+    /// and strace's log.
+    pub fn traced(&self, trace: &str, args: &[&str]) -> (Out, String) {
+        let log = self.outside().join("strace.log");
+        let log_arg = log.display().to_string();
+        let out = self.run_under(&["strace", "-f", "-qq", "-e", &format!("trace={trace}"), "-o", &log_arg], args);
+        assert!(out.ok, "limopack-hook {args:?} under strace failed:\n{}", out.stderr);
+        (out, fs::read_to_string(&log).unwrap())
     }
 
     /// Runs and asserts success.
