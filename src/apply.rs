@@ -77,8 +77,16 @@ pub struct Done {
 pub struct Restored {
     pub path: String,
     pub module: String,
-    /// `archive`, `apt-cache` or `download`.
-    pub from: &'static str,
+    pub from: RestoredFrom,
+}
+
+/// Where a restored file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoredFrom {
+    Archive,
+    AptCache,
+    Download,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -219,7 +227,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
         .filter(|f| !f.sources.is_empty())
         .map(|f| (f, String::new()))
         .collect();
-    let finish = |f: &RestoreFile, from: &'static str, kernel: &mut KernelState, outcome: &mut Done| {
+    let finish = |f: &RestoreFile, from: RestoredFrom, kernel: &mut KernelState, outcome: &mut Done| {
         kernel.pruned.remove(&f.path);
         let _ = archive::forget(root, &tree.version, &f.path);
         outcome.restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
@@ -238,7 +246,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
         });
         match result {
             Ok(()) => {
-                finish(f, "archive", kernel, outcome);
+                finish(f, RestoredFrom::Archive, kernel, outcome);
                 false
             }
             Err(e) => {
@@ -265,7 +273,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
             .map(|(f, _)| *f)
             .collect();
         let results = from_deb(root, &mut sums, tree, &deb, &wanted);
-        settle(&mut left, results, "apt-cache", &mut |f, from| finish(f, from, kernel, outcome));
+        settle(&mut left, results, RestoredFrom::AptCache, &mut |f, from| finish(f, from, kernel, outcome));
     }
 
     let mut fetch: Vec<(String, String)> = left
@@ -286,7 +294,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
             .and_then(|dir| deb::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
             .map(|(_dir, deb)| from_deb(root, &mut sums, tree, &deb, &wanted));
         match results {
-            Ok(results) => settle(&mut left, results, "download", &mut |f, from| finish(f, from, kernel, outcome)),
+            Ok(results) => settle(&mut left, results, RestoredFrom::Download, &mut |f, from| finish(f, from, kernel, outcome)),
             Err(e) => {
                 for (_, why) in left.iter_mut().filter(|(f, _)| wanted.iter().any(|w| std::ptr::eq(*w, *f))) {
                     *why = e.to_string();
@@ -309,8 +317,8 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
 fn settle<'a>(
     left: &mut Vec<(&'a RestoreFile, String)>,
     results: HashMap<String, Result<()>>,
-    from: &'static str,
-    finish: &mut dyn FnMut(&RestoreFile, &'static str),
+    from: RestoredFrom,
+    finish: &mut dyn FnMut(&RestoreFile, RestoredFrom),
 ) {
     left.retain_mut(|(f, why)| match results.get(&f.path) {
         Some(Ok(())) => {

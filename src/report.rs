@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::apply::Done;
+use crate::apply::{Done, RestoredFrom};
 use crate::index::{Edge, Lookup};
 use crate::name;
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
@@ -73,9 +73,9 @@ pub fn done_lines(done: &Done) -> Vec<String> {
         .iter()
         .map(|r| {
             let from = match r.from {
-                "archive" => "limopack's archive",
-                "apt-cache" => "apt's cache",
-                _ => "a downloaded .deb",
+                RestoredFrom::Archive => "limopack's archive",
+                RestoredFrom::AptCache => "apt's cache",
+                RestoredFrom::Download => "a downloaded .deb",
             };
             format!("limopack: {}: restored {} ({}) from {from}", done.version, r.module, r.path)
         })
