@@ -20,13 +20,10 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Refused { path: PathBuf, message: String },
 
-    /// A file or folder that could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// A file or folder that could not be read or written. The I/O error is part of the
+    /// message, not a `source()`, so that a chain printer does not say it twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
 
     /// A helper program (dpkg-query, depmod) that is missing or failed.
     #[error("{program}: {message}")]
@@ -41,7 +38,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -115,20 +115,40 @@ pub struct Files {
 }
 
 impl Files {
+    /// Walk the tree. A file or folder that vanishes between listing and `lstat` was never
+    /// there as far as this run is concerned: a depmod left running by a killed run renames
+    /// its temporary files away under the walk.
     pub fn scan(tree: &Tree) -> Result<Files> {
         let mut files = Files::default();
         let base = tree.path.as_os_str().len();
+        let walk_error = |e: walkdir::Error| {
+            let path = e.path().unwrap_or(&tree.path).to_path_buf();
+            let error = e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed"));
+            match error.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(Error::io(path, error)),
+            }
+        };
         for entry in walkdir::WalkDir::new(&tree.path).follow_links(false).min_depth(1) {
-            let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(&tree.path).to_path_buf();
-                Error::io(path, e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed")))
-            })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    walk_error(e)?;
+                    continue;
+                }
+            };
             // The walk starts at the tree, so every path begins with it and a `/`.
             let path = std::os::unix::ffi::OsStrExt::as_bytes(entry.path().as_os_str());
             let Some(rel) = path.get(base + 1..).and_then(|r| std::str::from_utf8(r).ok()) else { continue };
             let kind = entry.file_type();
             if kind.is_file() {
-                let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e.into()))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        walk_error(e)?;
+                        continue;
+                    }
+                };
                 files.regular.insert(
                     rel.to_string(),
                     FileInfo {

@@ -1175,3 +1175,14 @@ fn json_output_follows_its_schema() {
     odd["kernels"][0]["surprise"] = serde_json::json!(1);
     assert!(!validator.is_valid(&odd));
 }
+
+/// An I/O error names its path and says what went wrong once: the library's error carries
+/// the OS error in its message, not again as a cause for the binary's chain printer.
+#[test]
+fn io_error_names_the_path_and_the_cause_once() {
+    let sys = Sys::empty();
+    sys.write("lib/modules", "not a folder\n");
+    let out = sys.fails(&["--dry-run"]);
+    let line = out.stderr.lines().find(|l| l.starts_with("limopack: error: ")).unwrap();
+    assert_eq!(line, format!("limopack: error: {}: Not a directory (os error 20)", sys.p("lib/modules").display()));
+}
