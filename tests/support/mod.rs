@@ -5,6 +5,7 @@
 //! depmod, modprobe (kmod), cp (coreutils).
 #![allow(dead_code)]
 
+pub mod debian_root;
 pub mod sys;
 
 use std::collections::{BTreeSet, HashSet};
