@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::declaration::{Declaration, Entry, Origin};
 use crate::error::{Error, Result};
-use crate::index::{Lookup, ModuleIndex, Sources};
+use crate::index::{Lookup, ModuleIndex};
 use crate::root::Root;
 use crate::tree;
 
@@ -40,11 +40,10 @@ pub fn kernels(root: &Path, version: Option<&str>) -> Result<Vec<Kernel>> {
         if version.is_some_and(|v| v != tree.version) {
             continue;
         }
-        let sources = Sources::read(&tree.path)?;
-        if sources.dep.is_none() {
+        if !tree.path.join("modules.dep").exists() {
             continue;
         }
-        kernels.push(Kernel { index: ModuleIndex::parse(&sources, |_| true)?, version: tree.version });
+        kernels.push(Kernel { index: ModuleIndex::load(&tree.path)?, version: tree.version });
     }
     match (version, kernels.is_empty()) {
         (Some(v), true) => Err(Error::refused(root.join("/lib/modules").join(v), "no such module tree with a modules.dep")),

@@ -230,6 +230,12 @@ pub struct ModuleIndex {
 }
 
 impl ModuleIndex {
+    /// The index of the tree at `dir` as depmod wrote it, every listed module taken as
+    /// present: for looking names up, not for planning a prune.
+    pub fn load(dir: &Path) -> Result<ModuleIndex> {
+        ModuleIndex::parse(&Sources::read(dir)?, |_| true)
+    }
+
     /// Parse the sources. `present` says whether a module's file is on disk.
     pub fn parse(sources: &Sources, present: impl Fn(&str) -> bool) -> Result<ModuleIndex> {
         let mut index = ModuleIndex::default();
