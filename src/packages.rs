@@ -1,14 +1,21 @@
-//! Installed packages, as dpkg knows them: who owns each declaration and module file, and
-//! whether its files are on disk.
+//! Installed packages, read from dpkg's database the way dpkg itself reads it: `status`, then
+//! the journal in `updates/` applied in order, then each package's file list in `info/`.
 //!
-//! Everything comes from `dpkg-query`, never from `/var/lib/dpkg/status` directly: inside a
-//! dpkg trigger the status file on disk is stale, and dpkg-query reads the journal too.
+//! Inside a dpkg trigger the `status` file alone is stale; the journal entries written since
+//! its last checkpoint make it current, as they do for dpkg-query. Reading the files in place
+//! spares each run two dpkg-query processes, which cost more than the rest of a plan.
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+
+use deb822_fast::borrowed::BorrowedParagraph;
+use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::root::Root;
+
+/// dpkg's database folder, as the system sees it.
+pub const ADMIN_DIR: &str = "/var/lib/dpkg";
 
 /// One installed (or once installed) package.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,72 +38,118 @@ impl Package {
     }
 }
 
-/// What dpkg said about the files a run cares about and the packages that own them.
+/// What dpkg's database says about the files a run cares about and the packages that own them.
 #[derive(Debug, Default, Clone)]
 pub struct Packages {
     packages: Vec<Package>,
     /// In-root path (as dpkg lists it) to the packages that own it.
-    owners: rustc_hash::FxHashMap<String, Vec<usize>>,
+    owners: FxHashMap<String, Vec<usize>>,
+}
+
+/// A package's record in `status` or the journal, borrowed from the text it was read from.
+struct Record<'a> {
+    name: &'a str,
+    arch: &'a str,
+    multi_arch_same: bool,
+    version: &'a str,
+    status: &'a str,
+}
+
+/// The files of dpkg's database a run reads, by name: `status`, the journal entries in order,
+/// and the `.list` file of each package by the name dpkg gives the file (`pkg` or `pkg:arch`).
+#[derive(Debug, Default)]
+pub struct Database {
+    pub status: (PathBuf, String),
+    pub updates: Vec<(PathBuf, String)>,
+    pub lists: Vec<(String, String)>,
+}
+
+impl Database {
+    /// Read the database of `root`. On the running system `DPKG_ADMINDIR` points elsewhere
+    /// when set, as it does for dpkg-query; an image's database is always its own.
+    pub fn read(root: &Root) -> Result<Database> {
+        let admin = match std::env::var_os("DPKG_ADMINDIR").filter(|_| root.is_host()) {
+            Some(dir) => PathBuf::from(dir),
+            None => root.join(ADMIN_DIR),
+        };
+        let read = |path: PathBuf| -> Result<(PathBuf, String)> {
+            match std::fs::read(&path) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => Ok((path, text)),
+                    Err(_) => Err(Error::refused(path, "not valid UTF-8; dpkg's database cannot be read")),
+                },
+                Err(e) => Err(Error::io(path, e)),
+            }
+        };
+        let status = read(admin.join("status"))?;
+        // Journal entries are named by number and applied in that order; dpkg writes each to a
+        // temporary name first, which is not yet part of the database.
+        let mut updates = Vec::new();
+        for (_, path) in numbered(&admin.join("updates"))? {
+            updates.push(read(path)?);
+        }
+        let mut lists = Vec::new();
+        let info = admin.join("info");
+        let entries = std::fs::read_dir(&info).map_err(|e| Error::io(&info, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&info, e))?;
+            let file = entry.file_name();
+            let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".list")) else { continue };
+            let (_, text) = read(entry.path())?;
+            lists.push((name.to_string(), text));
+        }
+        Ok(Database { status, updates, lists })
+    }
+}
+
+/// The files of `dir` named by a number, in numeric order; none when `dir` is missing.
+fn numbered(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(n) = entry.file_name().to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).and_then(|n| n.parse().ok()) {
+            found.push((n, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 impl Packages {
-    /// Ask dpkg who owns the files matching `patterns` (declaration files, and `TREE/*` for
-    /// each module tree), and for the status of each owner. Every owner is seen, not only
-    /// module packages, so that a file shared with another package is known to be shared.
-    /// Two dpkg-query calls.
-    pub fn query(root: &Root, patterns: &[String]) -> Result<Packages> {
-        if patterns.is_empty() {
-            return Ok(Packages::default());
-        }
-        let mut args = vec!["--search".to_string()];
-        args.extend(patterns.iter().cloned());
-        let search = dpkg_query(root, &args)?;
-        let mut names: Vec<&str> = search_lines(&search).flat_map(|(owners, _)| owners).collect();
-        names.sort_unstable();
-        names.dedup();
-        if names.is_empty() {
-            return Packages::parse("", &search);
-        }
-        let mut args = vec![
-            "--show".to_string(),
-            "--showformat=Package: ${binary:Package}\\nVersion: ${Version}\\nStatus: ${db:Status-Status}\\n\\n".to_string(),
-        ];
-        args.extend(names.iter().map(|n| n.to_string()));
-        Packages::parse(&dpkg_query(root, &args)?, &search)
+    /// Read dpkg's database under `root`, keeping the owners of the paths under `prefixes`
+    /// (folders as dpkg lists them, ending in `/`). Every owner is kept, not only module
+    /// packages, so that a file shared with another package is known to be shared.
+    pub fn read(root: &Root, prefixes: &[String]) -> Result<Packages> {
+        Packages::from_database(&Database::read(root)?, prefixes)
     }
 
-    /// Build from what `dpkg-query --show` (deb822 paragraphs with Package, Version and
-    /// Status) and `dpkg-query --search` (`pkg1, pkg2: /path` lines) printed.
-    pub fn parse(status: &str, search: &str) -> Result<Packages> {
-        let doc: deb822_fast::Deb822 = status
-            .parse()
-            .map_err(|e| Error::command("dpkg-query", format!("unreadable output: {e}")))?;
-        let mut packages = Packages::default();
-        let mut by_name: rustc_hash::FxHashMap<String, usize> = Default::default();
-        for paragraph in doc.iter() {
-            let field = |name: &str| paragraph.get(name).unwrap_or_default().trim().to_string();
-            let package = Package {
-                name: field("Package"),
-                version: field("Version"),
-                status: field("Status"),
-            };
-            if !package.name.is_empty() && !by_name.contains_key(&package.name) {
-                by_name.insert(package.name.clone(), packages.packages.len());
-                packages.packages.push(package);
+    /// Build from the text of dpkg's database files.
+    pub fn from_database(db: &Database, prefixes: &[String]) -> Result<Packages> {
+        let mut records: FxHashMap<(&str, &str), Record> = FxHashMap::default();
+        for (path, text) in std::iter::once(&db.status).chain(&db.updates) {
+            for paragraph in deb822_fast::borrowed::iter_paragraphs_borrowed(text) {
+                let paragraph = paragraph.map_err(|e| Error::refused(path, format!("not a file dpkg can read: {e}")))?;
+                let record = record(path, text, &paragraph)?;
+                records.insert((record.name, record.arch), record);
             }
         }
-        for (owners, path) in search_lines(search) {
-            for owner in owners {
-                // dpkg names a package it no longer has a status for only mid-removal; such
-                // an owner still owns the file, as far as keeping it is concerned.
-                let id = *by_name.entry(owner.to_string()).or_insert_with(|| {
-                    packages.packages.push(Package {
-                        name: owner.to_string(),
-                        version: String::new(),
-                        status: "unknown".into(),
-                    });
-                    packages.packages.len() - 1
-                });
+        // dpkg is always of the native architecture, so its own record names it.
+        let native = records.values().find(|r| r.name == "dpkg").map(|r| r.arch);
+
+        let mut packages = Packages::default();
+        for (list_name, text) in &db.lists {
+            let mut owned = text.lines().filter(|line| prefixes.iter().any(|p| line.starts_with(p.as_str()))).peekable();
+            if owned.peek().is_none() {
+                continue;
+            }
+            let id = packages.packages.len();
+            packages.packages.push(package_of(list_name, &records, native));
+            for path in owned {
                 packages.owners.entry(path.to_string()).or_default().push(id);
             }
         }
@@ -117,17 +170,86 @@ impl Packages {
     }
 }
 
-/// The md5sums dpkg recorded for the files of an installed `package`, by path as dpkg lists
-/// it (`/lib/modules/…`): what `dpkg --verify` checks, and what a restored file must match.
-/// Empty when the package shipped none.
-pub fn md5sums(root: &Root, package: &str) -> Result<HashMap<String, String>> {
-    let args = ["--control-path".to_string(), package.to_string(), "md5sums".to_string()];
-    let listed = dpkg_query(root, &args)?;
-    let Some(path) = listed.lines().next().filter(|l| !l.is_empty()) else {
-        return Ok(HashMap::new());
+/// The record of one paragraph, with its `Status:` checked as dpkg would: a database dpkg
+/// itself would refuse is not one to delete files by.
+fn record<'a>(path: &Path, text: &'a str, paragraph: &BorrowedParagraph<'a>) -> Result<Record<'a>> {
+    let field = |name: &str| paragraph.get_single(name).map(str::trim).unwrap_or_default();
+    let name = field("Package");
+    let status = paragraph.get_single("Status").unwrap_or_default();
+    let mut words = status.split_whitespace();
+    let valid = matches!(words.next(), Some("unknown" | "install" | "hold" | "deinstall" | "purge"))
+        && matches!(words.next(), Some("ok" | "reinstreq"))
+        && matches!(
+            words.next(),
+            Some(
+                "not-installed" | "config-files" | "half-installed" | "unpacked" | "half-configured"
+                    | "triggers-awaited" | "triggers-pending" | "installed"
+            )
+        )
+        && words.next().is_none();
+    if name.is_empty() || !valid {
+        // Fields are borrowed from `text`, so where one starts is where it is in the file.
+        let first = paragraph.iter().next().map(|f| f.name()).unwrap_or_default();
+        let at = if name.is_empty() || status.is_empty() { first } else { status };
+        let line = line_of(text, at);
+        let what = match name.is_empty() {
+            true => "a paragraph without `Package:`".to_string(),
+            false => format!("{name}: `Status: {}` is not dpkg's `WANT FLAG STATUS`", status.trim()),
+        };
+        return Err(Error::syntax(path, line, 1, what));
+    }
+    Ok(Record {
+        name,
+        arch: field("Architecture"),
+        multi_arch_same: field("Multi-Arch") == "same",
+        version: field("Version"),
+        status: status.split_whitespace().nth(2).unwrap_or_default(),
+    })
+}
+
+/// The line of `text` that `part`, a slice of it, starts on.
+fn line_of(text: &str, part: &str) -> usize {
+    let offset = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    text.get(..offset).map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+/// The package whose file list is `info/<list_name>.list`. dpkg names that file `pkg:arch`
+/// only for `Multi-Arch: same` packages, and shows a package as `pkg:arch` when it is
+/// `Multi-Arch: same` or of a foreign architecture (`${binary:Package}`). A list with no
+/// record, which dpkg leaves only mid-removal, still owns its files; its status is `unknown`.
+fn package_of(list_name: &str, records: &FxHashMap<(&str, &str), Record>, native: Option<&str>) -> Package {
+    let record = match list_name.split_once(':') {
+        Some((name, arch)) => records.get(&(name, arch)),
+        None => records.values().find(|r| r.name == list_name && !r.multi_arch_same),
     };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(parse_md5sums(&text))
+    let Some(record) = record else {
+        return Package { name: list_name.to_string(), version: String::new(), status: "unknown".into() };
+    };
+    let foreign = native.is_some_and(|native| !record.arch.is_empty() && record.arch != native && record.arch != "all");
+    let name = match record.multi_arch_same || foreign {
+        true => format!("{}:{}", record.name, record.arch),
+        false => record.name.to_string(),
+    };
+    Package { name, version: record.version.to_string(), status: record.status.to_string() }
+}
+
+/// The md5sums dpkg recorded for the files of an installed `package` (as [`Package::name`]
+/// gives it), by path as dpkg lists it (`/lib/modules/…`): what `dpkg --verify` checks, and
+/// what a restored file must match. Empty when the package shipped none.
+pub fn md5sums(root: &Root, package: &str) -> Result<HashMap<String, String>> {
+    let info = root.join(ADMIN_DIR).join("info");
+    // `pkg:arch` names its info files so only when Multi-Arch: same; a foreign package that
+    // is not has them under its bare name.
+    let bare = package.split_once(':').map(|(name, _)| name);
+    for name in std::iter::once(package).chain(bare) {
+        let path = info.join(format!("{name}.md5sums"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok(parse_md5sums(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(HashMap::new())
 }
 
 /// `HASH  path/without/leading/slash` lines.
@@ -138,90 +260,121 @@ fn parse_md5sums(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// `pkg1, pkg2: /path` lines of `dpkg-query --search`, without diversion notes.
-fn search_lines(text: &str) -> impl Iterator<Item = (impl Iterator<Item = &str>, &str)> {
-    text.lines()
-        .filter(|line| !line.starts_with("diversion by") && !line.starts_with("local diversion"))
-        .filter_map(|line| line.split_once(": "))
-        .map(|(owners, path)| (owners.split(", ").map(str::trim), path.trim()))
-}
-
-/// Run dpkg-query on the root's database. Exit status 1 means some path or package was not
-/// found, which is an answer, not a failure.
-fn dpkg_query(root: &Root, args: &[String]) -> Result<String> {
-    let mut command = Command::new("dpkg-query");
-    if !root.is_host() {
-        command.arg(format!("--root={}", root.path().display()));
-    }
-    let output = command
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::command(
-                "dpkg-query",
-                "not found; limopack needs dpkg to know which package owns each module file",
-            ),
-            _ => Error::command("dpkg-query", e.to_string()),
-        })?;
-    match output.status.code() {
-        Some(0 | 1) => String::from_utf8(output.stdout)
-            .map_err(|_| Error::command("dpkg-query", "printed something that is not UTF-8")),
-        _ => Err(Error::command(
-            "dpkg-query",
-            format!(
-                "failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const STATUS: &str = "\
+Package: dpkg
+Status: install ok installed
+Architecture: amd64
+Version: 1.21.22
+
 Package: linux-image-6.1.0-50-amd64
+Status: install ok installed
+Architecture: amd64
 Version: 6.1.123-1
-Status: installed
+Description: Linux 6.1
+ with a continuation line: that is not a field
 
 Package: bluez-limopack
+Status: deinstall ok config-files
+Architecture: all
 Version: 1.0
-Status: config-files
 
-Package: other:amd64
+Package: other
+Status: install ok unpacked
+Architecture: amd64
+Multi-Arch: same
 Version: 2
-Status: unpacked
+
+Package: tool
+Status: install ok installed
+Architecture: i386
+Version: 3
 ";
-    const SEARCH: &str = "\
-linux-image-6.1.0-50-amd64: /lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko
-diversion by foo from: /lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko
-linux-image-6.1.0-50-amd64, other:amd64: /lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko
-bluez-limopack: /usr/share/limopack/bluez-limopack.yaml
-";
+
+    fn db(updates: &[&str], lists: &[(&str, &str)]) -> Database {
+        Database {
+            status: ("status".into(), STATUS.into()),
+            updates: updates.iter().enumerate().map(|(i, u)| (format!("updates/{i:04}").into(), u.to_string())).collect(),
+            lists: lists.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
+        }
+    }
+
+    const PREFIXES: [&str; 2] = ["/lib/modules/6.1.0-50-amd64/", "/usr/share/limopack/"];
+
+    fn read(db: &Database) -> Packages {
+        Packages::from_database(db, &PREFIXES.map(String::from)).unwrap()
+    }
+
+    fn owner_names<'a>(p: &'a Packages, path: &str) -> Vec<&'a str> {
+        p.owners(path).map(|p| p.name.as_str()).collect()
+    }
 
     #[test]
-    fn owners_and_states() {
-        let p = Packages::parse(STATUS, SEARCH).unwrap();
+    fn owners_and_states_come_from_the_lists_and_the_status() {
+        let p = read(&db(
+            &[],
+            &[
+                ("linux-image-6.1.0-50-amd64", "/.\n/lib\n/lib/modules/6.1.0-50-amd64\n/lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko\n/lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko\n/boot/vmlinuz\n"),
+                ("other:amd64", "/lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko\n"),
+                ("bluez-limopack", "/usr/share/limopack/bluez-limopack.yaml\n"),
+                ("tool", "/usr/bin/tool\n"),
+            ],
+        ));
+        assert_eq!(owner_names(&p, "/lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko"), ["linux-image-6.1.0-50-amd64"]);
+        assert_eq!(owner_names(&p, "/lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko"), ["linux-image-6.1.0-50-amd64", "other:amd64"]);
+        assert_eq!(owner_names(&p, "/boot/vmlinuz"), Vec::<&str>::new());
+        assert_eq!(owner_names(&p, "/nope"), Vec::<&str>::new());
+        let by_name = |n: &str| p.packages().iter().find(|p| p.name == n).unwrap();
+        assert!(by_name("linux-image-6.1.0-50-amd64").is_present());
+        assert_eq!(by_name("linux-image-6.1.0-50-amd64").version, "6.1.123-1");
+        assert!(!by_name("bluez-limopack").is_present());
+        assert_eq!(by_name("other:amd64").status, "unpacked");
+        // Packages that own nothing of interest are not kept.
         assert_eq!(p.packages().len(), 3);
-        let ext4: Vec<_> = p.owners("/lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko").map(|p| p.name.as_str()).collect();
-        assert_eq!(ext4, ["linux-image-6.1.0-50-amd64"]);
-        let btrfs: Vec<_> = p.owners("/lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko").map(|p| p.name.as_str()).collect();
-        assert_eq!(btrfs, ["linux-image-6.1.0-50-amd64", "other:amd64"]);
-        assert_eq!(p.owners("/nope").count(), 0);
-        assert!(p.packages()[0].is_present());
-        assert!(!p.packages()[1].is_present());
-        assert!(p.packages()[2].is_present());
+    }
+
+    #[test]
+    fn the_journal_overrides_the_status_in_order() {
+        let lists = [("bluez-limopack", "/usr/share/limopack/bluez-limopack.yaml\n")];
+        let p = read(&db(
+            &[
+                "Package: bluez-limopack\nStatus: install ok unpacked\nArchitecture: all\nVersion: 1.1\n",
+                "Package: bluez-limopack\nStatus: install ok installed\nArchitecture: all\nVersion: 1.1\n",
+            ],
+            &lists,
+        ));
+        let bluez = &p.packages()[0];
+        assert_eq!((bluez.status.as_str(), bluez.version.as_str()), ("installed", "1.1"));
+    }
+
+    #[test]
+    fn foreign_and_multi_arch_same_packages_are_qualified() {
+        let p = read(&db(&[], &[("tool", "/usr/share/limopack/tool.yaml\n"), ("other:amd64", "/usr/share/limopack/other.yaml\n")]));
+        assert_eq!(owner_names(&p, "/usr/share/limopack/tool.yaml"), ["tool:i386"]);
+        assert_eq!(owner_names(&p, "/usr/share/limopack/other.yaml"), ["other:amd64"]);
     }
 
     #[test]
     fn an_owner_without_status_is_not_present_but_still_owns() {
-        let p = Packages::parse("", "gone-pkg: /lib/modules/x/a.ko\n").unwrap();
-        let owners: Vec<_> = p.owners("/lib/modules/x/a.ko").collect();
+        let p = read(&db(&[], &[("gone-pkg", "/lib/modules/6.1.0-50-amd64/a.ko\n")]));
+        let owners: Vec<_> = p.owners("/lib/modules/6.1.0-50-amd64/a.ko").collect();
         assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].status, "unknown");
         assert!(!owners[0].is_present());
+    }
+
+    #[test]
+    fn a_status_dpkg_would_refuse_is_an_error_at_its_line() {
+        let mut bad = db(&[], &[]);
+        bad.status.1 = format!("{STATUS}\nPackage: broken\nArchitecture: all\nStatus: what\n");
+        let e = Packages::from_database(&bad, &[]).unwrap_err().to_string();
+        assert_eq!(e, "status:31:1: broken: `Status: what` is not dpkg's `WANT FLAG STATUS`");
+        bad.status.1 = "Version: 1\nStatus: install ok installed\n".into();
+        let e = Packages::from_database(&bad, &[]).unwrap_err().to_string();
+        assert_eq!(e, "status:1:1: a paragraph without `Package:`");
     }
 
     #[test]

@@ -572,6 +572,7 @@ mod tests {
     use super::*;
     use crate::declaration::Declaration;
     use crate::index::Sources;
+    use crate::packages::Database;
     use crate::tree::FileInfo;
     use std::path::Path;
     use std::time::SystemTime;
@@ -617,20 +618,21 @@ kernel/fs/btrfs/btrfs.ko:
     fn world(declarations: &[(&str, Origin, &str)], extra: &[(&str, &str, &[&str])]) -> World {
         let index = index_of(DEP);
         let mut files = Files::default();
-        let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: installed\n\n");
-        let mut search = String::new();
+        let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: install ok installed\n\n");
+        let mut kernel_list = String::new();
         for m in index.modules() {
             files.regular.insert(m.path.clone(), FileInfo { size: 1000, mtime: SystemTime::UNIX_EPOCH });
             if !m.path.contains("dkms") {
-                search.push_str(&format!("linux-image-{KVER}: /lib/modules/{KVER}/{}\n", m.path));
+                kernel_list.push_str(&format!("/lib/modules/{KVER}/{}\n", m.path));
             }
         }
+        let mut lists = vec![(format!("linux-image-{KVER}"), kernel_list)];
         for (name, state, paths) in extra {
-            status.push_str(&format!("Package: {name}\nVersion: 5\nStatus: {state}\n\n"));
-            for path in *paths {
-                search.push_str(&format!("{name}: {path}\n"));
-            }
+            status.push_str(&format!("Package: {name}\nVersion: 5\nStatus: install ok {state}\n\n"));
+            lists.push((name.to_string(), paths.iter().map(|p| format!("{p}\n")).collect()));
         }
+        let db = Database { status: ("status".into(), status), updates: Vec::new(), lists };
+        let prefixes = [format!("/lib/modules/{KVER}/"), "/usr/share/limopack/".to_string()];
         let declarations = Declarations {
             active: declarations
                 .iter()
@@ -644,7 +646,7 @@ kernel/fs/btrfs/btrfs.ko:
             index,
             files,
             tree: Tree { version: KVER.into(), path: "/nonexistent".into(), shown: format!("/lib/modules/{KVER}").into() },
-            packages: Packages::parse(&status, &search).unwrap(),
+            packages: Packages::from_database(&db, &prefixes).unwrap(),
             declarations,
             config,
             state: State::default(),

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::deb::AptCache;
 use crate::fingerprint::{Fingerprint, Saved};
 use crate::report;
-use crate::declaration::{Declarations, Origin};
+use crate::declaration::Declarations;
 use crate::error::Result;
 use crate::index::{ModuleIndex, Sources};
 use crate::loaded;
@@ -145,16 +145,11 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         kernels.push((index, files, loaded));
     }
 
-    let mut patterns: Vec<String> = declarations
-        .active
-        .iter()
-        .filter(|d| d.origin == Origin::Vendor)
-        .map(|d| d.path.display().to_string())
-        .collect();
+    let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
     for tree in &trees {
-        patterns.extend(tree.dpkg_paths("*"));
+        prefixes.extend(tree.dpkg_paths(""));
     }
-    let packages = Packages::query(&root, &patterns)?;
+    let packages = Packages::read(&root, &prefixes)?;
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.

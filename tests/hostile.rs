@@ -211,9 +211,14 @@ fn cases() -> Vec<Case> {
         ),
         // dpkg and the state.
         case(
-            "a dpkg status file dpkg-query cannot read",
+            "a dpkg status file dpkg would refuse",
             |s| s.write("var/lib/dpkg/status", "Package: broken\nStatus: what\n\n"),
-            Expect::Error { file: "", located: false, message: "dpkg-query: failed" },
+            error("var/lib/dpkg/status", "broken: `Status: what` is not dpkg's `WANT FLAG STATUS`"),
+        ),
+        case(
+            "a dpkg status file that is not UTF-8",
+            |s| write_bytes(s, "var/lib/dpkg/status", b"Package: br\xffoken\nStatus: install ok installed\n"),
+            refused("var/lib/dpkg/status", "not valid UTF-8"),
         ),
         case("a corrupt state file", |s| s.write(STATE, "{\"format\": 1,\n  oops"), error(STATE, "")),
         case("a state file of a future format", |s| s.write(STATE, "{\"format\": 2}\n"), refused(STATE, "state format 2")),
@@ -265,20 +270,15 @@ fn bad_input_matrix() {
     }
 }
 
-/// Without dpkg-query, limopack cannot know who owns what: it stops and deletes nothing.
+/// Without dpkg's database, limopack cannot know who owns what: it stops and deletes nothing.
 #[test]
-fn dpkg_query_missing_stops_the_run() {
+fn a_missing_dpkg_database_stops_the_run() {
     let sys = Sys::standard();
+    fs::remove_file(sys.p("var/lib/dpkg/status")).unwrap();
     let before = tree_hash(&sys.p("lib"));
-    let out = Command::new(env!("CARGO_BIN_EXE_limopack-hook"))
-        .arg("--root")
-        .arg(&sys.root)
-        .env("PATH", sys.outside())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("limopack: error: dpkg-query: not found"), "{stderr}");
+    let out = sys.fails(&[]);
+    let status = sys.p("var/lib/dpkg/status").display().to_string();
+    assert!(out.stderr.contains(&format!("limopack: error: {status}: No such file or directory")), "{}", out.stderr);
     assert_eq!(tree_hash(&sys.p("lib")), before);
 }
 
