@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
 
+use crate::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
-use crate::name::{self, normalize};
+use crate::name::{self, fnmatch, normalize};
 
 /// Position of a module in its index.
 pub type ModId = usize;
@@ -101,7 +102,7 @@ impl Aliases {
         let candidates = [first, None].into_iter().filter_map(|f| self.wild_by_first.get(&f)).flatten();
         for &at in candidates {
             let (literal, pattern, module) = &self.wild[at];
-            if name.starts_with(&pattern[..*literal]) && fnmatch(pattern, name) {
+            if name.starts_with(&pattern[..*literal]) && fnmatch(pattern.as_bytes(), name.as_bytes()) {
                 found.push(module);
             }
         }
@@ -113,14 +114,22 @@ impl Aliases {
     }
 }
 
-/// fnmatch(3) without flags, as kmod matches alias patterns: `*`, `?`, `[...]`, `[!...]`.
-fn fnmatch(pattern: &str, text: &str) -> bool {
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .backslash_escape(true)
-        .build()
-        .map(|g| g.compile_matcher().is_match(text))
-        .unwrap_or(false)
+/// Where a kernel's alias patterns come from: depmod's binary index when it wrote one, which
+/// is looked up in place as modprobe does; else the text of `modules.alias`, parsed.
+#[derive(Debug, Clone)]
+enum AliasTable {
+    Text(Aliases),
+    Binary(BinaryIndex),
+}
+
+impl AliasTable {
+    /// Module names whose alias matches `name` (already normalised).
+    fn lookup<'a>(&'a self, name: &str, found: &mut Vec<&'a str>) {
+        match self {
+            AliasTable::Text(aliases) => found.extend(aliases.lookup(name)),
+            AliasTable::Binary(index) => index.search_wild(name, found),
+        }
+    }
 }
 
 /// The first line depmod writes in each index file after `modules.dep`; `depmod -n` prints
@@ -137,6 +146,8 @@ pub const HEADERS: [(&str, &str); 5] = [
 #[derive(Debug, Default)]
 pub struct Sources {
     pub dep: Option<(PathBuf, String)>,
+    /// `modules.alias.bin`; when there is one, the text `modules.alias` is not read.
+    pub alias_bin: Option<BinaryIndex>,
     pub alias: Option<(PathBuf, String)>,
     pub softdep: Option<(PathBuf, String)>,
     pub weakdep: Option<(PathBuf, String)>,
@@ -174,9 +185,14 @@ impl Sources {
                 Err(e) => return Err(Error::io(path, e)),
             }
         };
+        let alias_bin = BinaryIndex::read(&dir.join("modules.alias.bin"))?;
         Ok(Sources {
             dep: text("modules.dep")?,
-            alias: text("modules.alias")?,
+            alias: match alias_bin {
+                Some(_) => None,
+                None => text("modules.alias")?,
+            },
+            alias_bin,
             softdep: text("modules.softdep")?,
             weakdep: text("modules.weakdep")?,
             builtin: text("modules.builtin")?,
@@ -206,6 +222,7 @@ impl Sources {
         };
         Ok(Sources {
             dep: Some(take("modules.dep").unwrap_or_else(|| ("depmod -n".into(), String::new()))),
+            alias_bin: None,
             alias: take("modules.alias"),
             softdep: take("modules.softdep"),
             weakdep: take("modules.weakdep"),
@@ -222,7 +239,8 @@ pub struct ModuleIndex {
     modules: Vec<Module>,
     by_name: HashMap<String, ModId>,
     builtin: HashSet<String>,
-    aliases: Aliases,
+    /// This tree's aliases, then those of limopack's copy of its index from before it pruned.
+    aliases: Vec<AliasTable>,
     builtin_aliases: Aliases,
     config_aliases: Aliases,
     softdeps: HashMap<String, SoftDeps>,
@@ -244,8 +262,12 @@ impl ModuleIndex {
             .as_ref()
             .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
         index.parse_dep(dep_path, dep_text, &present)?;
-        if let Some((path, text)) = &sources.alias {
-            parse_aliases(path, text, true, &mut index.aliases)?;
+        if let Some(bin) = &sources.alias_bin {
+            index.aliases.push(AliasTable::Binary(bin.clone()));
+        } else if let Some((path, text)) = &sources.alias {
+            let mut aliases = Aliases::default();
+            parse_aliases(path, text, true, &mut aliases)?;
+            index.aliases.push(AliasTable::Text(aliases));
         }
         if let Some((path, text)) = &sources.softdep {
             parse_softdeps(path, text, true, &mut index.softdeps)?;
@@ -373,7 +395,7 @@ impl ModuleIndex {
     /// Add the modules of `older` (limopack's copy of this tree's index from before it pruned)
     /// that this index no longer lists because their files are gone, so that a pruned module
     /// can still be named, kept, and restored.
-    pub fn merge_pruned(&mut self, older: &ModuleIndex) {
+    pub fn merge_pruned(&mut self, older: ModuleIndex) {
         let mut added = Vec::new();
         for (old_id, module) in older.modules.iter().enumerate() {
             if !self.by_name.contains_key(&module.name) {
@@ -393,36 +415,14 @@ impl ModuleIndex {
                 .filter_map(|&d| self.by_name.get(&older.modules[d].name).copied())
                 .collect();
         }
-        for (pattern, modules) in &older.aliases.exact {
-            for module in modules {
-                if !self.aliases.exact.get(pattern).is_some_and(|m| m.contains(module)) {
-                    self.aliases.exact.entry(pattern.clone()).or_default().push(module.clone());
-                }
-            }
+        // Looked up after this tree's own: a name resolves to what it did before the prune
+        // as well as to what it does now.
+        self.aliases.extend(older.aliases);
+        for (module, soft) in older.softdeps {
+            self.softdeps.entry(module).or_insert(soft);
         }
-        if self.aliases.wild.len() < older.aliases.wild.len() {
-            let have: HashSet<(&str, &str)> = self
-                .aliases
-                .wild
-                .iter()
-                .map(|(_, p, m)| (p.as_str(), m.as_str()))
-                .collect();
-            let missing: Vec<_> = older
-                .aliases
-                .wild
-                .iter()
-                .filter(|(_, p, m)| !have.contains(&(p.as_str(), m.as_str())))
-                .cloned()
-                .collect();
-            for (literal, pattern, module) in missing {
-                self.aliases.push_wild(literal, pattern, module);
-            }
-        }
-        for (module, soft) in &older.softdeps {
-            self.softdeps.entry(module.clone()).or_insert_with(|| soft.clone());
-        }
-        for (module, weak) in &older.weakdeps {
-            self.weakdeps.entry(module.clone()).or_insert_with(|| weak.clone());
+        for (module, weak) in older.weakdeps {
+            self.weakdeps.entry(module).or_insert(weak);
         }
     }
 
@@ -444,7 +444,10 @@ impl ModuleIndex {
 
     /// Whether the index knows aliases at all; without `modules.alias` an alias cannot resolve.
     pub fn has_aliases(&self) -> bool {
-        !self.aliases.is_empty()
+        self.aliases.iter().any(|table| match table {
+            AliasTable::Text(aliases) => !aliases.is_empty(),
+            AliasTable::Binary(_) => true,
+        })
     }
 
     /// Resolve a name or alias the way `modprobe NAME` does.
@@ -460,12 +463,11 @@ impl ModuleIndex {
             if let Some(&id) = self.by_name.get(&name) {
                 return Lookup::Modules(vec![id]);
             }
-            ids = self
-                .aliases
-                .lookup(&name)
-                .into_iter()
-                .filter_map(|m| self.by_name.get(m).copied())
-                .collect();
+            let mut found = Vec::new();
+            for table in &self.aliases {
+                table.lookup(&name, &mut found);
+            }
+            ids = found.into_iter().filter_map(|m| self.by_name.get(m).copied()).collect();
         }
         ids.sort_unstable();
         ids.dedup();
@@ -775,7 +777,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
         let pruned_dep = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\nkernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n";
         let mut live = ModuleIndex::parse(&src(pruned_dep, "", ""), |_| true).unwrap();
         assert_eq!(live.lookup("fs-btrfs"), Lookup::NotFound);
-        live.merge_pruned(&full);
+        live.merge_pruned(full);
         let Lookup::Modules(ids) = live.lookup("fs-btrfs") else { panic!() };
         let btrfs = live.module(ids[0]);
         assert!(!btrfs.present);

@@ -2,6 +2,7 @@
 //! packages declare, and what modprobe would load with them.
 
 pub mod error;
+pub mod binary_index;
 pub mod index;
 pub mod name;
 mod yaml;

@@ -45,6 +45,128 @@ fn module_stem(path: &str) -> Option<&str> {
         .filter(|stem| !stem.is_empty())
 }
 
+/// fnmatch(3) with no flags, the way kmod matches alias patterns (glibc, C locale): `*` and
+/// `?` match any bytes, `/` and a leading `.` included; `[set]`, `[!set]` and `[^set]` match
+/// one byte of a set of bytes, ranges (`a-z`) and classes (`[:digit:]`), with a `]` right
+/// after the opening taken literally; `\` takes the next byte literally. A `[` with no
+/// closing `]` is a plain `[`.
+pub fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where to go on after a mismatch: just past the last `*`, one byte further in the text.
+    let mut retry: Option<(usize, usize)> = None;
+    while t < text.len() || p < pattern.len() {
+        let step = match pattern.get(p) {
+            Some(b'*') => {
+                retry = Some((p + 1, t));
+                p += 1;
+                continue;
+            }
+            Some(_) if t == text.len() => None,
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => match bracket(pattern, p + 1, text[t]) {
+                Bracket::Set(true, next) => Some(next),
+                Bracket::Set(false, _) => None,
+                Bracket::Unclosed => (text[t] == b'[').then_some(p + 1),
+                Bracket::BadClass => return false,
+            },
+            Some(b'\\') if p + 1 < pattern.len() => (text[t] == pattern[p + 1]).then_some(p + 2),
+            Some(&c) => (text[t] == c).then_some(p + 1),
+            None => None,
+        };
+        match (step, retry) {
+            (Some(next), _) => {
+                p = next;
+                t += 1;
+            }
+            (None, Some((star, from))) if from < text.len() => {
+                retry = Some((star, from + 1));
+                p = star;
+                t = from + 1;
+            }
+            (None, _) => return false,
+        }
+    }
+    true
+}
+
+/// What a bracket expression says about one byte.
+enum Bracket {
+    /// Whether the byte is in the set, and where the pattern goes on after the `]`.
+    Set(bool, usize),
+    /// No `]` closes it: the `[` is a plain character.
+    Unclosed,
+    /// It names a character class that does not exist: glibc matches nothing at all.
+    BadClass,
+}
+
+/// The bracket expression starting at `pattern[start]`, just past its `[`, against `c`.
+fn bracket(pattern: &[u8], start: usize, c: u8) -> Bracket {
+    let mut i = start;
+    let negate = matches!(pattern.get(i), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let Some(&(mut lo)) = pattern.get(i) else { return Bracket::Unclosed };
+        if lo == b']' && !first {
+            return Bracket::Set(matched != negate, i + 1);
+        }
+        first = false;
+        if lo == b'[' && pattern.get(i + 1) == Some(&b':') {
+            // glibc takes `[:name:]` as a class only when the name is lowercase letters (`z`
+            // excluded); otherwise the `[` is one more byte of the set.
+            let name_start = i + 2;
+            let name_len = pattern[name_start..].iter().take_while(|b| (b'a'..b'z').contains(b)).count();
+            if pattern.get(name_start + name_len..name_start + name_len + 2) == Some(b":]") {
+                match in_class(&pattern[name_start..name_start + name_len], c) {
+                    Some(is) => matched |= is,
+                    None => return Bracket::BadClass,
+                }
+                i = name_start + name_len + 2;
+                continue;
+            }
+        }
+        if lo == b'\\' {
+            i += 1;
+            let Some(&escaped) = pattern.get(i) else { return Bracket::Unclosed };
+            lo = escaped;
+        }
+        i += 1;
+        let mut hi = lo;
+        if pattern.get(i) == Some(&b'-') && pattern.get(i + 1).is_some_and(|&b| b != b']') {
+            hi = pattern[i + 1];
+            i += 2;
+            if hi == b'\\' {
+                let Some(&escaped) = pattern.get(i) else { return Bracket::Unclosed };
+                hi = escaped;
+                i += 1;
+            }
+        }
+        matched |= (lo..=hi).contains(&c);
+    }
+}
+
+/// Whether `c` is in the POSIX character class `name`; `None` for a name that is not one.
+fn in_class(name: &[u8], c: u8) -> Option<bool> {
+    Some(match name {
+        b"alnum" => c.is_ascii_alphanumeric(),
+        b"alpha" => c.is_ascii_alphabetic(),
+        b"blank" => c == b' ' || c == b'\t',
+        b"cntrl" => c.is_ascii_control(),
+        b"digit" => c.is_ascii_digit(),
+        b"graph" => c.is_ascii_graphic(),
+        b"lower" => c.is_ascii_lowercase(),
+        b"print" => c.is_ascii_graphic() || c == b' ',
+        b"punct" => c.is_ascii_punctuation(),
+        b"space" => c.is_ascii_whitespace() || c == 0x0b,
+        b"upper" => c.is_ascii_uppercase(),
+        b"xdigit" => c.is_ascii_hexdigit(),
+        _ => return None,
+    })
+}
+
 /// True when the entry asks for a glob over module names rather than one name or alias.
 /// Entries with `:` are device or bus aliases (`pci:v00008086d*`), whose `*` is part of the
 /// alias, so they are never name globs.
@@ -102,6 +224,67 @@ mod tests {
         assert_eq!(module_name_of_path("modules.dep"), None);
         assert_eq!(module_name_of_path("kernel/.ko"), None);
         assert_eq!(module_name_of_path("kernel/x.ko.bak"), None);
+    }
+
+    #[test]
+    fn fnmatch_is_glibcs_on_alias_patterns() {
+        let m = |p: &str, t: &str| fnmatch(p.as_bytes(), t.as_bytes());
+        assert!(m("pci:v00008086d*sv*sd*bc02sc00i*", "pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00"));
+        assert!(!m("pci:v00008086d*sv*sd*bc02sc00i*", "pci:v00008086d000015B8sv00001028sd0000080Cbc03sc00i00"));
+        assert!(m("acpi*:PNP0C0[0-9A-F]:*", "acpi:PNP0C0A:"));
+        assert!(!m("acpi*:PNP0C0[!0-9A-F]:*", "acpi:PNP0C0A:"));
+        assert!(m("a[]]b", "a]b"));
+        assert!(m("a[[:digit:]x]", "a7"));
+        assert!(m("a\\*", "a*") && !m("a\\*", "ab"));
+        assert!(m("a[b", "a[b"));
+        assert!(m("*", "") && m("*/x", "a/b/x") && !m("?", ""));
+    }
+
+    /// glibc's fnmatch(3) is the oracle, on random patterns of the shapes alias patterns take
+    /// (literals, `\\x`, `*`, `?`, sets with ranges, negation and classes, a stray `[`), against
+    /// random texts.
+    #[test]
+    fn fnmatch_agrees_with_libc() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        let members: [&[u8]; 9] = [b"a", b"7", b":", b"-", b"a-b", b"0-9", b"[:digit:]", b"[:alpha:]", b"]"];
+        for _ in 0..300_000 {
+            let mut pattern = Vec::new();
+            for _ in 0..next(6) {
+                match next(8) {
+                    0 => pattern.push(b'*'),
+                    1 => pattern.push(b'?'),
+                    2 => pattern.extend([b'\\', b"a*?[]"[next(5)]]),
+                    3 => {
+                        pattern.push(b'[');
+                        pattern.extend([&b""[..], b"!", b"^"][next(3)]);
+                        for _ in 0..1 + next(3) {
+                            pattern.extend(members[next(members.len())]);
+                        }
+                        pattern.push(b']');
+                    }
+                    _ => pattern.push(b"ab7-:!^]"[next(8)]),
+                }
+            }
+            if next(10) == 0 {
+                pattern.push(b'[');
+            }
+            let text: Vec<u8> = (0..next(6)).map(|_| b"ab7-[]!:*?"[next(10)]).collect();
+            let c = |v: &[u8]| std::ffi::CString::new(v).unwrap();
+            let libc = unsafe { libc::fnmatch(c(&pattern).as_ptr(), c(&text).as_ptr(), 0) == 0 };
+            assert_eq!(
+                fnmatch(&pattern, &text),
+                libc,
+                "pattern {:?} text {:?}",
+                String::from_utf8_lossy(&pattern),
+                String::from_utf8_lossy(&text)
+            );
+        }
     }
 
     #[test]

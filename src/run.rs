@@ -225,7 +225,7 @@ fn load_index(
     };
     if let Some(mut saved) = state::saved_index(root, tree)? {
         let older = parse(&mut saved, &files)?;
-        index.merge_pruned(&older);
+        index.merge_pruned(older);
     }
     Ok((index, files, ran_depmod))
 }
