@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod debian_root;
+pub mod image;
+pub mod qemu;
 pub mod sys;
 
 use std::collections::{BTreeSet, HashSet};

@@ -1,0 +1,183 @@
+//! The proof that a pruned Debian image boots. In a copy of the cached bookworm root with the
+//! real cloud kernel (see tests/debian.rs), apt installs limopack's `.deb`, the admin writes
+//! the baseline that a QEMU guest's root disk and network need and turns pruning on, and one
+//! apt transaction (a package declaring one more module) prunes the tree and rebuilds the
+//! initramfs from it. The root then becomes an ext4 disk image, booted under QEMU (TCG) with
+//! a small init script that checks the booted system from inside and reports on the serial
+//! console.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fs_err as fs;
+use support::debian_root::{bookworm_cloud_root, modules, package, Chroot};
+use support::image::{ext4_image, footprint, footprint_table, part};
+use support::{copy_root, modprobe_show_depends_many, qemu};
+
+/// What a QEMU guest needs to mount its root and reach the network: the virtio PCI
+/// transport (without it no virtio device shows up), the disk and network drivers, and ext4.
+/// ext4 and all it needs (jbd2, mbcache, crc16, crc32c) are built into the cloud kernel, which
+/// the test checks against `modules.builtin`; the virtio drivers are modules.
+const BASELINE: [&str; 4] = ["virtio_pci", "virtio_blk", "virtio_net", "ext4"];
+const BUILT_IN: [&str; 5] = ["fs/ext4/ext4", "fs/jbd2/jbd2", "fs/mbcache", "lib/crc16", "crypto/crc32c_generic"];
+/// The module one more package declares: small, and needing no hardware to load.
+const DECLARED: &str = "isofs";
+/// A module the initramfs-tools image carries before pruning and nothing declares.
+const PRUNED: &str = "btrfs";
+const PRUNED_FILE: &str = "kernel/fs/btrfs/btrfs.ko";
+const NET_DRIVER: &str = "virtio_net";
+/// The checks tests/support/boot-check.sh runs in the booted image, in its order.
+const CHECKS: [&str; 9] = [
+    "mounts",
+    "kernel",
+    "root-mounted-rw",
+    "root-writable",
+    "net-driver-bound",
+    "declared-loads",
+    "pruned-absent",
+    "pruned-fails-cleanly",
+    "no-oops",
+];
+const BOOT_LIMIT: Duration = Duration::from_secs(180);
+
+/// The parts of the image whose sizes the test reports before and after pruning. Firmware
+/// is measured from the start (the minbase root has none): firmware pruning adds its
+/// assertions on this entry.
+fn measured(kver: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("modules", format!("/lib/modules/{kver}")),
+        ("initramfs", format!("/boot/initrd.img-{kver}")),
+        ("firmware", "/lib/firmware".to_string()),
+    ]
+}
+
+/// Every file kmod loads for `names` in the root's kernel.
+fn kmod_loads(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let results = modprobe_show_depends_many(root, kver, &names);
+    results.into_iter().flat_map(|(name, deps)| deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}"))).collect()
+}
+
+/// The module files in an initramfs, from `lsinitramfs`, relative to the kernel's tree.
+fn initramfs_modules(chroot: &Chroot, kver: &str) -> BTreeSet<String> {
+    // A merged-/usr system's initramfs keeps the tree under usr/lib, an older one under lib.
+    let (usr, lib) = (format!("usr/lib/modules/{kver}/"), format!("lib/modules/{kver}/"));
+    chroot
+        .sh(&format!("lsinitramfs /boot/initrd.img-{kver}"))
+        .lines()
+        .filter_map(|l| l.strip_prefix(&usr).or_else(|| l.strip_prefix(&lib)))
+        .filter(|l| l.contains(".ko"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn elapsed(since: Instant) -> String {
+    format!("{:.1} s", since.elapsed().as_secs_f64())
+}
+
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap, qemu-system-x86_64, e2fsprogs and Debian's archive; tests/run-all runs it"]
+fn pruned_image_boots_in_qemu() {
+    let Some(qemu) = qemu::find() else {
+        println!("SKIPPED: {} is not installed; tests/run-all installs it (package qemu-system-x86) where apt has it", qemu::QEMU);
+        return;
+    };
+    let started = Instant::now();
+    let cache = bookworm_cloud_root();
+    let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
+    let work = tempfile::Builder::new().prefix("boot-").tempdir_in(cache.parent().unwrap()).unwrap();
+    let root = work.path().join("root");
+    copy_root(&cache, &root);
+    println!("copied the cached root: {}", elapsed(started));
+
+    let kver = fs::read_dir(root.join("lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
+    let tree = root.join("lib/modules").join(&kver);
+    let kernel = root.join(format!("boot/vmlinuz-{kver}"));
+    let initrd = root.join(format!("boot/initrd.img-{kver}"));
+    let builtin = fs::read_to_string(tree.join("modules.builtin")).unwrap();
+    for module in BUILT_IN {
+        assert!(builtin.lines().any(|l| l == format!("kernel/{module}.ko")), "{module} is not built into {kver}");
+    }
+    let whole = modules(&tree);
+    let wanted = kmod_loads(&root, &kver, &[&BASELINE[..], &[DECLARED]].concat());
+    assert!(whole.contains(PRUNED_FILE) && !wanted.contains(PRUNED_FILE), "{PRUNED_FILE} must be in the tree and not needed");
+    let initrd_whole = fs::read(&initrd).unwrap();
+    let before = footprint(&root, &measured(&kver));
+
+    let pruning = Instant::now();
+    let chroot = Chroot::enter(&root);
+    assert!(initramfs_modules(&chroot, &kver).contains(PRUNED_FILE), "the initramfs should carry {PRUNED_FILE} before pruning");
+    let debs = chroot.p("/tmp/debs");
+    fs::create_dir_all(&debs).unwrap();
+    fs::copy(&deb, debs.join("limopack.deb")).unwrap();
+    package(&debs, "iso-user", Some(&format!("modules: [{DECLARED}]\n")));
+    chroot.sh("apt-get -q install -y /tmp/debs/limopack.deb");
+    fs::write(chroot.p("/etc/limopack/modules.d/baseline.yaml"), format!("static: [{}]\n", BASELINE.join(", "))).unwrap();
+    let config = fs::read_to_string(chroot.p("/etc/limopack/limopack.yaml")).unwrap();
+    fs::write(chroot.p("/etc/limopack/limopack.yaml"), config.replace("\nprune: false\n", "\nprune: true\n")).unwrap();
+
+    // One apt transaction prunes the tree and refreshes the initramfs from it.
+    let out = chroot.sh("apt-get -q install -y /tmp/debs/iso-user.deb");
+    assert!(out.contains(&format!("refreshed /boot/initrd.img-{kver}")), "{out}");
+    let kept = modules(&tree);
+    let missing: Vec<_> = wanted.difference(&kept).collect();
+    assert!(missing.is_empty(), "kmod loads {missing:?}, which are gone; apt said:\n{out}");
+    assert!(!kept.contains(PRUNED_FILE) && kept.len() < whole.len() / 10, "{} of {} modules kept:\n{out}", kept.len(), whole.len());
+    let in_initramfs = initramfs_modules(&chroot, &kver);
+    let stale: Vec<_> = in_initramfs.difference(&kept).collect();
+    assert!(stale.is_empty(), "the initramfs has modules that were pruned: {stale:?}");
+    for needed in ["kernel/drivers/virtio/virtio_pci.ko", "kernel/drivers/block/virtio_blk.ko"] {
+        assert!(in_initramfs.contains(needed), "the initramfs lacks {needed}: {in_initramfs:?}");
+    }
+    let initrd_pruned = fs::read(&initrd).unwrap();
+    assert!(initrd_pruned != initrd_whole && initrd_pruned.len() < initrd_whole.len(), "the initramfs was not rebuilt smaller");
+
+    // The init that checks the booted system, and what it expects; then apt's cache goes, as
+    // an image builder's last step does.
+    let check = chroot.p("/usr/local/sbin/limopack-boot-check");
+    fs::write(&check, include_str!("support/boot-check.sh")).unwrap();
+    fs::set_permissions(&check, Permissions::from_mode(0o755)).unwrap();
+    chroot.sh("apt-get clean && rm -r /tmp/debs");
+    fs::write(
+        chroot.p("/etc/limopack-boot-check.conf"),
+        format!("KVER={kver}\nDECLARED={DECLARED}\nPRUNED={PRUNED}\nPRUNED_FILE={PRUNED_FILE}\nNET_DRIVER={NET_DRIVER}\n"),
+    )
+    .unwrap();
+    drop(chroot);
+    println!("pruned with apt, initramfs rebuilt: {}", elapsed(pruning));
+
+    let after = footprint(&root, &measured(&kver));
+    println!("{kver}, {} of {} modules kept:\n{}", kept.len(), whole.len(), footprint_table(&before, &after));
+    for what in ["modules", "initramfs"] {
+        assert!(part(&after, what).bytes < part(&before, what).bytes, "{what} did not shrink");
+    }
+
+    let imaging = Instant::now();
+    let image = work.path().join("root.ext4");
+    let image_mib = ext4_image(&root, &image);
+    println!("ext4 image of {image_mib} MiB: {}", elapsed(imaging));
+
+    // A disk that never shows up fails after initramfs-tools' 30 s wait, and panic=-1 makes
+    // its panic, and the kernel's, a reboot at once, which ends QEMU (-no-reboot).
+    let append = "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/limopack-boot-check panic=-1";
+    let boot = qemu::boot(&qemu, &kernel, &initrd, &image, append, BOOT_LIMIT);
+    let console = &boot.console;
+    println!("booted and powered off in {:.1} s; whole test {}", boot.took.as_secs_f64(), elapsed(started));
+    assert!(boot.status.is_some(), "QEMU was killed after {} s; the console said:\n{console}", BOOT_LIMIT.as_secs());
+    for name in CHECKS {
+        assert!(console.contains(&format!("limopack-boot-check: {name}: ok")), "check `{name}` did not pass; the console said:\n{console}");
+    }
+    assert!(console.contains("limopack-boot-check: done"), "{console}");
+    for fault in ["Oops", "BUG:", "Kernel panic"] {
+        assert!(!console.contains(fault), "`{fault}` on the console:\n{console}");
+    }
+    assert!(boot.status.unwrap().success(), "QEMU exited with {:?}:\n{console}", boot.status);
+    for line in console.lines().filter(|l| l.starts_with("limopack-boot-check: ")) {
+        println!("{line}");
+    }
+}
