@@ -118,7 +118,7 @@ fn bracket(pattern: &[u8], start: usize, c: u8) -> Bracket {
             // glibc takes `[:name:]` as a class only when the name is lowercase letters (`z`
             // excluded); otherwise the `[` is one more byte of the set.
             let name_start = i + 2;
-            let name_len = pattern[name_start..].iter().take_while(|b| (b'a'..b'z').contains(b)).count();
+            let name_len = pattern[name_start..].iter().take_while(|b| matches!(b, b'a'..=b'y')).count();
             if pattern.get(name_start + name_len..name_start + name_len + 2) == Some(b":]") {
                 match in_class(&pattern[name_start..name_start + name_len], c) {
                     Some(is) => matched |= is,
