@@ -8,10 +8,14 @@
 //! offset per character in between, 0 for none) and values (a count, then for each a
 //! priority and a NUL-terminated string). Keys are the path of characters from the root.
 //!
-//! The whole file is checked once when it is read, so that no lookup can go out of bounds or
-//! loop: an index that is not whole stops the run, as a text index that does not parse does.
+//! Like libkmod, it reads only the nodes a lookup walks through, not the whole file. Each one
+//! is decoded with bounds checks, children must come before their parent in the file (depmod
+//! writes them so), and a walk is bounded in depth and in the nodes it visits, so no file can
+//! make a lookup go out of bounds or loop. A lookup that meets a node that does not decode marks
+//! the index damaged; the run checks that after planning and stops before deleting anything.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::name::fnmatch;
@@ -26,15 +30,18 @@ const NODE_MASK: u32 = 0x0FFF_FFFF;
 const MAX_DEPTH: usize = 4096;
 
 /// One depmod binary index, held in memory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BinaryIndex {
     path: PathBuf,
     bytes: Vec<u8>,
     root: u32,
+    damaged: AtomicBool,
 }
 
 /// A node, decoded: borrowed slices of the file.
 struct Node<'a> {
+    /// Where it starts in the file.
+    at: usize,
     prefix: &'a [u8],
     first: u8,
     /// Big-endian child offsets for `first..`, one per character.
@@ -42,34 +49,34 @@ struct Node<'a> {
     values: Values<'a>,
 }
 
-/// The values of a node, decoded lazily: `(priority, value)` pairs.
+/// The values of a node, decoded as they are read: `(priority, value)` pairs.
 #[derive(Clone)]
 struct Values<'a> {
     left: u32,
     rest: &'a [u8],
 }
 
-impl<'a> Iterator for Values<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
+impl<'a> Values<'a> {
+    /// The next value; `Err` when the node ends before its values do.
+    fn next_value(&mut self) -> Option<std::result::Result<&'a str, Damaged>> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        // Checked when the file was read: a priority, then a NUL-terminated UTF-8 string.
-        let text = &self.rest[4..];
-        let end = text.iter().position(|&b| b == 0)?;
-        self.rest = &text[end + 1..];
-        std::str::from_utf8(&text[..end]).ok()
+        let value = self.rest.get(4..).and_then(|text| {
+            let end = memchr::memchr(0, text)?;
+            self.rest = &text[end + 1..];
+            std::str::from_utf8(&text[..end]).ok()
+        });
+        Some(value.ok_or(Damaged))
     }
 }
 
-impl<'a> Node<'a> {
+impl Node<'_> {
     fn child_offset(&self, ch: u8) -> Option<u32> {
         let at = usize::from(ch.checked_sub(self.first)?) * 4;
         let raw = self.children.get(at..at + 4)?;
-        Some(u32::from_be_bytes(raw.try_into().ok()?)).filter(|o| o & NODE_MASK != 0)
+        Some(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]])).filter(|o| o & NODE_MASK != 0)
     }
 
     /// Every child, with its character.
@@ -82,8 +89,12 @@ impl<'a> Node<'a> {
     }
 }
 
+/// A walk that met a node that does not decode.
+struct Damaged;
+
 impl BinaryIndex {
-    /// Read and check the index at `path`; `None` when there is no such file.
+    /// Read the index at `path`; `None` when there is no such file. Only its header is
+    /// checked here.
     pub fn read(path: &Path) -> Result<Option<BinaryIndex>> {
         match std::fs::read(path) {
             Ok(bytes) => BinaryIndex::parse(path, bytes).map(Some),
@@ -92,15 +103,13 @@ impl BinaryIndex {
         }
     }
 
-    /// Check `bytes` as an index read from `path`.
+    /// Take `bytes`, read from `path`, as an index, checking its header.
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<BinaryIndex> {
         let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let bad = |message: String| Error::refused(path, format!("{message}; run depmod"));
         match (word(0), word(4), word(8)) {
             (Some(MAGIC), Some(version), Some(root)) if version >> 16 == VERSION_MAJOR => {
-                let index = BinaryIndex { path: path.to_path_buf(), bytes, root };
-                index.check().map_err(|at| bad(format!("not a whole kmod index (bad node at byte {at})")))?;
-                Ok(index)
+                Ok(BinaryIndex { path: path.to_path_buf(), bytes, root, damaged: AtomicBool::new(false) })
             }
             (Some(MAGIC), Some(version), Some(_)) => Err(bad(format!("kmod index version {:#x}, expected 2.x", version >> 16))),
             _ => Err(bad("not a kmod index".into())),
@@ -111,137 +120,153 @@ impl BinaryIndex {
         &self.path
     }
 
-    /// Decode the node at `offset`; `Err` with the byte where it goes wrong.
-    fn node(&self, offset: u32) -> std::result::Result<Node<'_>, usize> {
+    /// Whether a lookup met a node that does not decode: answers given since may be short.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self, _: Damaged) {
+        self.damaged.store(true, Ordering::Relaxed);
+    }
+
+    /// Decode the node at `offset`.
+    fn node(&self, offset: u32) -> std::result::Result<Node<'_>, Damaged> {
         let start = (offset & NODE_MASK) as usize;
         let bytes = &self.bytes;
-        let mut at = start;
         if start < 12 || start >= bytes.len() {
-            return Err(start);
+            return Err(Damaged);
         }
-        let nul = |from: usize| bytes.get(from..).and_then(|b| b.iter().position(|&c| c == 0)).map(|n| from + n).ok_or(from);
+        let mut at = start;
         let mut prefix: &[u8] = &[];
         if offset & NODE_PREFIX != 0 {
-            let end = nul(at)?;
+            let end = at + memchr::memchr(0, &bytes[at..]).ok_or(Damaged)?;
             prefix = &bytes[at..end];
             at = end + 1;
         }
         let (mut first, mut children): (u8, &[u8]) = (0, &[]);
         if offset & NODE_CHILDS != 0 {
-            let (&f, &l) = (bytes.get(at).ok_or(at)?, bytes.get(at + 1).ok_or(at)?);
-            if l < f {
-                return Err(at);
-            }
-            let len = (usize::from(l - f) + 1) * 4;
+            let (&f, &l) = (bytes.get(at).ok_or(Damaged)?, bytes.get(at + 1).ok_or(Damaged)?);
+            let len = (usize::from(l.checked_sub(f).ok_or(Damaged)?) + 1) * 4;
             first = f;
-            children = bytes.get(at + 2..at + 2 + len).ok_or(at)?;
+            children = bytes.get(at + 2..at + 2 + len).ok_or(Damaged)?;
             at += 2 + len;
         }
         let mut values = Values { left: 0, rest: &[] };
         if offset & NODE_VALUES != 0 {
-            let count = bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(at)?;
-            values = Values { left: count, rest: &bytes[at + 4..] };
+            let count = bytes.get(at..at + 4).ok_or(Damaged)?;
+            values = Values { left: u32::from_be_bytes([count[0], count[1], count[2], count[3]]), rest: &bytes[at + 4..] };
         }
-        Ok(Node { prefix, first, children, values })
+        Ok(Node { at: start, prefix, first, children, values })
     }
 
-    /// Visit every node once, checking that each decodes, that its values are whole UTF-8
-    /// strings, and that the nodes form a tree no deeper than [`MAX_DEPTH`]: no offset is
-    /// reached twice.
-    fn check(&self) -> std::result::Result<(), usize> {
-        let mut seen = rustc_hash::FxHashSet::default();
-        let mut stack = vec![(self.root, 0)];
-        while let Some((offset, depth)) = stack.pop() {
-            let start = (offset & NODE_MASK) as usize;
-            if !seen.insert(start) || depth > MAX_DEPTH {
-                return Err(start);
-            }
-            let node = self.node(offset)?;
-            let mut rest = node.values.rest;
-            for _ in 0..node.values.left {
-                let text = rest.get(4..).ok_or(start)?;
-                let end = text.iter().position(|&b| b == 0).ok_or(start)?;
-                std::str::from_utf8(&text[..end]).map_err(|_| start)?;
-                rest = &text[end + 1..];
-            }
-            stack.extend(node.children().map(|(_, child)| (child, depth + 1)));
-        }
-        Ok(())
-    }
-
-    /// The node reached by `key` exactly, if any.
-    fn find(&self, key: &[u8]) -> Option<Node<'_>> {
-        let mut node = self.node(self.root).ok()?;
-        let mut key = key;
-        loop {
-            key = key.strip_prefix(node.prefix)?;
-            let (&ch, rest) = match key.split_first() {
-                None => return Some(node),
-                Some(split) => split,
-            };
-            node = self.node(node.child_offset(ch)?).ok()?;
-            key = rest;
+    /// The child of `parent` at `offset`. depmod writes every node after its children, so a
+    /// child lies before its parent: a walk down always ends.
+    fn child(&self, parent: &Node, offset: u32) -> std::result::Result<Node<'_>, Damaged> {
+        match (offset & NODE_MASK) as usize {
+            at if at < parent.at => self.node(offset),
+            _ => Err(Damaged),
         }
     }
 
     /// The first value stored under `key` exactly, as kmod's `index_mm_search` gives it.
     pub fn lookup(&self, key: &str) -> Option<&str> {
-        self.find(key.as_bytes())?.values.next()
+        match self.find(key.as_bytes()) {
+            Ok(node) => node?.values.next_value()?.map_err(|e| self.mark(e)).ok(),
+            Err(e) => {
+                self.mark(e);
+                None
+            }
+        }
+    }
+
+    /// The node reached by `key` exactly, if any.
+    fn find(&self, mut key: &[u8]) -> std::result::Result<Option<Node<'_>>, Damaged> {
+        let mut node = self.node(self.root)?;
+        loop {
+            let Some(rest) = key.strip_prefix(node.prefix) else { return Ok(None) };
+            let Some((&ch, rest)) = rest.split_first() else { return Ok(Some(node)) };
+            let Some(offset) = node.child_offset(ch) else { return Ok(None) };
+            node = self.child(&node, offset)?;
+            key = rest;
+        }
     }
 
     /// Every value whose pattern matches `key`, as kmod's `index_mm_searchwild`: the values of
     /// the key itself, and those of every pattern with a wildcard (`*`, `?`, `[`) met on the
     /// way down that matches the rest of the key as fnmatch(3) does.
     pub fn search_wild<'a>(&'a self, key: &str, found: &mut Vec<&'a str>) {
-        let key = key.as_bytes();
-        let Ok(mut node) = self.node(self.root) else { return };
+        if let Err(e) = self.search_wild_from(key.as_bytes(), found) {
+            self.mark(e);
+        }
+    }
+
+    fn search_wild_from<'a>(&'a self, key: &[u8], found: &mut Vec<&'a str>) -> std::result::Result<(), Damaged> {
+        let mut budget = self.bytes.len();
+        let mut node = self.node(self.root)?;
         let mut i = 0;
         loop {
             for (j, &ch) in node.prefix.iter().enumerate() {
                 if matches!(ch, b'*' | b'?' | b'[') {
                     // The prefix matched the key so far, so `i + j` is within it.
-                    self.all_matching(&node, j, &mut Vec::new(), &key[i + j..], found);
-                    return;
+                    return self.all_matching(&node, j, &mut Vec::new(), &key[i + j..], found, &mut budget);
                 }
                 if key.get(i + j) != Some(&ch) {
-                    return;
+                    return Ok(());
                 }
             }
             i += node.prefix.len();
             for wild in [b'*', b'?', b'['] {
-                if let Some(child) = node.child_offset(wild).and_then(|o| self.node(o).ok()) {
-                    self.all_matching(&child, 0, &mut vec![wild], &key[i..], found);
+                if let Some(offset) = node.child_offset(wild) {
+                    let child = self.child(&node, offset)?;
+                    self.all_matching(&child, 0, &mut vec![wild], &key[i..], found, &mut budget)?;
                 }
             }
             let Some(&ch) = key.get(i) else {
-                found.extend(node.values);
-                return;
+                let mut values = node.values.clone();
+                while let Some(value) = values.next_value() {
+                    found.push(value?);
+                }
+                return Ok(());
             };
-            match node.child_offset(ch).and_then(|o| self.node(o).ok()) {
-                Some(child) => node = child,
-                None => return,
-            }
+            let Some(offset) = node.child_offset(ch) else { return Ok(()) };
+            node = self.child(&node, offset)?;
             i += 1;
         }
     }
 
     /// The values under `node` whose full pattern (`pattern` so far, then `node`'s prefix from
     /// `skip` on and the rest of the path down to them) matches `rest` of the key. Recursion is
-    /// as deep as the trie, which [`check`](Self::check) bounds.
-    fn all_matching<'a>(&'a self, node: &Node<'a>, skip: usize, pattern: &mut Vec<u8>, rest: &[u8], found: &mut Vec<&'a str>) {
+    /// as deep as the pattern is long, at most [`MAX_DEPTH`], and the walk visits at most as
+    /// many nodes as the file has bytes.
+    fn all_matching<'a>(
+        &'a self,
+        node: &Node<'a>,
+        skip: usize,
+        pattern: &mut Vec<u8>,
+        rest: &[u8],
+        found: &mut Vec<&'a str>,
+        budget: &mut usize,
+    ) -> std::result::Result<(), Damaged> {
+        *budget = budget.checked_sub(1).ok_or(Damaged)?;
         let mark = pattern.len();
-        pattern.extend_from_slice(&node.prefix[skip..]);
+        pattern.extend_from_slice(node.prefix.get(skip..).ok_or(Damaged)?);
+        if pattern.len() > MAX_DEPTH {
+            return Err(Damaged);
+        }
         for (ch, offset) in node.children() {
-            if let Ok(child) = self.node(offset) {
-                pattern.push(ch);
-                self.all_matching(&child, 0, pattern, rest, found);
-                pattern.pop();
-            }
+            let child = self.child(node, offset)?;
+            pattern.push(ch);
+            self.all_matching(&child, 0, pattern, rest, found, budget)?;
+            pattern.pop();
         }
         if node.values.left > 0 && fnmatch(pattern, rest) {
-            found.extend(node.values.clone());
+            let mut values = node.values.clone();
+            while let Some(value) = values.next_value() {
+                found.push(value?);
+            }
         }
         pattern.truncate(mark);
+        Ok(())
     }
 }
 
@@ -354,22 +379,35 @@ mod tests {
     }
 
     #[test]
-    fn damaged_indexes_are_refused_whatever_the_damage() {
+    fn damaged_indexes_are_refused_or_marked_whatever_the_damage() {
         let good = build(&ALIASES);
         let refuse = |bytes: Vec<u8>| BinaryIndex::parse(Path::new("modules.alias.bin"), bytes).unwrap_err().to_string();
         assert_eq!(refuse(b"garbage".to_vec()), "modules.alias.bin: not a kmod index; run depmod");
         let mut v3 = good.clone();
         v3[4..8].copy_from_slice(&0x0003_0000u32.to_be_bytes());
         assert_eq!(refuse(v3), "modules.alias.bin: kmod index version 0x3, expected 2.x; run depmod");
-        // Every truncation and every single-byte change either still reads as a whole index
-        // or is refused: none may panic.
-        for cut in 12..good.len() {
-            assert!(refuse(good[..cut].to_vec()).contains("not a whole kmod index"), "cut at {cut}");
-        }
+        let key = "pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00";
+        // Cut short, the walk to that key meets a node past the end.
+        let cut = BinaryIndex::parse(Path::new("x"), good[..good.len() - 8].to_vec()).unwrap();
+        wild(&cut, key);
+        assert!(cut.is_damaged());
+        // Every single-byte change either answers as before, answers otherwise, or is marked:
+        // none may panic or loop.
         for at in 12..good.len() {
             let mut bytes = good.clone();
             bytes[at] ^= 0xA5;
-            let _ = BinaryIndex::parse(Path::new("x"), bytes).map(|idx| wild(&idx, "pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00").len());
+            if let Ok(idx) = BinaryIndex::parse(Path::new("x"), bytes) {
+                wild(&idx, key);
+                idx.lookup("fs_btrfs");
+            }
         }
+        // A child that points back at its parent is damage, not a loop.
+        let mut looped = build(&[("ab", "x")]);
+        let root = u32::from_be_bytes(looped[8..12].try_into().unwrap());
+        let at = (root & NODE_MASK) as usize + 2;
+        looped[at..at + 4].copy_from_slice(&root.to_be_bytes());
+        let idx = BinaryIndex::parse(Path::new("x"), looped).unwrap();
+        assert_eq!(wild(&idx, "ab"), Vec::<&str>::new());
+        assert!(idx.is_damaged());
     }
 }

@@ -116,7 +116,7 @@ impl Aliases {
 
 /// Where a kernel's alias patterns come from: depmod's binary index when it wrote one, which
 /// is looked up in place as modprobe does; else the text of `modules.alias`, parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum AliasTable {
     Text(Aliases),
     Binary(BinaryIndex),
@@ -234,7 +234,7 @@ impl Sources {
 }
 
 /// The parsed index of one kernel tree.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct ModuleIndex {
     modules: Vec<Module>,
     by_name: HashMap<String, ModId>,
@@ -251,19 +251,19 @@ impl ModuleIndex {
     /// The index of the tree at `dir` as depmod wrote it, every listed module taken as
     /// present: for looking names up, not for planning a prune.
     pub fn load(dir: &Path) -> Result<ModuleIndex> {
-        ModuleIndex::parse(&Sources::read(dir)?, |_| true)
+        ModuleIndex::parse(Sources::read(dir)?, |_| true)
     }
 
     /// Parse the sources. `present` says whether a module's file is on disk.
-    pub fn parse(sources: &Sources, present: impl Fn(&str) -> bool) -> Result<ModuleIndex> {
+    pub fn parse(sources: Sources, present: impl Fn(&str) -> bool) -> Result<ModuleIndex> {
         let mut index = ModuleIndex::default();
         let (dep_path, dep_text) = sources
             .dep
             .as_ref()
             .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
         index.parse_dep(dep_path, dep_text, &present)?;
-        if let Some(bin) = &sources.alias_bin {
-            index.aliases.push(AliasTable::Binary(bin.clone()));
+        if let Some(bin) = sources.alias_bin {
+            index.aliases.push(AliasTable::Binary(bin));
         } else if let Some((path, text)) = &sources.alias {
             let mut aliases = Aliases::default();
             parse_aliases(path, text, true, &mut aliases)?;
@@ -306,88 +306,48 @@ impl ModuleIndex {
         Ok(index)
     }
 
+    /// Read `modules.dep`: one `MODULE: DEP DEP…` line per module file. Dependencies are
+    /// checked only when they do not name a listed module, which is then an error: a path
+    /// the index gives is one of its own lines, and those are checked.
     fn parse_dep(&mut self, path: &Path, text: &str, present: &dyn Fn(&str) -> bool) -> Result<()> {
-        let mut lines = Vec::new();
-        for (n, line) in text.lines().enumerate() {
+        // (line number, the line, its module, its dependencies)
+        let mut lines: Vec<(usize, &str, &str, &str)> = Vec::new();
+        for (n, line) in text.split('\n').enumerate() {
             let line_no = n + 1;
-            if line.trim().is_empty() || line.starts_with('#') {
+            if line.is_empty() || line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
-            let Some((module, deps)) = line.split_once(':') else {
-                return Err(Error::syntax(
-                    path,
-                    line_no,
-                    1,
-                    "expected `MODULE: DEPENDENCIES`; the file looks truncated, run depmod",
-                ));
+            let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
+                return Err(Error::syntax(path, line_no, 1, "expected `MODULE: DEPENDENCIES`; the file looks truncated, run depmod"));
             };
-            let deps_column = module.len() + 2;
-            let module = module.trim();
+            let module = line[..colon].trim();
             check_path(path, line_no, module)?;
-            let name = name::module_name_of_path(module).ok_or_else(|| {
-                Error::syntax(path, line_no, 1, format!("`{module}` is not a module file"))
-            })?;
+            lines.push((line_no, line, module, &line[colon + 1..]));
+        }
+        self.modules.reserve(lines.len());
+        self.by_name.reserve(lines.len());
+        let mut by_path: HashMap<&str, ModId> = HashMap::default();
+        by_path.reserve(lines.len());
+        for &(line_no, _, module, _) in &lines {
+            let name = name::module_name_of_path(module)
+                .ok_or_else(|| Error::syntax(path, line_no, 1, format!("`{module}` is not a module file")))?;
             if let Some(&other) = self.by_name.get(&name) {
-                return Err(Error::syntax(
-                    path,
-                    line_no,
-                    1,
-                    format!(
-                        "module `{name}` is listed twice ({} and {module})",
-                        self.modules[other].path
-                    ),
-                ));
+                let first = &self.modules[other].path;
+                return Err(Error::syntax(path, line_no, 1, format!("module `{name}` is listed twice ({first} and {module})")));
             }
-            let mut dep_paths = Vec::new();
-            let mut column = deps_column;
-            for dep in deps.split(' ') {
-                if !dep.is_empty() {
-                    check_path(path, line_no, dep).map_err(|e| at_column(e, column))?;
-                    if !name::is_module_file(dep) {
-                        return Err(Error::syntax(
-                            path,
-                            line_no,
-                            column,
-                            format!("`{dep}` is not a module file; the file looks truncated, run depmod"),
-                        ));
-                    }
-                    dep_paths.push((dep, column));
-                }
-                column += dep.len() + 1;
-            }
+            by_path.insert(module, self.modules.len());
             self.by_name.insert(name.clone(), self.modules.len());
-            self.modules.push(Module {
-                name,
-                path: module.to_string(),
-                deps: Vec::new(),
-                present: present(module),
-            });
-            lines.push((line_no, dep_paths));
+            self.modules.push(Module { name, path: module.to_string(), deps: Vec::new(), present: present(module) });
         }
-        let by_path: HashMap<&str, ModId> = self
-            .modules
-            .iter()
-            .enumerate()
-            .map(|(id, m)| (m.path.as_str(), id))
-            .collect();
-        let mut all_deps = Vec::with_capacity(lines.len());
-        for (line_no, dep_paths) in lines {
-            let mut deps = Vec::with_capacity(dep_paths.len());
-            for (dep, column) in dep_paths {
-                let id = by_path.get(dep).copied().ok_or_else(|| {
-                    Error::syntax(
-                        path,
-                        line_no,
-                        column,
-                        format!("`{dep}` is named as a dependency but has no line of its own; run depmod"),
-                    )
-                })?;
-                deps.push(id);
+        for (id, &(line_no, line, _, deps)) in lines.iter().enumerate() {
+            let mut ids = Vec::new();
+            for dep in deps.split(' ').filter(|d| !d.is_empty()) {
+                match by_path.get(dep) {
+                    Some(&dep_id) => ids.push(dep_id),
+                    None => return Err(bad_dependency(path, &lines, (line_no, column(line, dep), dep))),
+                }
             }
-            all_deps.push(deps);
-        }
-        for (module, deps) in self.modules.iter_mut().zip(all_deps) {
-            module.deps = deps;
+            self.modules[id].deps = ids;
         }
         Ok(())
     }
@@ -529,6 +489,30 @@ impl ModuleIndex {
     }
 }
 
+/// Where `part`, a slice of `line`, starts in it, counted from 1.
+fn column(line: &str, part: &str) -> usize {
+    part.as_ptr() as usize - line.as_ptr() as usize + 1
+}
+
+/// The error for a `modules.dep` whose dependency `unknown` (line, column, path) is not one of
+/// its modules: the first dependency of the file that is not even a path to a module file
+/// inside the tree, which is where a file cut short ends; else `unknown` itself.
+fn bad_dependency(path: &Path, lines: &[(usize, &str, &str, &str)], unknown: (usize, usize, &str)) -> Error {
+    let deps = lines.iter().flat_map(|&(line_no, line, _, deps)| {
+        deps.split(' ').filter(|d| !d.is_empty()).map(move |dep| (line_no, column(line, dep), dep))
+    });
+    for (line_no, column, dep) in deps {
+        if let Err(e) = check_path(path, line_no, dep) {
+            return at_column(e, column);
+        }
+        if !name::is_module_file(dep) {
+            return Error::syntax(path, line_no, column, format!("`{dep}` is not a module file; the file looks truncated, run depmod"));
+        }
+    }
+    let (line_no, column, dep) = unknown;
+    Error::syntax(path, line_no, column, format!("`{dep}` is named as a dependency but has no line of its own; run depmod"))
+}
+
 fn at_column(error: Error, column: usize) -> Error {
     match error {
         Error::Syntax {
@@ -547,7 +531,9 @@ fn at_column(error: Error, column: usize) -> Error {
 fn check_path(file: &Path, line: usize, path: &str) -> Result<()> {
     let bad = path.is_empty()
         || path.starts_with('/')
-        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+        || path.ends_with('/')
+        || path.contains("//")
+        || path.split('/').any(|part| part == "." || part == "..");
     if bad {
         return Err(Error::syntax(
             file,
@@ -676,7 +662,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 ";
 
     fn index() -> ModuleIndex {
-        ModuleIndex::parse(&src(DEP, ALIAS, "softdep ext4 pre: crypto-crc32c\n"), |_| true).unwrap()
+        ModuleIndex::parse(src(DEP, ALIAS, "softdep ext4 pre: crypto-crc32c\n"), |_| true).unwrap()
     }
 
     fn names(index: &ModuleIndex, ids: impl IntoIterator<Item = ModId>) -> Vec<String> {
@@ -715,7 +701,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     fn weakdeps_and_post_softdeps_are_followed() {
         let mut s = src(DEP, ALIAS, "softdep btrfs post: crc16\n");
         s.weakdep = Some(("modules.weakdep".into(), "weakdep btrfs mbcache\n".into()));
-        let index = ModuleIndex::parse(&s, |_| true).unwrap();
+        let index = ModuleIndex::parse(s, |_| true).unwrap();
         let closure = index.closure(&[6]);
         assert_eq!(names(&index, closure.keys().copied()), ["btrfs", "crc16", "libcrc32c", "mbcache"]);
         assert_eq!(closure[&2], Some((6, Edge::Weakdep)));
@@ -724,7 +710,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 
     #[test]
     fn untagged_softdeps_are_kept() {
-        let index = ModuleIndex::parse(&src(DEP, ALIAS, "softdep btrfs crc16\n"), |_| true).unwrap();
+        let index = ModuleIndex::parse(src(DEP, ALIAS, "softdep btrfs crc16\n"), |_| true).unwrap();
         assert!(index.closure(&[6]).contains_key(&1));
     }
 
@@ -735,13 +721,13 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
             "x.conf".into(),
             "options e1000e foo=1\nalias mynet e1000e\nsoftdep e1000e pre: crc16\nblacklist x\n".into(),
         )];
-        let index = ModuleIndex::parse(&s, |_| true).unwrap();
+        let index = ModuleIndex::parse(s, |_| true).unwrap();
         assert_eq!(index.lookup("mynet"), Lookup::Modules(vec![8]));
         assert!(index.closure(&[8]).contains_key(&1));
     }
 
     fn dep_error(dep: &str) -> String {
-        ModuleIndex::parse(&src(dep, "", ""), |_| true).unwrap_err().to_string()
+        ModuleIndex::parse(src(dep, "", ""), |_| true).unwrap_err().to_string()
     }
 
     #[test]
@@ -763,11 +749,11 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 
     #[test]
     fn broken_alias_and_softdep_files_are_refused() {
-        let e = ModuleIndex::parse(&src(DEP, "alias onlyone\n", ""), |_| true).unwrap_err();
+        let e = ModuleIndex::parse(src(DEP, "alias onlyone\n", ""), |_| true).unwrap_err();
         assert_eq!(e.to_string(), "modules.alias:1:1: expected `alias PATTERN MODULE`");
-        let e = ModuleIndex::parse(&src(DEP, "", "softdep\n"), |_| true).unwrap_err();
+        let e = ModuleIndex::parse(src(DEP, "", "softdep\n"), |_| true).unwrap_err();
         assert!(e.to_string().starts_with("modules.softdep:1:1:"));
-        let e = ModuleIndex::parse(&src(DEP, "garbage here\n", ""), |_| true).unwrap_err();
+        let e = ModuleIndex::parse(src(DEP, "garbage here\n", ""), |_| true).unwrap_err();
         assert!(e.to_string().contains("unexpected `garbage`"));
     }
 
@@ -775,7 +761,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     fn pruned_modules_come_back_from_the_older_index() {
         let full = index();
         let pruned_dep = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\nkernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n";
-        let mut live = ModuleIndex::parse(&src(pruned_dep, "", ""), |_| true).unwrap();
+        let mut live = ModuleIndex::parse(src(pruned_dep, "", ""), |_| true).unwrap();
         assert_eq!(live.lookup("fs-btrfs"), Lookup::NotFound);
         live.merge_pruned(full);
         let Lookup::Modules(ids) = live.lookup("fs-btrfs") else { panic!() };
@@ -789,7 +775,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     fn depmod_output_splits_into_its_files() {
         let out = format!("{DEP}{ALIAS}# Soft dependencies extracted from modules themselves.\nsoftdep ext4 pre: crypto-crc32c\n# Aliases for symbols, used by symbol_request().\nalias symbol:foo ext4\n# Device nodes to trigger on-demand module loading.\nfuse fuse c10:229\n");
         let s = Sources::from_depmod_output(&out, Path::new("/nonexistent")).unwrap();
-        let index = ModuleIndex::parse(&s, |_| true).unwrap();
+        let index = ModuleIndex::parse(s, |_| true).unwrap();
         assert_eq!(index.modules().len(), 9);
         assert!(index.closure(&[0]).contains_key(&5));
     }

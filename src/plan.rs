@@ -612,7 +612,7 @@ kernel/fs/btrfs/btrfs.ko:
             builtin: Some(("modules.builtin".into(), "kernel/fs/ext2/ext2.ko\n".into())),
             ..Sources::default()
         };
-        ModuleIndex::parse(&sources, |_| true).unwrap()
+        ModuleIndex::parse(sources, |_| true).unwrap()
     }
 
     fn world(declarations: &[(&str, Origin, &str)], extra: &[(&str, &str, &[&str])]) -> World {

@@ -184,13 +184,13 @@ fn load_index(
     // With depmod off there is nothing to rebuild with; the index is used as it is.
     let rebuild = rebuild && config.depmod;
     let mut files = Files::scan(tree)?;
-    let parse = |sources: &mut Sources, files: &Files| {
+    let parse = |mut sources: Sources, files: &Files| {
         sources.config = config_files.to_vec();
         ModuleIndex::parse(sources, |rel| files.has(rel))
     };
-    let mut sources = Sources::read(&tree.path)?;
+    let sources = Sources::read(&tree.path)?;
     let mut index = match sources.dep.is_some() && !rebuild {
-        true => Some(parse(&mut sources, &files)?),
+        true => Some(parse(sources, &files)?),
         false => None,
     };
     let mut ran_depmod = false;
@@ -203,15 +203,13 @@ fn load_index(
             notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
         } else if dry_run {
             notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
-            let mut fresh = tree::depmod_dry(root, tree)?;
-            index = Some(parse(&mut fresh, &files)?);
+            index = Some(parse(tree::depmod_dry(root, tree)?, &files)?);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
             tree::depmod(root, &tree.version)?;
             ran_depmod = true;
             files = Files::scan(tree)?;
-            let mut fresh = Sources::read(&tree.path)?;
-            index = Some(parse(&mut fresh, &files)?);
+            index = Some(parse(Sources::read(&tree.path)?, &files)?);
         }
     }
     let mut index = match index {
@@ -223,9 +221,8 @@ fn load_index(
             })
         }
     };
-    if let Some(mut saved) = state::saved_index(root, tree)? {
-        let older = parse(&mut saved, &files)?;
-        index.merge_pruned(older);
+    if let Some(saved) = state::saved_index(root, tree)? {
+        index.merge_pruned(parse(saved, &files)?);
     }
     Ok((index, files, ran_depmod))
 }
