@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::deb::AptCache;
 use crate::fingerprint::{Fingerprint, Saved};
 use crate::report;
-use crate::declaration::Declarations;
+use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::index::{ModuleIndex, Sources};
 use crate::loaded;
@@ -145,11 +145,16 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         kernels.push((index, files, loaded));
     }
 
-    let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
-    for tree in &trees {
-        prefixes.extend(tree.dpkg_paths(""));
-    }
-    let packages = Packages::read(&root, &prefixes)?;
+    // With no tree and no vendor declaration, there is nothing to ask dpkg about.
+    let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
+    let packages = match vendor || !trees.is_empty() {
+        true => {
+            let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
+            prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
+            Packages::read(&root, &prefixes)?
+        }
+        false => Packages::default(),
+    };
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.

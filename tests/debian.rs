@@ -14,18 +14,8 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use serde_json::Value;
-use support::debian_root::{bookworm_cloud_root, modules, package, Chroot};
-use support::{copy_root, modprobe_show_depends_many};
-
-/// What kmod loads for `names` in the root's kernel, every file of it.
-fn oracle(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut files = BTreeSet::new();
-    for (name, deps) in modprobe_show_depends_many(root, kver, &names) {
-        files.extend(deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}")));
-    }
-    files
-}
+use support::copy_root;
+use support::debian_root::{bookworm_cloud_root, kmod_loads, modules, package, Chroot};
 
 /// The tree holds exactly what limopack keeps, and that is all kmod loads for the same
 /// modules, or more: limopack follows every module an alias names, where modprobe may stop
@@ -65,10 +55,10 @@ fn apt_and_dpkg_keep_the_tree_pruned() {
     let whole = modules(&tree);
     assert!(whole.len() > 1000, "the cloud kernel has {} modules", whole.len());
     // kmod's answers, asked while the tree is whole.
-    let baseline = oracle(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
+    let baseline = kmod_loads(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
     assert!(baseline.iter().any(|m| m.ends_with("virtio_net.ko")), "{baseline:?}");
-    let with_btrfs: BTreeSet<String> = baseline.union(&oracle(&root, &kver, &["btrfs"])).cloned().collect();
-    let with_iso: BTreeSet<String> = baseline.union(&oracle(&root, &kver, &["isofs"])).cloned().collect();
+    let with_btrfs: BTreeSet<String> = baseline.union(&kmod_loads(&root, &kver, &["btrfs"])).cloned().collect();
+    let with_iso: BTreeSet<String> = baseline.union(&kmod_loads(&root, &kver, &["isofs"])).cloned().collect();
 
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();

@@ -3,25 +3,110 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, ValueHint};
+
+/// The end of `--help`, and the man page's sections after OPTIONS: build.rs turns each
+/// `Heading:` line into a section, each indented `TERM  text` or TERM line followed by deeper
+/// lines into an item, and other indented lines into paragraphs.
+const AFTER_LONG_HELP: &str = "\
+Restoring pruned modules:
+  A kept module whose file was pruned earlier comes back from, in this order:
+  limopack's archive, with `archive: true`; the owning package's .deb at the
+  installed version in /var/cache/apt/archives; that .deb fetched with
+  `apt-get download PACKAGE=VERSION` into a private temporary folder. Each
+  restored file must match the md5sum dpkg recorded for it. When no source has
+  it, the run prints the `apt-get install --reinstall PACKAGE` that brings it
+  back, and `status` lists it as missing.
+
+Safety:
+  Only regular files inside /lib/modules/KVER that a configured module package
+  owns are removed; the index files and the files no package owns (DKMS output,
+  hand-built modules) stay. Any unreadable or invalid declaration,
+  configuration or module index stops the run before anything is deleted.
+  dpkg's database is never edited: `dpkg --verify` shows pruned files as
+  missing, and `status` lists each with its package. One run at a time: a run
+  waits for the lock.
+
+Exit status:
+  0   Success, including runs with warnings.
+  1   An error, printed as `limopack: error: FILE:LINE:COLUMN: what is wrong`;
+      the failing step deleted nothing. Under --called-by the status is 0 even
+      then, so that a typo cannot wedge apt, dpkg or a kernel's install.
+
+Files:
+  /etc/limopack/limopack.yaml
+      The configuration.
+  /etc/limopack/modules.d/
+      The admin's declarations.
+  /usr/share/limopack/
+      The packages' declarations.
+  /var/lib/limopack/state.json
+      The static modules seen so far and, per kernel, the last reference counts
+      and the pruned files with their packages.
+  /var/lib/limopack/index/
+      Each kernel's module index from before its first prune.
+  /var/lib/limopack/archive/
+      Compressed copies of pruned files, with `archive: true`.
+  /var/lib/limopack/lock
+      The lock that runs wait on.
+  /etc/apt/apt.conf.d/80limopack
+      The apt hook.
+  /etc/kernel/postinst.d/initramfs-0limopack
+      The kernel hook. It runs after dkms and before initramfs-tools, so the
+      initramfs is built from the pruned tree.
+
+Examples:
+  limopack-hook --dry-run
+      Show what a run would do.
+  limopack-hook status
+      Show what is kept, pruned and missing.
+  limopack-hook explain btusb
+      Say why btusb stays, or why it does not.
+  limopack-hook check debian/mypackage.limopack
+      Check a declaration before it ships.
+  limopack-hook --root /srv/image
+      Prune an image before it is packed.
+
+See also:
+  limopack.yaml(5), dh_limopack(1), depmod(8), modprobe(8), dpkg-trigger(1),
+  apt.conf(5), update-initramfs(8)
+";
 
 /// Keep each kernel's module tree down to the modules installed packages declare.
 ///
-/// With no command, plan every kernel and carry the plan out: prune the module packages'
-/// files that nothing needs, then run depmod. Nothing is deleted until `prune: true` is set
+/// With no command, plan every kernel and carry the plan out. The keep set is the static
+/// modules, the modules that declarations reference and, for the running kernel, the loaded
+/// ones, closed over everything modprobe(8) would load with them. The module packages' other
+/// files are pruned, kept modules whose files are missing are restored, depmod(8) runs and,
+/// when configured, the initramfs is refreshed. Nothing is deleted until `prune: true` is set
 /// in /etc/limopack/limopack.yaml, and never in a kernel with no static modules.
+///
+/// Nobody needs to run it by hand. apt runs it after every dpkg run (DPkg::Post-Invoke in
+/// /etc/apt/apt.conf.d/80limopack), dpkg through file triggers on /lib/modules,
+/// /usr/lib/modules and /usr/share/limopack, and a new kernel through
+/// /etc/kernel/postinst.d/initramfs-0limopack.
+///
+/// Packages declare what they need in /usr/share/limopack/PACKAGE.yaml, the admin in
+/// /etc/limopack/modules.d/*.yaml; a file there masks the package's file of the same name. The
+/// format of both, and of the configuration, is in limopack.yaml(5).
 #[derive(Parser)]
-#[command(name = "limopack-hook", version)]
+#[command(name = "limopack-hook", version, after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
     /// Print the plan and change nothing.
+    ///
+    /// No lock is taken, nothing is deleted, depmod does not write the tree's index and no
+    /// state is written.
     #[arg(long, global = true)]
     pub dry_run: bool,
 
     /// Work on the system under DIR (an image) instead of the running one.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    ///
+    /// dpkg's database, the configuration, the declarations and the state are read under DIR,
+    /// depmod runs with -b DIR, and the host's loaded modules are not consulted.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/", value_hint = ValueHint::DirPath)]
     pub root: PathBuf,
 
     /// Only this kernel version.
@@ -72,13 +157,17 @@ pub enum Command {
     /// built-in of that kernel (of every kernel under --root without --kernel).
     Check {
         /// Declaration files, such as debian/PACKAGE.limopack.
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
         files: Vec<PathBuf>,
     },
     /// Turn the original limopack's modules.active (`NAME:S`, `NAME:COUNT` lines) into the
     /// admin declaration /etc/limopack/modules.d/imported-active.yaml; with --dry-run, print it.
+    ///
+    /// `S` entries become `static:`, counted ones `modules:`. An earlier import is never
+    /// replaced.
     ImportActive {
         /// A modules.active file, such as /lib/modules/KVER/modules.active.
+        #[arg(value_hint = ValueHint::FilePath)]
         file: PathBuf,
     },
 }

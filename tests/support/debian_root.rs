@@ -109,6 +109,16 @@ pub fn package(dir: &Path, name: &str, yaml: Option<&str>) -> PathBuf {
     deb
 }
 
+/// What kmod loads for `names` in the root's kernel, every file of it, relative to the tree.
+pub fn kmod_loads(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut files = BTreeSet::new();
+    for (name, deps) in super::modprobe_show_depends_many(root, kver, &names) {
+        files.extend(deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}")));
+    }
+    files
+}
+
 /// The module files of a tree, relative to it.
 pub fn modules(tree: &Path) -> BTreeSet<String> {
     walkdir::WalkDir::new(tree)
