@@ -100,6 +100,7 @@ fn resolves(index: &ModuleIndex, entry: &Entry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Sources;
 
     fn kernel() -> Kernel {
         let sources = Sources {
