@@ -18,10 +18,13 @@ use clap_mangen::Man;
 #[allow(dead_code)]
 #[path = "src/cli/hook.rs"]
 mod hook;
+#[allow(dead_code)]
+#[path = "src/cli/limopack.rs"]
+mod limopack;
 
 /// Every program with its man section: one line per binary.
 fn programs() -> Vec<(clap::Command, &'static str)> {
-    vec![(hook::Cli::command(), "8")]
+    vec![(hook::Cli::command(), "8"), (limopack::Cli::command(), "8")]
 }
 
 fn main() -> std::io::Result<()> {

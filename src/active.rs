@@ -82,7 +82,6 @@ pub const IMPORTED: &str = "/etc/limopack/modules.d/imported-active.yaml";
 /// Import `file` into the root's admin declarations. Refuses to replace an earlier import:
 /// merging by hand is the only way that never drops an entry someone added since.
 pub fn import(root: &crate::root::Root, file: &Path, dry_run: bool) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
     let yaml = Active::parse(file, &text)?.to_declaration(file);
     if dry_run {
@@ -92,8 +91,7 @@ pub fn import(root: &crate::root::Root, file: &Path, dry_run: bool) -> Result<St
     if std::fs::symlink_metadata(&target).is_ok() {
         return Err(Error::refused(target, "exists already; merge the new entries into it by hand, or move it away"));
     }
-    crate::state::write_atomic(&target, yaml.as_bytes())?;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&target, e))?;
+    crate::declaration::write_admin(root, "imported-active.yaml", &yaml)?;
     Ok(yaml)
 }
 

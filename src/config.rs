@@ -137,6 +137,20 @@ impl Config {
         }
     }
 
+    /// This config with only `package` prunable, for a run limited to one package's files.
+    /// A package the config does not count as a module package is refused: limopack never
+    /// prunes one.
+    pub fn limited_to(&self, package: &str) -> Result<Config> {
+        if !self.is_module_package(package) {
+            return Err(crate::Error::refused(
+                &self.path,
+                format!("{package} is not a module package (packages: {}); limopack prunes only those", self.packages.join(", ")),
+            ));
+        }
+        let only = [package.split(':').next().unwrap_or(package).to_string()];
+        Ok(Config { initramfs: self.initramfs, archive: self.archive, ..Config::build(self.path.clone(), self.prune, &only, self.depmod) })
+    }
+
     /// True when files of this package may be pruned. An architecture qualifier
     /// (`linux-image-6.1.0-50-amd64:amd64`) is ignored.
     pub fn is_module_package(&self, package: &str) -> bool {
@@ -183,6 +197,17 @@ mod tests {
         assert!(config.archive);
         assert!(config.is_module_package("my-kernel-modules"));
         assert!(!config.is_module_package("linux-image-6.1.0-50-amd64"));
+    }
+
+    #[test]
+    fn a_run_can_be_limited_to_one_module_package() {
+        let config = load("prune: true\narchive: true\n").unwrap();
+        let only = config.limited_to("linux-image-6.1.0-50-amd64").unwrap();
+        assert!(only.is_module_package("linux-image-6.1.0-50-amd64:amd64"));
+        assert!(!only.is_module_package("linux-image-6.1.0-51-amd64"));
+        assert!(only.prune && only.archive);
+        let e = config.limited_to("bash").err().unwrap().to_string();
+        assert!(e.ends_with("limopack.yaml: bash is not a module package (packages: linux-image-*, linux-modules-*, linux-modules-extra-*); limopack prunes only those"), "{e}");
     }
 
     #[test]

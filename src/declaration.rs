@@ -5,6 +5,7 @@
 //! name (an empty file disables it), as `/etc/modprobe.d` does for `/lib/modprobe.d`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
@@ -155,6 +156,101 @@ fn place_of(text: &str, entry: &str) -> (usize, usize) {
         }
     }
     (0, 0)
+}
+
+/// An admin declaration to write: what `freeze` and the `limopack` command keep in
+/// `/etc/limopack/modules.d`. Rendered sorted, one entry a line, each with an optional
+/// comment saying why it is there.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    /// Comment lines at the top, without their `# `.
+    pub header: Vec<String>,
+    pub kernels: Option<String>,
+    pub statics: Vec<(String, Option<String>)>,
+    /// Repeats are kept: the `limopack` command counts references this way.
+    pub modules: Vec<(String, Option<String>)>,
+    pub firmware: Vec<String>,
+}
+
+impl Draft {
+    /// Everything `existing` holds, so that a rewrite drops nothing: its entries, its
+    /// `kernels:` and `firmware:`, and the comment lines at its top (from `text`).
+    pub fn of(existing: &Declaration, text: &str) -> Draft {
+        let header = text
+            .lines()
+            .take_while(|l| l.trim().is_empty() || l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l).to_string())
+            .collect();
+        Draft {
+            header,
+            kernels: existing.kernels.as_ref().map(|k| k.text.clone()),
+            statics: existing.statics.iter().map(|e| (e.text.clone(), None)).collect(),
+            modules: existing.modules.iter().map(|e| (e.text.clone(), None)).collect(),
+            firmware: existing.firmware.iter().map(|f| f.0.text.clone()).collect(),
+        }
+    }
+
+    /// True when the file would name nothing, and so mask a vendor file of the same name.
+    pub fn is_empty(&self) -> bool {
+        self.statics.is_empty() && self.modules.is_empty() && self.firmware.is_empty()
+    }
+
+    /// The YAML text: the header, then each key with its entries sorted (static entries and
+    /// firmware once each, module references as often as they are listed).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        for line in &self.header {
+            let _ = writeln!(text, "#{}{line}", if line.is_empty() { "" } else { " " });
+        }
+        if let Some(kernels) = &self.kernels {
+            let _ = writeln!(text, "kernels: {}", yaml::scalar(kernels));
+        }
+        let firmware: Vec<(String, Option<String>)> = self.firmware.iter().map(|f| (f.clone(), None)).collect();
+        for (key, entries, once) in [("static", &self.statics, true), ("modules", &self.modules, false), ("firmware", &firmware, true)] {
+            let mut entries = entries.clone();
+            entries.sort();
+            if once {
+                entries.dedup_by(|a, b| a.0 == b.0);
+            }
+            if !entries.is_empty() {
+                let _ = writeln!(text, "{key}:");
+            }
+            for (entry, why) in entries {
+                let _ = writeln!(text, "  - {}{}", yaml::scalar(&entry), why.map(|w| format!("  # {w}")).unwrap_or_default());
+            }
+        }
+        text
+    }
+}
+
+/// The admin's declaration `name` (`baseline.yaml`) under the root, parsed, with its text;
+/// `None` when there is none. A file limopack would not trust, or a mask, is an error: a
+/// rewrite would replace what the admin meant.
+pub fn read_admin(root: &Root, name: &str) -> Result<Option<(Declaration, String)>> {
+    let path = root.join(ADMIN_DIR).join(name);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(Error::refused(&path, "is a symlink (a mask, or a link to another file); limopack writes only a file of its own there, so move it away first"));
+        }
+        Ok(_) => {}
+    }
+    let Trusted::Bytes(bytes) = trust::read(&path)? else {
+        return Err(Error::refused(&path, "became a mask while it was read"));
+    };
+    let declaration = Declaration::parse(&path, &bytes, Origin::Admin)?;
+    Ok(Some((declaration, String::from_utf8_lossy(&bytes).into_owned())))
+}
+
+/// Write the admin's declaration `name` atomically, mode 0644, and return its path.
+pub fn write_admin(root: &Root, name: &str, text: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(ADMIN_DIR).join(name);
+    crate::state::write_atomic(&path, text.as_bytes())?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
 }
 
 /// The declarations under a root, after masking.

@@ -26,3 +26,5 @@ pub mod run;
 pub mod report;
 pub mod check;
 pub mod active;
+pub mod freeze;
+pub mod compat;

@@ -34,9 +34,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<String>> {
 
 /// Read `/proc/modules` of the machine limopack runs on.
 pub fn read_proc() -> Result<Vec<String>> {
-    let path = Path::new("/proc/modules");
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text),
+    read(Path::new("/proc"))
+}
+
+/// Read `modules` under a procfs mounted at `proc` (`/proc`, or a copy of one in tests).
+pub fn read(proc: &Path) -> Result<Vec<String>> {
+    let path = proc.join("modules");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&path, &text),
         // A kernel without module support has no /proc/modules: nothing is loaded.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(Error::io(path, e)),

@@ -42,6 +42,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         initramfs: cli.called_by != Some(Hook::Kernel),
         // JSON and -v readers want the plan itself, not the last run's summary.
         reuse: !cli.json && !cli.verbose,
+        package: None,
     };
     match &cli.command {
         None => {
@@ -125,6 +126,16 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
                 false => {
                     let _ = writeln!(out, "limopack: wrote {}", limopack::active::IMPORTED);
                 }
+            }
+        }
+        Some(Command::Freeze { from_host }) => {
+            let freeze = limopack::freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: *from_host, dry_run: cli.dry_run };
+            let outcome = limopack::freeze::freeze(&freeze, &limopack::freeze::Paths::host(), std::time::SystemTime::now())?;
+            for line in &outcome.lines {
+                let _ = writeln!(out, "{line}");
+            }
+            if cli.dry_run {
+                out.push_str(&outcome.yaml);
             }
         }
         Some(Command::Status) => {

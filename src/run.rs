@@ -30,6 +30,9 @@ pub struct Options {
     /// Stop early when nothing changed since the last run that changed nothing (see
     /// [`crate::fingerprint`]). Only for a real run over every kernel.
     pub reuse: bool,
+    /// Prune only the files of this module package (the original limopack's `--pkname`):
+    /// other packages' files stay, as if they were no module packages, with what they need.
+    pub package: Option<String>,
 }
 
 /// Everything a plan is made from.
@@ -89,7 +92,10 @@ impl Gathered {
 /// run reads what depmod would write (`depmod -n`) and writes nothing.
 pub fn gather(opts: &Options) -> Result<Gathered> {
     let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
-    let config = Config::load(&root)?;
+    let mut config = Config::load(&root)?;
+    if let Some(package) = &opts.package {
+        config = config.limited_to(package)?;
+    }
     let declarations = Declarations::load(&root)?;
     let mut state = State::load(&root)?;
     let mut notes = Vec::new();
@@ -257,7 +263,7 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
     };
     // Taken before anything is read, so that a change made while this run plans is seen
     // by the next one.
-    let seen = (opts.reuse && !opts.dry_run && opts.kernel.is_none()).then(|| Fingerprint::take(&root));
+    let seen = (opts.reuse && !opts.dry_run && opts.kernel.is_none() && opts.package.is_none()).then(|| Fingerprint::take(&root));
     if let Some(seen) = &seen {
         if let Some(saved) = Saved::load(&root).filter(|s| s.fingerprint == *seen) {
             return Ok(Synced::Unchanged(saved));

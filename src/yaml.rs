@@ -30,6 +30,20 @@ pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Option<T>
     })
 }
 
+/// `text` as a YAML scalar: plain when it is a word that starts with a letter or `_` and
+/// holds only letters, digits, `_`, `-` and `.` (and is not a boolean or null), else
+/// double-quoted (a JSON string is a valid double-quoted YAML scalar), so that aliases and
+/// globs such as `pci:v00008086d*` or `*.pnvm` read back as written.
+pub fn scalar(text: &str) -> String {
+    let bare = text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && !["true", "false", "null", "yes", "no", "on", "off", "y", "n"].contains(&text.to_ascii_lowercase().as_str());
+    match bare {
+        true => text.to_string(),
+        false => serde_json::Value::from(text).to_string(),
+    }
+}
+
 /// serde_yaml appends " at line L column C" to its messages; we print the place up front,
 /// the way compilers and linters do, so it is dropped from the message.
 fn strip_location(message: &str, line: usize, column: usize) -> String {
@@ -98,6 +112,17 @@ mod tests {
             err(b"a: x\n"),
             "f.yaml:1:4: a: invalid type: string \"x\", expected a sequence"
         );
+    }
+
+    #[test]
+    fn scalars_read_back_as_written() {
+        for text in ["ext4", "crc32c-intel", "pci:v00008086d*sv*", "snd_hda_*", "iwlwifi-*.pnvm", "8021q", "1.0", "null", "no", "a\"b", "*x"] {
+            let line = format!("- {}\n", scalar(text));
+            let back: Option<Vec<String>> = serde_yaml::from_str(&line).unwrap();
+            assert_eq!(back.unwrap(), [text], "{line}");
+        }
+        assert_eq!(scalar("ext4"), "ext4");
+        assert_eq!(scalar("pci:v*"), "\"pci:v*\"");
     }
 
     #[test]

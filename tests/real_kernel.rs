@@ -355,6 +355,7 @@ fn keep_set_covers_modprobe(flavour: &str) {
         dry_run: true,
         initramfs: false,
         reuse: false,
+        package: None,
     })
     .unwrap();
     let index = gathered.index(&fx.kver).expect("the kernel is gathered");

@@ -160,6 +160,17 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
         files: Vec<PathBuf>,
     },
+    /// Record this machine's vital set as the admin declaration
+    /// /etc/limopack/modules.d/baseline.yaml, every entry static: the modules loaded now, the
+    /// drivers of every device (each modalias under /sys/devices), the modules of every
+    /// mounted filesystem, and the drivers of the block devices under /, /usr and swap. A
+    /// later freeze merges with the file and drops nothing; with --dry-run, print it.
+    Freeze {
+        /// With --root, use this machine's /proc and /sys (its devices, mounts and loaded
+        /// modules) against the image's kernel. Without it, freeze refuses an image.
+        #[arg(long)]
+        from_host: bool,
+    },
     /// Turn the original limopack's modules.active (`NAME:S`, `NAME:COUNT` lines) into the
     /// admin declaration /etc/limopack/modules.d/imported-active.yaml; with --dry-run, print it.
     ///

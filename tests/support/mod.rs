@@ -284,6 +284,22 @@ pub fn real_kernel_tree(flavour: &str) -> (PathBuf, String) {
     (root, kver)
 }
 
+/// A root at `dst` holding only the index files (`modules.*`) of flavour's real kernel tree:
+/// enough for commands that look names up, and cheap to copy, so the cached tree is never
+/// written to. Returns the kernel version.
+pub fn real_kernel_index_root(flavour: &str, dst: &Path) -> String {
+    let (cached, kver) = real_kernel_tree(flavour);
+    let tree = dst.join("lib/modules").join(&kver);
+    fs::create_dir_all(&tree).unwrap();
+    for entry in fs::read_dir(cached.join("lib/modules").join(&kver)).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_str().unwrap().starts_with("modules.") {
+            fs::copy(entry.path(), tree.join(entry.file_name())).unwrap();
+        }
+    }
+    kver
+}
+
 /// Copies the whole of `src` into `dst` (created if needed), preserving
 /// symlinks, modes and timestamps.
 pub fn copy_root(src: &Path, dst: &Path) {

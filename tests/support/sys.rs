@@ -225,20 +225,25 @@ impl Sys {
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
-        self.run_under(&[], args)
+        self.run_under(env!("CARGO_BIN_EXE_limopack-hook"), &[], args)
     }
 
-    /// Runs the binary on this root as `run` does, behind `wrapper` (a program and its
-    /// arguments; none for the binary alone).
-    fn run_under(&self, wrapper: &[&str], args: &[&str]) -> Out {
-        let hook = env!("CARGO_BIN_EXE_limopack-hook");
+    /// Runs the `limopack` command (the original's flags) on this root, as `run` does
+    /// `limopack-hook`.
+    pub fn run_limopack(&self, args: &[&str]) -> Out {
+        self.run_under(env!("CARGO_BIN_EXE_limopack"), &[], args)
+    }
+
+    /// Runs `binary` with `--root` this root, behind `wrapper` (a program and its arguments;
+    /// none for the binary alone).
+    fn run_under(&self, binary: &str, wrapper: &[&str], args: &[&str]) -> Out {
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);
-                command.args(wrapper_args).arg(hook);
+                command.args(wrapper_args).arg(binary);
                 command
             }
-            None => Command::new(hook),
+            None => Command::new(binary),
         };
         let out = command
             .arg("--root")
@@ -262,7 +267,7 @@ impl Sys {
     pub fn traced(&self, trace: &str, args: &[&str]) -> (Out, String) {
         let log = self.outside().join("strace.log");
         let log_arg = log.display().to_string();
-        let out = self.run_under(&["strace", "-f", "-qq", "-e", &format!("trace={trace}"), "-o", &log_arg], args);
+        let out = self.run_under(env!("CARGO_BIN_EXE_limopack-hook"), &["strace", "-f", "-qq", "-e", &format!("trace={trace}"), "-o", &log_arg], args);
         assert!(out.ok, "limopack-hook {args:?} under strace failed:\n{}", out.stderr);
         (out, fs::read_to_string(&log).unwrap())
     }
