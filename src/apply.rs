@@ -24,7 +24,7 @@ use crate::packages;
 use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
 use crate::root::Root;
 use crate::state::{self, Journal, KernelState, PrunedFile, State};
-use crate::tree::{self, Tree};
+use crate::tree::{self, Files, Tree};
 
 /// Held for the whole run: one limopack at a time per root. The kernel drops an flock when
 /// its holder dies, so a killed run never leaves a lock that blocks the next one.
@@ -168,6 +168,18 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         done.push(outcome);
     }
     Ok(done)
+}
+
+/// Keep what the walks of this run found, for the next run to read instead of walking again,
+/// for each tree this run left as it found it: a changed tree is walked again next time. A
+/// cache that cannot be written (a read-only or full disk) only means walking next time too.
+pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a Files)>, done: &[Done]) {
+    for (tree, files) in walked {
+        let changed = done.iter().any(|d| d.version == tree.version && (d.removed > 0 || !d.restored.is_empty() || d.depmod));
+        if !changed {
+            let _ = files.save_cache(root, tree);
+        }
+    }
 }
 
 /// Delete the plan's files of one kernel, journalled, with archive copies when configured.

@@ -312,8 +312,10 @@ impl ModuleIndex {
     fn parse_dep(&mut self, path: &Path, text: &str, present: &dyn Fn(&str) -> bool) -> Result<()> {
         // (line number, the line, its module, its dependencies)
         let mut lines: Vec<(usize, &str, &str, &str)> = Vec::new();
-        for (n, line) in text.split('\n').enumerate() {
-            let line_no = n + 1;
+        let mut start = 0;
+        for (n, end) in memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]).enumerate() {
+            let (line, line_no) = (&text[start..end], n + 1);
+            start = end + 1;
             if line.is_empty() || line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
@@ -340,7 +342,10 @@ impl ModuleIndex {
             self.modules.push(Module { name, path: module.to_string(), deps: Vec::new(), present: present(module) });
         }
         for (id, &(line_no, line, _, deps)) in lines.iter().enumerate() {
-            let mut ids = Vec::new();
+            if deps.trim().is_empty() {
+                continue;
+            }
+            let mut ids = Vec::with_capacity(4);
             for dep in deps.split(' ').filter(|d| !d.is_empty()) {
                 match by_path.get(dep) {
                     Some(&dep_id) => ids.push(dep_id),
@@ -529,12 +534,9 @@ fn at_column(error: Error, column: usize) -> Error {
 
 /// A path named by an index must stay inside the tree: relative, no `..`, no empty parts.
 fn check_path(file: &Path, line: usize, path: &str) -> Result<()> {
-    let bad = path.is_empty()
-        || path.starts_with('/')
-        || path.ends_with('/')
-        || path.contains("//")
-        || path.split('/').any(|part| part == "." || part == "..");
-    if bad {
+    let inside = !path.is_empty()
+        && path.as_bytes().split(|&b| b == b'/').all(|part| !matches!(part, b"" | b"." | b".."));
+    if !inside {
         return Err(Error::syntax(
             file,
             line,

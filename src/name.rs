@@ -9,20 +9,20 @@ pub const MODULE_SUFFIXES: [&str; 4] = [".ko.zst", ".ko.xz", ".ko.gz", ".ko"];
 
 /// `-` becomes `_`, except between `[` and `]`, as kmod does before every lookup.
 pub fn normalize(name: &str) -> String {
-    if !name.contains('-') {
+    if memchr::memchr(b'-', name.as_bytes()).is_none() {
         return name.to_owned();
     }
-    let mut out = String::with_capacity(name.len());
     let mut in_brackets = false;
-    for c in name.chars() {
-        match c {
-            '[' => in_brackets = true,
-            ']' => in_brackets = false,
-            _ => {}
-        }
-        out.push(if c == '-' && !in_brackets { '_' } else { c });
-    }
-    out
+    name.chars()
+        .map(|c| {
+            match c {
+                '[' => in_brackets = true,
+                ']' => in_brackets = false,
+                _ => {}
+            }
+            if c == '-' && !in_brackets { '_' } else { c }
+        })
+        .collect()
 }
 
 /// The loaded name of a module file: `kernel/fs/ext4/ext4.ko.xz` is `ext4`,
@@ -38,7 +38,10 @@ pub fn is_module_file(path: &str) -> bool {
 
 /// The file name without its module ending (`crc32c-intel`), as written.
 fn module_stem(path: &str) -> Option<&str> {
-    let base = path.rsplit('/').next()?;
+    let base = match memchr::memrchr(b'/', path.as_bytes()) {
+        Some(slash) => &path[slash + 1..],
+        None => path,
+    };
     MODULE_SUFFIXES
         .iter()
         .find_map(|suffix| base.strip_suffix(suffix))

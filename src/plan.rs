@@ -427,7 +427,7 @@ fn plan_kernel(
         if kept_paths.contains(module.path.as_str()) {
             continue;
         }
-        let (Some((package, version)), Some(info)) = (owned_by.get(module.path.as_str()), k.files.regular.get(&module.path)) else {
+        let (Some((package, version)), Some(&size)) = (owned_by.get(module.path.as_str()), k.files.regular.get(&module.path)) else {
             continue;
         };
         prune.push(PruneFile {
@@ -435,7 +435,7 @@ fn plan_kernel(
             module: module.name.clone(),
             package: package.clone(),
             version: version.clone(),
-            size: info.size,
+            size,
         });
     }
     let mut unlisted: Vec<&String> = k
@@ -573,9 +573,7 @@ mod tests {
     use crate::declaration::Declaration;
     use crate::index::Sources;
     use crate::packages::Database;
-    use crate::tree::FileInfo;
     use std::path::Path;
-    use std::time::SystemTime;
 
     const KVER: &str = "6.1.0-1-test";
     const DEP: &str = "\
@@ -621,7 +619,7 @@ kernel/fs/btrfs/btrfs.ko:
         let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: install ok installed\n\n");
         let mut kernel_list = String::new();
         for m in index.modules() {
-            files.regular.insert(m.path.clone(), FileInfo { size: 1000, mtime: SystemTime::UNIX_EPOCH });
+            files.regular.insert(m.path.clone(), 1000);
             if !m.path.contains("dkms") {
                 kernel_list.push_str(&format!("/lib/modules/{KVER}/{}\n", m.path));
             }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 /// Where limopack keeps its state, lock, journal and saved indexes, inside the root.
 pub const STATE_DIR: &str = "/var/lib/limopack";
+/// What limopack can always make again: each tree's files as its last walk found them.
+pub const CACHE_DIR: &str = "/var/cache/limopack";
 /// The admin's config.
 pub const CONFIG_FILE: &str = "/etc/limopack/limopack.yaml";
 /// Declarations shipped by packages.

@@ -194,7 +194,7 @@ fn load_index(
 ) -> Result<(ModuleIndex, Files, bool)> {
     // With depmod off there is nothing to rebuild with; the index is used as it is.
     let rebuild = rebuild && config.depmod;
-    let mut files = Files::scan(tree)?;
+    let mut files = Files::load(root, tree)?;
     let parse = |mut sources: Sources, files: &Files| {
         sources.config = config_files.to_vec();
         ModuleIndex::parse(sources, |rel| files.has(rel))
@@ -275,7 +275,10 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
         true => Vec::new(),
         false => {
             let effects = apply::Effects { initramfs: opts.initramfs };
-            apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?
+            let done = apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?;
+            let walked = gathered.trees.iter().zip(gathered.kernels.iter().map(|(_, files, _)| files));
+            apply::save_tree_caches(&gathered.root, walked, &done);
+            done
         }
     };
     if let Some(fingerprint) = seen {

@@ -98,28 +98,96 @@ pub fn has_module_files(tree: &Tree) -> bool {
         .any(|e| name::module_name_of_path(&e.path().to_string_lossy()).is_some())
 }
 
-/// One regular file of a tree.
-#[derive(Debug, Clone, Copy)]
-pub struct FileInfo {
-    pub size: u64,
+/// When a file was last written, and which: the newest module file of a tree, which must not
+/// be newer than `modules.dep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newest {
+    pub rel: String,
     pub mtime: SystemTime,
 }
 
-/// The files of one tree, walked once, never through symlinks.
+/// What changes whenever a folder's entries do (one added, removed or renamed): its inode and
+/// change time. Unlike the modification time, no tool can set the change time back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp { ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) }
+    }
+}
+
+/// The files of one tree, never reached through symlinks: walked, or read from limopack's
+/// cache of the last walk when no folder of the tree has changed since.
 #[derive(Debug, Default)]
 pub struct Files {
-    /// Regular files by path relative to the tree.
-    pub regular: HashMap<String, FileInfo>,
+    /// Module files, with their sizes, by path relative to the tree.
+    pub regular: HashMap<String, u64>,
     /// Module-named paths that are not regular files (folders, FIFOs, symlinks): never touched.
     pub odd: Vec<String>,
+    /// The module file written last.
+    newest: Option<Newest>,
+    /// `modules.dep`: its size, when it was written, and its stamp.
+    dep: Option<(u64, SystemTime, Stamp)>,
+    /// Every folder, the tree's own first (as ""), each with its stamp from before it was read.
+    dirs: Vec<(String, Stamp)>,
+    /// Read from the cache, not walked.
+    pub cached: bool,
+}
+
+/// The first line of a cache file, with its format's version. Then one line per thing:
+/// `f SIZE MTIME_S MTIME_NS INO CTIME_S CTIME_NS` for modules.dep, `n MTIME_S MTIME_NS REL` for
+/// the module file written last, `d INO CTIME_S CTIME_NS REL` for a folder (the tree's own has
+/// an empty REL), `m SIZE REL` for a module file, and `o REL` for a module-named entry that is
+/// not a regular file.
+const CACHE_HEADER: &str = "limopack tree cache 1";
+
+/// `N` numbers separated by spaces, then the rest of the line after one more space (or
+/// nothing, at the end of the line).
+fn numbers<const N: usize>(text: &str) -> Option<([i64; N], &str)> {
+    let mut out = [0i64; N];
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    for slot in &mut out {
+        let digits = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 18 {
+            return None;
+        }
+        *slot = bytes[at..at + digits].iter().fold(0, |n, &b| n * 10 + i64::from(b - b'0'));
+        at += digits;
+        match bytes.get(at) {
+            Some(b' ') => at += 1,
+            None => {}
+            Some(_) => return None,
+        }
+    }
+    Some((out, &text[at..]))
+}
+
+fn time(secs: i64, nanos: i64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(u64::try_from(secs).ok()?, u32::try_from(nanos).ok()?))
 }
 
 impl Files {
-    /// Walk the tree. A file or folder that vanishes between listing and `lstat` was never
-    /// there as far as this run is concerned: a depmod left running by a killed run renames
-    /// its temporary files away under the walk.
+    /// The files of `tree`: from the cache when it is still true, else walked.
+    pub fn load(root: &Root, tree: &Tree) -> Result<Files> {
+        match Files::from_cache(root, tree) {
+            Some(files) => Ok(files),
+            None => Files::scan(tree),
+        }
+    }
+
+    /// Walk the tree. Each folder is stamped before it is read, so that a change made during
+    /// the walk shows at the next check of the cache. A file or folder that vanishes between
+    /// listing and `lstat` was never there as far as this run is concerned: a depmod left
+    /// running by a killed run renames its temporary files away under the walk.
     pub fn scan(tree: &Tree) -> Result<Files> {
         let mut files = Files::default();
+        let top = std::fs::symlink_metadata(&tree.path).map_err(|e| Error::io(&tree.path, e))?;
+        files.dirs.push((String::new(), Stamp::of(&top)));
         let base = tree.path.as_os_str().len();
         let walk_error = |e: walkdir::Error| {
             let path = e.path().unwrap_or(&tree.path).to_path_buf();
@@ -141,23 +209,31 @@ impl Files {
             let path = std::os::unix::ffi::OsStrExt::as_bytes(entry.path().as_os_str());
             let Some(rel) = path.get(base + 1..).and_then(|r| std::str::from_utf8(r).ok()) else { continue };
             let kind = entry.file_type();
-            if kind.is_file() {
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
-                    Err(e) => {
-                        walk_error(e)?;
-                        continue;
+            let module = name::is_module_file(rel);
+            if !(module || kind.is_dir() || rel == "modules.dep") {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) => {
+                    walk_error(e)?;
+                    continue;
+                }
+            };
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if kind.is_dir() {
+                files.dirs.push((rel.to_string(), Stamp::of(&meta)));
+            }
+            match (kind.is_file(), module) {
+                (true, true) => {
+                    if files.newest.as_ref().is_none_or(|n| mtime > n.mtime) {
+                        files.newest = Some(Newest { rel: rel.to_string(), mtime });
                     }
-                };
-                files.regular.insert(
-                    rel.to_string(),
-                    FileInfo {
-                        size: meta.len(),
-                        mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    },
-                );
-            } else if name::is_module_file(rel) {
-                files.odd.push(rel.to_string());
+                    files.regular.insert(rel.to_string(), meta.len());
+                }
+                (true, false) => files.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
+                (false, true) => files.odd.push(rel.to_string()),
+                (false, false) => {}
             }
         }
         files.odd.sort();
@@ -169,12 +245,92 @@ impl Files {
         self.regular.contains_key(rel)
     }
 
-    fn newest_module(&self) -> Option<(&str, SystemTime)> {
-        self.regular
-            .iter()
-            .filter(|(rel, _)| name::is_module_file(rel))
-            .map(|(rel, info)| (rel.as_str(), info.mtime))
-            .max_by_key(|&(_, mtime)| mtime)
+    /// When `modules.dep` was written, if there is one.
+    pub fn dep_mtime(&self) -> Option<SystemTime> {
+        self.dep.map(|(_, mtime, _)| mtime)
+    }
+
+    fn cache_path(root: &Root, tree: &Tree) -> PathBuf {
+        root.join(crate::root::CACHE_DIR).join(format!("{}.files", tree.version))
+    }
+
+    /// The cached files of `tree`, if the cache is there, whole, and still true: `modules.dep`
+    /// and every folder have the stamps the walk saw. A folder's stamp changes with any entry
+    /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
+    fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
+        let text = std::fs::read_to_string(Files::cache_path(root, tree)).ok()?;
+        let mut lines = text.split('\n');
+        if lines.next()? != CACHE_HEADER {
+            return None;
+        }
+        let now = |rel: &str| std::fs::symlink_metadata(tree.path.join(rel)).ok();
+        let mut files = Files { cached: true, ..Files::default() };
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (kind, rest) = line.split_at_checked(2)?;
+            match kind {
+                "m " => {
+                    let ([size], rel) = numbers(rest)?;
+                    files.regular.insert(rel.to_string(), size as u64);
+                }
+                "d " => {
+                    let ([ino, secs, nanos], rel) = numbers(rest)?;
+                    let stamp = Stamp { ino: ino as u64, ctime: (secs, nanos) };
+                    (now(rel).map(|m| Stamp::of(&m)) == Some(stamp)).then_some(())?;
+                    files.dirs.push((rel.to_string(), stamp));
+                }
+                "n " => {
+                    let ([secs, nanos], rel) = numbers(rest)?;
+                    files.newest = Some(Newest { rel: rel.to_string(), mtime: time(secs, nanos)? });
+                }
+                "f " => {
+                    let ([size, secs, nanos, ino, csecs, cnanos], _) = numbers(rest)?;
+                    let mtime = time(secs, nanos)?;
+                    let stamp = Stamp { ino: ino as u64, ctime: (csecs, cnanos) };
+                    let meta = now("modules.dep")?;
+                    let same = Stamp::of(&meta) == stamp && meta.len() == size as u64 && meta.modified().ok() == Some(mtime);
+                    same.then_some(())?;
+                    files.dep = Some((size as u64, mtime, stamp));
+                }
+                "o " => files.odd.push(rest.to_string()),
+                _ => return None,
+            }
+        }
+        // The folders are the tree's: an empty list would vouch for nothing.
+        (files.dirs.first()?.0.is_empty()).then_some(files)
+    }
+
+    /// Write these walked files to the cache, for the next run to read instead of walking.
+    /// A path with a line break cannot be written so, and such a tree is walked every time.
+    pub fn save_cache(&self, root: &Root, tree: &Tree) -> Result<()> {
+        use std::fmt::Write as _;
+        let path = Files::cache_path(root, tree);
+        let all = self.dirs.iter().map(|(r, _)| r).chain(self.regular.keys()).chain(&self.odd);
+        if self.cached || all.clone().any(|rel| rel.contains('\n')) {
+            return Ok(());
+        }
+        let mut text = format!("{CACHE_HEADER}\n");
+        let since = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if let Some((size, mtime, stamp)) = &self.dep {
+            let t = since(*mtime);
+            let (ino, (secs, nanos)) = (stamp.ino, stamp.ctime);
+            let _ = writeln!(text, "f {size} {} {} {ino} {secs} {nanos} ", t.as_secs(), t.subsec_nanos());
+        }
+        if let Some(newest) = &self.newest {
+            let t = since(newest.mtime);
+            let _ = writeln!(text, "n {} {} {}", t.as_secs(), t.subsec_nanos(), newest.rel);
+        }
+        for (rel, stamp) in &self.dirs {
+            let _ = writeln!(text, "d {} {} {} {rel}", stamp.ino, stamp.ctime.0, stamp.ctime.1);
+        }
+        for (rel, size) in &self.regular {
+            let _ = writeln!(text, "m {size} {rel}");
+        }
+        for rel in &self.odd {
+            let _ = writeln!(text, "o {rel}");
+        }
+        let dir = root.join(crate::root::CACHE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        crate::state::write_atomic(&path, text.as_bytes())
     }
 }
 
@@ -182,20 +338,18 @@ impl Files {
 /// plan can trust it. Checks what `depmod -A` checks (a module newer than modules.dep) and
 /// also that the index lists exactly the module files on disk.
 pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String> {
-    let Some(dep) = files.regular.get("modules.dep") else {
+    let Some(dep_mtime) = files.dep_mtime() else {
         return Some("modules.dep is missing".into());
     };
-    if let Some((rel, mtime)) = files.newest_module() {
-        if mtime > dep.mtime {
-            return Some(format!("{rel} is newer than modules.dep"));
-        }
+    if let Some(newest) = files.newest.as_ref().filter(|n| n.mtime > dep_mtime) {
+        return Some(format!("{} is newer than modules.dep", newest.rel));
     }
     let index = index?;
     let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
     if let Some(unlisted) = files
         .regular
         .keys()
-        .filter(|rel| name::is_module_file(rel) && !listed.contains(rel.as_str()))
+        .filter(|rel| !listed.contains(rel.as_str()))
         .min()
     {
         return Some(format!("{unlisted} is not in modules.dep"));
@@ -361,4 +515,75 @@ pub fn restore_target(tree: &Path, rel: &str) -> std::io::Result<PathBuf> {
         }
     }
     Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_in(dir: &Path) -> (Root, Tree) {
+        let root = Root::new(dir).unwrap();
+        let path = dir.join("lib/modules/6.1.0-1-test");
+        for (rel, body) in [("kernel/fs/ext4/ext4.ko", "ext4"), ("kernel/fs/btrfs/btrfs.ko", "btrfs!"), ("modules.dep", "x\n")] {
+            std::fs::create_dir_all(path.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(path.join(rel), body).unwrap();
+        }
+        std::fs::create_dir_all(path.join("updates/dkms")).unwrap();
+        let tree = Tree { version: "6.1.0-1-test".into(), shown: "/lib/modules/6.1.0-1-test".into(), path };
+        (root, tree)
+    }
+
+    fn same(a: &Files, b: &Files) {
+        assert_eq!(a.regular, b.regular);
+        assert_eq!(a.odd, b.odd);
+        assert_eq!(a.newest, b.newest);
+        assert_eq!(a.dep, b.dep);
+        assert_eq!(a.dirs, b.dirs);
+    }
+
+    #[test]
+    fn the_cache_stands_for_the_walk_until_a_folder_or_the_index_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, tree) = tree_in(dir.path());
+        std::os::unix::fs::symlink("/etc/passwd", tree.path.join("kernel/fs/odd.ko")).unwrap();
+        let walked = Files::scan(&tree).unwrap();
+        assert_eq!(walked.regular.len(), 2);
+        assert_eq!(walked.odd, ["kernel/fs/odd.ko"]);
+        walked.save_cache(&root, &tree).unwrap();
+        let cached = Files::load(&root, &tree).unwrap();
+        assert!(cached.cached);
+        same(&cached, &walked);
+
+        // A module added to a folder that held none, two levels under any listed one.
+        std::fs::write(tree.path.join("updates/dkms/zfs.ko"), "zfs").unwrap();
+        let after = Files::load(&root, &tree).unwrap();
+        assert!(!after.cached);
+        assert!(after.has("updates/dkms/zfs.ko"));
+        after.save_cache(&root, &tree).unwrap();
+        assert!(Files::load(&root, &tree).unwrap().cached);
+
+        // depmod replaces modules.dep by a rename: a new inode.
+        std::fs::write(tree.path.join("modules.dep.tmp"), "y\n").unwrap();
+        std::fs::rename(tree.path.join("modules.dep.tmp"), tree.path.join("modules.dep")).unwrap();
+        assert!(!Files::load(&root, &tree).unwrap().cached);
+
+        // A cache that is not whole, or of another format, is not believed.
+        let cache = Files::cache_path(&root, &tree);
+        Files::scan(&tree).unwrap().save_cache(&root, &tree).unwrap();
+        let text = std::fs::read_to_string(&cache).unwrap();
+        for broken in [text.replace("limopack tree cache 1", "limopack tree cache 9"), text.replace("\nd ", "\nd x"), String::new()] {
+            std::fs::write(&cache, broken).unwrap();
+            assert!(!Files::load(&root, &tree).unwrap().cached);
+        }
+    }
+
+    #[test]
+    fn cache_numbers_are_digits_only() {
+        assert_eq!(numbers::<2>("12 34 rest of it"), Some(([12, 34], "rest of it")));
+        assert_eq!(numbers::<1>("7 "), Some(([7], "")));
+        assert_eq!(numbers::<1>("7"), Some(([7], "")));
+        for bad in ["", "-1 x", "1x 2", "99999999999999999999 x"] {
+            assert_eq!(numbers::<1>(bad), None, "{bad:?}");
+        }
+    }
 }
