@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::deb;
 use crate::error::{Error, Result};
 use crate::initramfs;
+use crate::name::Shared;
 use crate::packages;
 use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
 use crate::root::Root;
@@ -75,8 +76,8 @@ pub struct Done {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
-    pub path: String,
-    pub module: String,
+    pub path: Shared,
+    pub module: Shared,
     pub from: RestoredFrom,
 }
 
@@ -91,9 +92,9 @@ pub enum RestoredFrom {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NotRestored {
-    pub path: String,
-    pub module: String,
-    pub package: String,
+    pub path: Shared,
+    pub module: Shared,
+    pub package: Shared,
     pub reason: String,
 }
 
@@ -111,7 +112,8 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
     state.statics.extend(plan.new_statics.iter().cloned());
     forget_restored(root, state, trees)?;
     for kplan in &plan.kernels {
-        state.kernels.entry(kplan.version.clone()).or_default().refcounts = kplan.refcounts.clone();
+        state.kernels.entry(kplan.version.clone()).or_default().refcounts =
+            kplan.refcounts.iter().map(|(module, users)| (module.to_string(), users.clone())).collect();
     }
     for gone in &plan.forget_kernels {
         state.kernels.remove(gone);
@@ -189,13 +191,13 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
         .iter()
         .map(|f| {
             let file = PrunedFile {
-                module: f.module.clone(),
-                package: f.package.clone(),
-                version: f.version.clone(),
+                module: f.module.to_string(),
+                package: f.package.to_string(),
+                version: f.version.to_string(),
                 size: f.size,
                 archived: config.archive,
             };
-            (f.path.clone(), file)
+            (f.path.to_string(), file)
         })
         .collect();
     let journal = Journal {
@@ -232,7 +234,7 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
 /// then each `.deb` (read once for all the files it holds), then downloads. What cannot be
 /// brought back is reported, and the run goes on: restoring never deletes anything.
 fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelState, outcome: &mut Done) {
-    let mut sums: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut sums: HashMap<Shared, HashMap<String, String>> = HashMap::new();
     // A file with no source is left to the run's warning and its reinstall hint.
     let mut left: Vec<(&RestoreFile, String)> = files
         .iter()
@@ -240,7 +242,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
         .map(|f| (f, String::new()))
         .collect();
     let finish = |f: &RestoreFile, from: RestoredFrom, kernel: &mut KernelState, outcome: &mut Done| {
-        kernel.pruned.remove(&f.path);
+        kernel.pruned.remove(&*f.path);
         let _ = archive::forget(root, &tree.version, &f.path);
         outcome.restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
     };
@@ -288,7 +290,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
         settle(&mut left, results, RestoredFrom::AptCache, &mut |f, from| finish(f, from, kernel, outcome));
     }
 
-    let mut fetch: Vec<(String, String)> = left
+    let mut fetch: Vec<(Shared, Shared)> = left
         .iter()
         .filter(|(f, _)| f.sources.contains(&Source::Download))
         .map(|(f, _)| (f.package.clone(), f.version.clone()))
@@ -328,7 +330,7 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
 /// Fold the per-file results of one source into what is left to restore.
 fn settle<'a>(
     left: &mut Vec<(&'a RestoreFile, String)>,
-    results: HashMap<String, Result<()>>,
+    results: HashMap<Shared, Result<()>>,
     from: RestoredFrom,
     finish: &mut dyn FnMut(&RestoreFile, RestoredFrom),
 ) {
@@ -349,11 +351,11 @@ fn settle<'a>(
 /// tree; a `.deb` that cannot be read fails every file it was to give.
 fn from_deb(
     root: &Root,
-    sums: &mut HashMap<String, HashMap<String, String>>,
+    sums: &mut HashMap<Shared, HashMap<String, String>>,
     tree: &Tree,
     deb: &Path,
     wanted: &[&RestoreFile],
-) -> HashMap<String, Result<()>> {
+) -> HashMap<Shared, Result<()>> {
     let mut by_listed: HashMap<String, &RestoreFile> = HashMap::new();
     for f in wanted {
         for listed in tree.dpkg_paths(&f.path) {
@@ -361,7 +363,7 @@ fn from_deb(
         }
     }
     let names: HashSet<String> = by_listed.keys().cloned().collect();
-    let mut results: HashMap<String, Result<()>> = HashMap::new();
+    let mut results: HashMap<Shared, Result<()>> = HashMap::new();
     let read = deb::extract(deb, &names, |listed, data| {
         let f = by_listed[listed];
         let expected = expected_md5(root, sums, tree, f);
@@ -380,7 +382,7 @@ fn from_deb(
 }
 
 /// The md5sum dpkg recorded for a file, looked up once per package.
-fn expected_md5(root: &Root, sums: &mut HashMap<String, HashMap<String, String>>, tree: &Tree, f: &RestoreFile) -> Option<String> {
+fn expected_md5(root: &Root, sums: &mut HashMap<Shared, HashMap<String, String>>, tree: &Tree, f: &RestoreFile) -> Option<String> {
     let package = sums
         .entry(f.package.clone())
         .or_insert_with(|| packages::md5sums(root, &f.package).unwrap_or_default());

@@ -38,7 +38,7 @@ pub fn list(index: &ModuleIndex, loaded: &[String]) -> (Vec<String>, Vec<String>
     let mut unknown = Vec::new();
     for module in loaded {
         match index.by_name(module) {
-            Some(id) => paths.push(index.module(id).path.clone()),
+            Some(id) => paths.push(index.module(id).path.to_string()),
             None => unknown.push(module.clone()),
         }
     }

@@ -365,7 +365,7 @@ impl Group {
             group.inputs += 1;
             let found = spellings.iter().map(|s| index.lookup(s)).find(|l| *l != Lookup::NotFound).unwrap_or(Lookup::NotFound);
             match found {
-                Lookup::Modules(ids) => group.modules.extend(ids.into_iter().map(|id| index.module(id).name.clone())),
+                Lookup::Modules(ids) => group.modules.extend(ids.into_iter().map(|id| index.module(id).name.to_string())),
                 Lookup::Builtin => {
                     group.builtin.insert(input);
                 }

@@ -15,7 +15,7 @@ use globset::GlobMatcher;
 
 use crate::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
-use crate::name::{self, fnmatch, normalize};
+use crate::name::{self, fnmatch, normalize, Shared};
 
 /// Position of a module in its index.
 pub type ModId = usize;
@@ -24,9 +24,9 @@ pub type ModId = usize;
 #[derive(Debug, Clone)]
 pub struct Module {
     /// Loaded name, normalised (`crc32c_intel`).
-    pub name: String,
+    pub name: Shared,
     /// Path relative to the tree, as in `modules.dep` (`kernel/fs/ext4/ext4.ko`).
-    pub path: String,
+    pub path: Shared,
     /// Hard dependencies, in depmod's order.
     pub deps: Vec<ModId>,
     /// False when the file is gone from disk (pruned earlier); such modules come from
@@ -237,7 +237,7 @@ impl Sources {
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
     modules: Vec<Module>,
-    by_name: HashMap<String, ModId>,
+    by_name: HashMap<Shared, ModId>,
     builtin: HashSet<String>,
     /// This tree's aliases, then those of limopack's copy of its index from before it pruned.
     aliases: Vec<AliasTable>,
@@ -333,13 +333,14 @@ impl ModuleIndex {
         for &(line_no, _, module, _) in &lines {
             let name = name::module_name_of_path(module)
                 .ok_or_else(|| Error::syntax(path, line_no, 1, format!("`{module}` is not a module file")))?;
-            if let Some(&other) = self.by_name.get(&name) {
+            if let Some(&other) = self.by_name.get(name.as_str()) {
                 let first = &self.modules[other].path;
                 return Err(Error::syntax(path, line_no, 1, format!("module `{name}` is listed twice ({first} and {module})")));
             }
             by_path.insert(module, self.modules.len());
+            let name = Shared::from(name);
             self.by_name.insert(name.clone(), self.modules.len());
-            self.modules.push(Module { name, path: module.to_string(), deps: Vec::new(), present: present(module) });
+            self.modules.push(Module { name, path: module.into(), deps: Vec::new(), present: present(module) });
         }
         for (id, &(line_no, line, _, deps)) in lines.iter().enumerate() {
             if deps.trim().is_empty() {
@@ -400,7 +401,7 @@ impl ModuleIndex {
     }
 
     pub fn by_name(&self, name: &str) -> Option<ModId> {
-        self.by_name.get(&normalize(name)).copied()
+        self.by_name.get(normalize(name).as_str()).copied()
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -425,7 +426,7 @@ impl ModuleIndex {
             }
         }
         if ids.is_empty() {
-            if let Some(&id) = self.by_name.get(&name) {
+            if let Some(&id) = self.by_name.get(name.as_str()) {
                 return Lookup::Modules(vec![id]);
             }
             let mut found = Vec::new();
@@ -448,7 +449,7 @@ impl ModuleIndex {
     /// Modules whose name the glob matches, and whether it matched a built-in.
     pub fn glob(&self, glob: &GlobMatcher) -> (Vec<ModId>, bool) {
         let ids = (0..self.modules.len())
-            .filter(|&id| glob.is_match(&self.modules[id].name))
+            .filter(|&id| glob.is_match(&*self.modules[id].name))
             .collect();
         (ids, self.builtin.iter().any(|b| glob.is_match(b)))
     }
@@ -475,7 +476,7 @@ impl ModuleIndex {
             for &dep in &module.deps {
                 reach(dep, Edge::Dependency, &mut queue);
             }
-            if let Some(soft) = self.softdeps.get(&module.name) {
+            if let Some(soft) = self.softdeps.get(&*module.name) {
                 for (targets, edge) in [(&soft.pre, Edge::SoftdepPre), (&soft.post, Edge::SoftdepPost)] {
                     for target in targets {
                         if let Lookup::Modules(ids) = self.lookup(target) {
@@ -484,7 +485,7 @@ impl ModuleIndex {
                     }
                 }
             }
-            for target in self.weakdeps.get(&module.name).into_iter().flatten() {
+            for target in self.weakdeps.get(&*module.name).into_iter().flatten() {
                 if let Lookup::Modules(ids) = self.lookup(target) {
                     ids.into_iter().for_each(|t| reach(t, Edge::Weakdep, &mut queue));
                 }
@@ -668,7 +669,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     }
 
     fn names(index: &ModuleIndex, ids: impl IntoIterator<Item = ModId>) -> Vec<String> {
-        let mut v: Vec<String> = ids.into_iter().map(|id| index.module(id).name.clone()).collect();
+        let mut v: Vec<String> = ids.into_iter().map(|id| index.module(id).name.to_string()).collect();
         v.sort();
         v
     }

@@ -4,6 +4,10 @@
 //! expression of an alias pattern (kmod's `alias_normalize`). Every name limopack stores or
 //! compares goes through [`normalize`] first.
 
+/// A name or path shared by many parts of a plan (a module's name, its file, its package):
+/// cloned by reference count, not by copying it.
+pub type Shared = std::sync::Arc<str>;
+
 /// File endings of kernel modules, longest first so that `.ko.xz` is not taken for `.ko`.
 pub const MODULE_SUFFIXES: [&str; 4] = [".ko.zst", ".ko.xz", ".ko.gz", ".ko"];
 

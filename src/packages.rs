@@ -12,6 +12,7 @@ use deb822_fast::borrowed::BorrowedParagraph;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::name::Shared;
 use crate::root::Root;
 
 /// dpkg's database folder, as the system sees it.
@@ -21,8 +22,8 @@ pub const ADMIN_DIR: &str = "/var/lib/dpkg";
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Package {
     /// `${binary:Package}`: the name, with an architecture qualifier where dpkg gives one.
-    pub name: String,
-    pub version: String,
+    pub name: Shared,
+    pub version: Shared,
     /// dpkg's status word: `installed`, `unpacked`, `config-files`, …
     pub status: String,
 }
@@ -223,14 +224,14 @@ fn package_of(list_name: &str, records: &FxHashMap<(&str, &str), Record>, native
         None => records.values().find(|r| r.name == list_name && !r.multi_arch_same),
     };
     let Some(record) = record else {
-        return Package { name: list_name.to_string(), version: String::new(), status: "unknown".into() };
+        return Package { name: list_name.into(), version: "".into(), status: "unknown".into() };
     };
     let foreign = native.is_some_and(|native| !record.arch.is_empty() && record.arch != native && record.arch != "all");
     let name = match record.multi_arch_same || foreign {
         true => format!("{}:{}", record.name, record.arch),
         false => record.name.to_string(),
     };
-    Package { name, version: record.version.to_string(), status: record.status.to_string() }
+    Package { name: name.into(), version: record.version.into(), status: record.status.to_string() }
 }
 
 /// The md5sums dpkg recorded for the files of an installed `package` (as [`Package::name`]
@@ -309,7 +310,7 @@ Version: 3
     }
 
     fn owner_names<'a>(p: &'a Packages, path: &str) -> Vec<&'a str> {
-        p.owners(path).map(|p| p.name.as_str()).collect()
+        p.owners(path).map(|p| &*p.name).collect()
     }
 
     #[test]
@@ -327,9 +328,9 @@ Version: 3
         assert_eq!(owner_names(&p, "/lib/modules/6.1.0-50-amd64/kernel/fs/btrfs/btrfs.ko"), ["linux-image-6.1.0-50-amd64", "other:amd64"]);
         assert_eq!(owner_names(&p, "/boot/vmlinuz"), Vec::<&str>::new());
         assert_eq!(owner_names(&p, "/nope"), Vec::<&str>::new());
-        let by_name = |n: &str| p.packages().iter().find(|p| p.name == n).unwrap();
+        let by_name = |n: &str| p.packages().iter().find(|p| &*p.name == n).unwrap();
         assert!(by_name("linux-image-6.1.0-50-amd64").is_present());
-        assert_eq!(by_name("linux-image-6.1.0-50-amd64").version, "6.1.123-1");
+        assert_eq!(by_name("linux-image-6.1.0-50-amd64").version.as_ref(), "6.1.123-1");
         assert!(!by_name("bluez-limopack").is_present());
         assert_eq!(by_name("other:amd64").status, "unpacked");
         // Packages that own nothing of interest are not kept.
@@ -347,7 +348,7 @@ Version: 3
             &lists,
         ));
         let bluez = &p.packages()[0];
-        assert_eq!((bluez.status.as_str(), bluez.version.as_str()), ("installed", "1.1"));
+        assert_eq!((bluez.status.as_str(), &*bluez.version), ("installed", "1.1"));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::deb::AptCache;
 use crate::declaration::{Declarations, Entry, Origin};
 use crate::index::{Edge, Lookup, ModId, ModuleIndex};
-use crate::name;
-use crate::packages::Packages;
+use crate::name::{self, Shared};
+use crate::packages::{Package, Packages};
 use crate::state::{State, StaticRecord};
 use crate::tree::{Files, Tree};
 
@@ -55,7 +55,7 @@ pub enum Reason {
         entry: String,
         declaration: PathBuf,
         #[serde(skip_serializing_if = "Option::is_none")]
-        package: Option<String>,
+        package: Option<Shared>,
     },
     /// Loaded in the running kernel.
     Loaded,
@@ -72,7 +72,7 @@ pub enum Reason {
 #[derive(Debug, Clone, Serialize)]
 pub struct Kept {
     /// Path relative to the tree.
-    pub path: String,
+    pub path: Shared,
     /// False when the file is gone (pruned earlier): it must be restored.
     pub present: bool,
     pub reason: Reason,
@@ -81,10 +81,10 @@ pub struct Kept {
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneFile {
     /// Path relative to the tree.
-    pub path: String,
-    pub module: String,
-    pub package: String,
-    pub version: String,
+    pub path: Shared,
+    pub module: Shared,
+    pub package: Shared,
+    pub version: Shared,
     pub size: u64,
 }
 
@@ -104,11 +104,11 @@ pub enum Source {
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreFile {
     /// Path relative to the tree.
-    pub path: String,
-    pub module: String,
+    pub path: Shared,
+    pub module: Shared,
     /// The installed package that owns the file, and its version.
-    pub package: String,
-    pub version: String,
+    pub package: Shared,
+    pub version: Shared,
     /// Empty when nothing can bring it back: the run says which reinstall does.
     pub sources: Vec<Source>,
 }
@@ -138,16 +138,16 @@ pub struct KernelPlan {
     pub modules_total: usize,
     /// Active declarations that apply to this kernel.
     pub declarations: usize,
-    pub kept: BTreeMap<String, Kept>,
+    pub kept: BTreeMap<Shared, Kept>,
     /// Requested names that are built into the kernel: nothing to keep on disk.
     pub builtin: Vec<String>,
     /// Module name to the declarations that name it under `modules:`.
-    pub refcounts: BTreeMap<String, Vec<PathBuf>>,
+    pub refcounts: BTreeMap<Shared, Vec<PathBuf>>,
     pub prune: Vec<PruneFile>,
     /// Kept modules whose files are gone, with an installed owner to restore them from.
     pub restore: Vec<RestoreFile>,
     /// Module files that stay because no module package owns them (DKMS, hand-built, shared).
-    pub not_owned: Vec<String>,
+    pub not_owned: Vec<Shared>,
     pub warnings: Vec<String>,
 }
 
@@ -157,7 +157,7 @@ impl KernelPlan {
     }
 
     /// Kept modules whose files are gone.
-    pub fn missing(&self) -> impl Iterator<Item = (&String, &Kept)> {
+    pub fn missing(&self) -> impl Iterator<Item = (&Shared, &Kept)> {
         self.kept.iter().filter(|(_, k)| !k.present)
     }
 }
@@ -168,7 +168,7 @@ pub struct DeclarationStatus {
     pub path: PathBuf,
     pub origin: Origin,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
+    pub package: Option<Shared>,
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -335,7 +335,7 @@ fn plan_kernel(
     }
 
     let mut declarations = 0;
-    let mut refcounts: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut refcounts: BTreeMap<Shared, Vec<PathBuf>> = BTreeMap::new();
     for &d in active {
         let decl = &inputs.declarations.active[d];
         if !decl.applies_to(version) || decl.is_empty() {
@@ -375,23 +375,16 @@ fn plan_kernel(
     }
 
     // Module files on disk that limopack may not prune are roots too: a DKMS module keeps the
-    // in-tree modules it depends on.
+    // in-tree modules it depends on. The others may be pruned; each has its owner.
     let mut owners = Owners::new(inputs, k.tree);
-    let mut owned_by: HashMap<&str, (String, String)> = HashMap::default();
+    let mut owned_by: Vec<Option<&Package>> = vec![None; index.modules().len()];
     let mut not_owned = Vec::new();
-    for module in index.modules() {
-        if !k.files.has(&module.path) {
-            continue;
-        }
+    for (id, module) in index.modules().iter().enumerate().filter(|(_, m)| m.present) {
         match owners.prunable_owner(&module.path) {
-            Ok(owner) => {
-                owned_by.insert(module.path.as_str(), owner);
-            }
+            Ok(owner) => owned_by[id] = Some(owner),
             Err(package) => {
                 not_owned.push(module.path.clone());
-                if let Some(id) = index.by_name(&module.name) {
-                    roots.entry(id).or_insert(Reason::NotPrunable { package });
-                }
+                roots.entry(id).or_insert(Reason::NotPrunable { package });
             }
         }
     }
@@ -405,48 +398,35 @@ fn plan_kernel(
         let reason = match via {
             None => roots[&id].clone(),
             Some((by, edge)) => Reason::Pulled {
-                by: index.module(*by).name.clone(),
+                by: index.module(*by).name.to_string(),
                 edge: *edge,
             },
         };
-        kept.insert(
-            module.name.clone(),
-            Kept {
-                path: module.path.clone(),
-                present: module.present && k.files.has(&module.path),
-                reason,
-            },
-        );
+        kept.insert(module.name.clone(), Kept { path: module.path.clone(), present: module.present, reason });
     }
 
-    let kept_paths: HashSet<&str> = kept.values().map(|k| k.path.as_str()).collect();
-    let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
     let mut prune = Vec::new();
     // In modules.dep's order, which is stable from run to run.
-    for module in index.modules() {
-        if kept_paths.contains(module.path.as_str()) {
-            continue;
-        }
-        let (Some((package, version)), Some(&size)) = (owned_by.get(module.path.as_str()), k.files.regular.get(&module.path)) else {
-            continue;
-        };
+    for (id, module) in index.modules().iter().enumerate() {
+        let (Some(owner), false) = (owned_by[id], closure.contains_key(&id)) else { continue };
+        let Some(&size) = k.files.regular.get(&*module.path) else { continue };
         prune.push(PruneFile {
             path: module.path.clone(),
             module: module.name.clone(),
-            package: package.clone(),
-            version: version.clone(),
+            package: owner.name.clone(),
+            version: owner.version.clone(),
             size,
         });
     }
-    let mut unlisted: Vec<&String> = k
-        .files
-        .regular
-        .keys()
-        .filter(|rel| name::is_module_file(rel) && !listed.contains(rel.as_str()))
-        .collect();
-    unlisted.sort();
-    for rel in unlisted {
-        warnings.push(format!("{rel}: not in modules.dep; left alone"));
+    // Every module present is one of the files; more files than that are files the index
+    // does not list.
+    if k.files.regular.len() > index.modules().iter().filter(|m| m.present).count() {
+        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
+        let mut unlisted: Vec<&String> = k.files.regular.keys().filter(|rel| !listed.contains(rel.as_str())).collect();
+        unlisted.sort();
+        for rel in unlisted {
+            warnings.push(format!("{rel}: not in modules.dep; left alone"));
+        }
     }
     let restore = restore_list(inputs, k, &kept);
     for odd in &k.files.odd {
@@ -501,7 +481,7 @@ impl<'a> Owners<'a> {
         Owners { inputs, prefixes, path: String::new(), prunable: HashMap::default() }
     }
 
-    fn prunable_owner(&mut self, rel: &str) -> Result<(String, String), Option<String>> {
+    fn prunable_owner(&mut self, rel: &str) -> Result<&'a Package, Option<String>> {
         let mut first = None;
         for prefix in &self.prefixes {
             self.path.clear();
@@ -511,19 +491,19 @@ impl<'a> Owners<'a> {
                 let config = self.inputs.config;
                 let ok = *self.prunable.entry(&p.name).or_insert_with(|| p.is_present() && config.is_module_package(&p.name));
                 if !ok {
-                    return Err(Some(p.name.clone()));
+                    return Err(Some(p.name.to_string()));
                 }
                 first.get_or_insert(p);
             }
         }
-        first.map(|p| (p.name.clone(), p.version.clone())).ok_or(None)
+        first.ok_or(None)
     }
 }
 
 /// The kept modules whose files are gone and that an installed package owns, each with the
 /// sources that can bring it back. A file no installed package owns is not brought back: it
 /// would be a file dpkg does not know.
-fn restore_list(inputs: &Inputs, k: &KernelInput, kept: &BTreeMap<String, Kept>) -> Vec<RestoreFile> {
+fn restore_list(inputs: &Inputs, k: &KernelInput, kept: &BTreeMap<Shared, Kept>) -> Vec<RestoreFile> {
     let pruned = inputs.state.kernels.get(&k.tree.version).map(|s| &s.pruned);
     let mut restore = Vec::new();
     for (module, kept) in kept.iter().filter(|(_, kept)| !kept.present) {
@@ -534,7 +514,7 @@ fn restore_list(inputs: &Inputs, k: &KernelInput, kept: &BTreeMap<String, Kept>)
             .find_map(|p| inputs.packages.owners(p).find(|o| o.is_present()).cloned());
         let Some(owner) = owner else { continue };
         let mut sources = Vec::new();
-        if pruned.and_then(|p| p.get(&kept.path)).is_some_and(|f| f.archived) {
+        if pruned.and_then(|p| p.get(&*kept.path)).is_some_and(|f| f.archived) {
             sources.push(Source::Archive);
         }
         if let Some(deb) = inputs.apt_cache.find(&owner.name, &owner.version) {
@@ -603,6 +583,10 @@ kernel/fs/btrfs/btrfs.ko:
     /// A world with one kernel package owning every module but `kernel/extra/dkms.ko`;
     /// `extra` adds packages as `(name, status, owned paths)`.
     fn index_of(dep: &str) -> ModuleIndex {
+        index_with(dep, |_| true)
+    }
+
+    fn index_with(dep: &str, present: impl Fn(&str) -> bool) -> ModuleIndex {
         let sources = Sources {
             dep: Some(("modules.dep".into(), dep.into())),
             alias: Some(("modules.alias".into(), "alias crypto-crc32c crc32c_generic\nalias fs-btrfs btrfs\n".into())),
@@ -610,7 +594,15 @@ kernel/fs/btrfs/btrfs.ko:
             builtin: Some(("modules.builtin".into(), "kernel/fs/ext2/ext2.ko\n".into())),
             ..Sources::default()
         };
-        ModuleIndex::parse(sources, |_| true).unwrap()
+        ModuleIndex::parse(sources, present).unwrap()
+    }
+
+    /// Takes module files off the disk, as a prune would: the index sees them gone too.
+    fn remove_files(w: &mut World, rels: &[&str]) {
+        for rel in rels {
+            w.files.regular.remove(*rel);
+        }
+        w.index = index_with(DEP, |path| !rels.contains(&path));
     }
 
     fn world(declarations: &[(&str, Origin, &str)], extra: &[(&str, &str, &[&str])]) -> World {
@@ -619,7 +611,7 @@ kernel/fs/btrfs/btrfs.ko:
         let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: install ok installed\n\n");
         let mut kernel_list = String::new();
         for m in index.modules() {
-            files.regular.insert(m.path.clone(), 1000);
+            files.regular.insert(m.path.to_string(), 1000);
             if !m.path.contains("dkms") {
                 kernel_list.push_str(&format!("/lib/modules/{KVER}/{}\n", m.path));
             }
@@ -670,11 +662,11 @@ kernel/fs/btrfs/btrfs.ko:
     const BLUEZ: (&str, &str, &[&str]) = ("bluez", "installed", &["/usr/share/limopack/bluez.yaml"]);
 
     fn kept(plan: &Plan) -> Vec<&str> {
-        plan.kernels[0].kept.keys().map(String::as_str).collect()
+        plan.kernels[0].kept.keys().map(|k| &**k).collect()
     }
 
     fn pruned(plan: &Plan) -> Vec<&str> {
-        let mut v: Vec<&str> = plan.kernels[0].prune.iter().map(|f| f.module.as_str()).collect();
+        let mut v: Vec<&str> = plan.kernels[0].prune.iter().map(|f| &*f.module).collect();
         v.sort();
         v
     }
@@ -687,7 +679,7 @@ kernel/fs/btrfs/btrfs.ko:
         assert_eq!(k.action, Action::Prune);
         assert_eq!(kept(&p), ["bluetooth", "btusb", "crc16", "crc32c_generic", "dkms", "ext4", "jbd2"]);
         assert_eq!(pruned(&p), ["btrfs", "e1000e"]);
-        assert_eq!(k.not_owned, ["kernel/extra/dkms.ko"]);
+        assert_eq!(k.not_owned, [Shared::from("kernel/extra/dkms.ko")]);
         assert_eq!(k.kept["dkms"].reason, Reason::NotPrunable { package: None });
         assert_eq!(k.kept["crc32c_generic"].reason, Reason::Pulled { by: "ext4".into(), edge: Edge::SoftdepPre });
         assert_eq!(
@@ -750,7 +742,7 @@ kernel/fs/btrfs/btrfs.ko:
         let w = world(&[BASELINE], &[("my-dkms-thing", "installed", &[shared.as_str()])]);
         let p = run(&w, None);
         assert_eq!(pruned(&p), ["bluetooth", "btrfs", "btusb"]);
-        assert!(p.kernels[0].not_owned.contains(&"kernel/drivers/net/e1000e.ko".to_string()));
+        assert!(p.kernels[0].not_owned.contains(&Shared::from("kernel/drivers/net/e1000e.ko")));
     }
 
     #[test]
@@ -792,13 +784,13 @@ kernel/fs/btrfs/btrfs.ko:
     #[test]
     fn a_kept_module_whose_file_is_gone_is_missing() {
         let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e]\n")], &[]);
-        w.files.regular.remove("kernel/drivers/net/e1000e.ko");
+        remove_files(&mut w, &["kernel/drivers/net/e1000e.ko"]);
         let p = run(&w, None);
-        let missing: Vec<_> = p.kernels[0].missing().map(|(m, _)| m.as_str()).collect();
+        let missing: Vec<_> = p.kernels[0].missing().map(|(m, _)| &**m).collect();
         assert_eq!(missing, ["e1000e"]);
         let restore = &p.kernels[0].restore;
         assert_eq!(restore.len(), 1);
-        assert_eq!((restore[0].package.as_str(), restore[0].version.as_str()), ("linux-image-6.1.0-1-test", "1"));
+        assert_eq!((&*restore[0].package, &*restore[0].version), ("linux-image-6.1.0-1-test", "1"));
         assert!(restore[0].sources.is_empty(), "no archive, no cache, no apt: only the reinstall hint");
     }
 
@@ -815,9 +807,7 @@ kernel/fs/btrfs/btrfs.ko:
     #[test]
     fn restore_sources_come_in_order_archive_cache_download() {
         let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e, btusb]\n")], &[]);
-        for rel in ["kernel/drivers/net/e1000e.ko", "kernel/drivers/bluetooth/btusb.ko", "kernel/extra/dkms.ko"] {
-            w.files.regular.remove(rel);
-        }
+        remove_files(&mut w, &["kernel/drivers/net/e1000e.ko", "kernel/drivers/bluetooth/btusb.ko", "kernel/extra/dkms.ko"]);
         let file = crate::state::PrunedFile { module: "e1000e".into(), package: "linux-image-6.1.0-1-test".into(), version: "1".into(), size: 1, archived: true };
         w.state.kernels.entry(KVER.into()).or_default().pruned.insert("kernel/drivers/net/e1000e.ko".into(), file);
         let dir = tempfile::tempdir().unwrap();
@@ -827,7 +817,7 @@ kernel/fs/btrfs/btrfs.ko:
         w.apt_cache = AptCache::scan(&crate::root::Root::new(dir.path()).unwrap()).unwrap();
         w.can_download = true;
         let p = run(&w, None);
-        let restore: BTreeMap<&str, &Vec<Source>> = p.kernels[0].restore.iter().map(|r| (r.module.as_str(), &r.sources)).collect();
+        let restore: BTreeMap<&str, &Vec<Source>> = p.kernels[0].restore.iter().map(|r| (&*r.module, &r.sources)).collect();
         let deb = Source::AptCache { deb: cache.join(format!("linux-image-{KVER}_1_amd64.deb")) };
         assert_eq!(restore["e1000e"], &vec![Source::Archive, deb.clone(), Source::Download]);
         assert_eq!(restore["btusb"], &vec![deb.clone(), Source::Download]);

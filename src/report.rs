@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::apply::{Done, RestoredFrom};
 use crate::index::{Edge, Lookup};
-use crate::name;
+use crate::name::{self, Shared};
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
 use crate::run::Gathered;
 use crate::state::State;
@@ -102,7 +102,7 @@ pub fn warnings(plan: &Plan, state: &State, done: &[Done]) -> Vec<String> {
                 continue;
             }
             let package = restore.map(|r| r.package.clone()).or_else(|| {
-                state.kernels.get(&k.version).and_then(|s| s.pruned.get(&kept.path)).map(|p| p.package.clone())
+                state.kernels.get(&k.version).and_then(|s| s.pruned.get(&*kept.path)).map(|p| Shared::from(p.package.as_str()))
             });
             let why = match failed {
                 Some(n) => format!("; could not restore it: {}", n.reason),
@@ -159,7 +159,7 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde
         let index = gathered.index(&k.version);
         let mut names = vec![name::normalize(module)];
         if let Some(Lookup::Modules(ids)) = index.map(|i| i.lookup(module)) {
-            names = ids.iter().map(|&id| index.unwrap().module(id).name.clone()).collect();
+            names = ids.iter().map(|&id| index.unwrap().module(id).name.to_string()).collect();
         }
         for wanted in names {
             let (status, chain, line) = explain_one(k, gathered, &wanted);
@@ -167,13 +167,13 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde
             for link in &chain {
                 let _ = writeln!(text, "  {}: {}", link.module, describe(link.reason));
             }
-            if let Some(users) = k.refcounts.get(&wanted) {
+            if let Some(users) = k.refcounts.get(wanted.as_str()) {
                 let _ = writeln!(text, "  referenced by {} declaration(s): {}", users.len(),
                     users.iter().map(|u| u.display().to_string()).collect::<Vec<_>>().join(", "));
             }
             kernels.push(json!({
                 "version": k.version, "module": wanted, "status": status, "summary": line,
-                "chain": chain, "refcount": k.refcounts.get(&wanted).map_or(0, Vec::len),
+                "chain": chain, "refcount": k.refcounts.get(wanted.as_str()).map_or(0, Vec::len),
             }));
         }
     }
@@ -201,7 +201,7 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
         };
         return ("kept", chain, line);
     }
-    if let Some(f) = k.prune.iter().find(|f| f.module == wanted) {
+    if let Some(f) = k.prune.iter().find(|f| *f.module == *wanted) {
         let line = match k.action {
             Action::Prune => "would be pruned",
             _ => "would be pruned once pruning is on",

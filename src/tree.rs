@@ -345,7 +345,7 @@ pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String
         return Some(format!("{} is newer than modules.dep", newest.rel));
     }
     let index = index?;
-    let listed: HashSet<&str> = index.modules().iter().map(|m| m.path.as_str()).collect();
+    let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
     if let Some(unlisted) = files
         .regular
         .keys()
@@ -354,7 +354,7 @@ pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String
     {
         return Some(format!("{unlisted} is not in modules.dep"));
     }
-    if let Some(gone) = index.modules().iter().find(|m| !files.has(&m.path) && !files.odd.contains(&m.path)) {
+    if let Some(gone) = index.modules().iter().find(|m| !files.has(&m.path) && !files.odd.iter().any(|o| **o == *m.path)) {
         return Some(format!("{} is in modules.dep but not on disk", gone.path));
     }
     None

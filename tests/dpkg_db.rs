@@ -67,13 +67,13 @@ fn dpkg_database_read_in_place_agrees_with_dpkg_query() {
     let theirs = dpkg_search(root, &format!("{prefix}*"));
     assert!(theirs.len() > 1000, "{} paths", theirs.len());
     for (path, owners) in &theirs {
-        let mine: Vec<String> = ours.owners(path).map(|p| p.name.clone()).collect();
+        let mine: Vec<String> = ours.owners(path).map(|p| p.name.to_string()).collect();
         assert_eq!(&mine, owners, "{path}");
     }
     for package in ours.packages() {
-        let (version, status) = (package.version.as_str(), package.status.as_str());
+        let (version, status) = (&*package.version, package.status.as_str());
         assert_eq!(dpkg_show(root, &package.name), format!("{version} {status}"), "{}", package.name);
     }
-    let kernel = ours.packages().iter().find(|p| p.name == kpkg).unwrap();
+    let kernel = ours.packages().iter().find(|p| *p.name == *kpkg).unwrap();
     assert!(kernel.version.ends_with("+journal") && kernel.status == "half-configured", "{kernel:?}");
 }

@@ -359,7 +359,7 @@ fn keep_set_covers_modprobe(flavour: &str) {
     })
     .unwrap();
     let index = gathered.index(&fx.kver).expect("the kernel is gathered");
-    let names: Vec<String> = index.modules().iter().map(|m| m.name.clone()).collect();
+    let names: Vec<String> = index.modules().iter().map(|m| m.name.to_string()).collect();
     // Sanity: the index is the whole tree, which modules.dep lists.
     assert_eq!(names.len(), modules_dep_paths(&fx.root, &fx.kver).len());
     assert!(names.len() > 1000, "only {} modules in {flavour}", names.len());
@@ -375,7 +375,7 @@ fn keep_set_covers_modprobe(flavour: &str) {
         let closure: BTreeSet<&str> = index
             .closure(&[id])
             .keys()
-            .map(|&m| index.module(m).path.as_str())
+            .map(|&m| index.module(m).path.as_ref())
             .collect();
         match wanted {
             Err(e) => violations.push(format!("{name}: modprobe failed: {e}")),
@@ -665,28 +665,68 @@ enum Kill {
     AtSyscall { step: &'static str, syscalls: &'static str, when: usize },
 }
 
-/// The step boundaries of a first prune, as the syscalls that begin the next step. The
-/// deletes are `unlink`s (the first one comes right after the journal is written); the
-/// state is written by `rename` (first the statics and refcounts, then the pending initramfs
-/// mark, the journal, the saved index, then the state after depmod); depmod is the third
-/// program spawned, after two dpkg-query.
-fn step_kills(deletes: usize, rng: &mut Rng) -> Vec<Kill> {
-    const UNLINK: &str = "unlink,unlinkat";
-    const RENAME: &str = "rename,renameat,renameat2";
-    const SPAWN: &str = "clone,clone3,vfork,fork";
+const UNLINK: &str = "unlink,unlinkat";
+const RENAME: &str = "rename,renameat,renameat2";
+const SPAWN: &str = "clone,clone3,vfork,fork";
+
+/// The calls of one uninterrupted first prune that begin or end a step (writes by `rename`,
+/// deletes by `unlink`, depmod by `clone`), in order, each as its class and strace's line. The
+/// step boundaries are found in it rather than counted by hand, so that a change in how
+/// many files a run writes moves the kills with it.
+fn step_trace(fx: &Fixture) -> Vec<(&'static str, String)> {
+    let trace = fx.root.with_file_name("steps.trace");
+    let hook = hook_command(&fx.root, &[]);
+    let out = Command::new("strace")
+        .args(["-qq", "-o"])
+        .arg(&trace)
+        .arg("-e")
+        .arg(format!("trace={UNLINK},{RENAME},{SPAWN}"))
+        .arg(hook.get_program())
+        .args(hook.get_args())
+        .envs(hook.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .output()
+        .unwrap();
+    assert_ok(&out, "the traced reference run");
+    let class = |call: &str| {
+        [UNLINK, RENAME, SPAWN].into_iter().find(|class| class.split(',').any(|c| c == call))
+    };
+    fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter_map(|line| Some((class(line.split('(').next()?)?, line.to_owned())))
+        .collect()
+}
+
+/// The step boundaries of a first prune, each as the `when`-th call of its class in `trace`;
+/// and three points among the deletes.
+fn step_kills(trace: &[(&'static str, String)], deletes: usize, rng: &mut Rng) -> Vec<Kill> {
+    let find = |step: &'static str, class: &'static str, from_end: bool, what: &dyn Fn(&str) -> bool| {
+        let calls: Vec<&String> = trace.iter().filter(|(c, _)| *c == class).map(|(_, l)| l).collect();
+        let at = if from_end { calls.iter().rposition(|l| what(l)) } else { calls.iter().position(|l| what(l)) };
+        let at = at.unwrap_or_else(|| panic!("no call {step} in the reference run: {trace:#?}"));
+        Kill::AtSyscall { step, syscalls: class, when: at + 1 }
+    };
+    let state = |l: &str| l.contains("/state.json\"");
+    let module = |l: &str| l.contains(".ko\"");
+    let module_deletes = trace.iter().filter(|(c, l)| *c == UNLINK && module(l)).count();
+    assert_eq!(module_deletes, deletes, "the reference run deleted other than the plan");
     let mut kills = vec![
-        Kill::AtSyscall { step: "before the first state write", syscalls: RENAME, when: 1 },
-        Kill::AtSyscall { step: "before the journal", syscalls: RENAME, when: 3 },
-        Kill::AtSyscall { step: "before the saved index", syscalls: RENAME, when: 4 },
-        Kill::AtSyscall { step: "after the journal, before the first delete", syscalls: UNLINK, when: 1 },
-        Kill::AtSyscall { step: "before the last delete", syscalls: UNLINK, when: deletes },
-        Kill::AtSyscall { step: "before depmod", syscalls: SPAWN, when: 3 },
-        Kill::AtSyscall { step: "before the state write", syscalls: RENAME, when: 5 },
-        Kill::AtSyscall { step: "before the journal is cleared", syscalls: UNLINK, when: deletes + 1 },
-        Kill::AtSyscall { step: "before the initramfs mark is cleared", syscalls: RENAME, when: 6 },
+        find("before the first state write", RENAME, false, &state),
+        find("before the journal", RENAME, false, &|l| l.contains("/journal.json\"")),
+        find("before the saved index", RENAME, false, &|l| l.contains(".index\"")),
+        find("after the journal, before the first delete", UNLINK, false, &module),
+        find("before the last delete", UNLINK, true, &module),
+        find("before depmod", SPAWN, false, &|_| true),
+        find("before the initramfs mark is cleared", RENAME, true, &state),
+        find("before the journal is cleared", UNLINK, false, &|l| l.contains("/journal.json\"")),
     ];
+    // The state write after depmod: the first one after the spawn.
+    let spawn = trace.iter().position(|(c, _)| *c == SPAWN).unwrap();
+    let renames_before = trace[..spawn].iter().filter(|(c, _)| *c == RENAME).count();
+    kills.push(Kill::AtSyscall { step: "before the state write", syscalls: RENAME, when: renames_before + 1 });
+    let first_delete = trace.iter().filter(|(c, _)| *c == UNLINK).position(|(_, l)| module(l)).unwrap() + 1;
     for _ in 0..3 {
-        let when = 2 + rng.below(deletes as u64 - 2) as usize;
+        let when = first_delete + 1 + rng.below(deletes as u64 - 2) as usize;
         kills.push(Kill::AtSyscall { step: "mid-delete", syscalls: UNLINK, when });
     }
     kills
@@ -734,7 +774,7 @@ fn killed_runs_are_completed_by_the_next() {
             .filter(|f| !f.starts_with("kernel/"))
             .collect();
         if trial == RANDOM_TRIALS {
-            steps = step_kills(prune.len(), &mut rng);
+            steps = step_kills(&step_trace(&Fixture::demo(false)), prune.len(), &mut rng);
             steps.reverse();
         }
         // Even trials: a delay, each in its own slice of the window, so that the window is
@@ -1021,3 +1061,4 @@ fn missing_index_is_rebuilt_and_usr_merge_counts_a_tree_once() {
     }
     assert_eq!(files_of(&fx.tree(), true).len(), kept.len());
 }
+
