@@ -149,7 +149,8 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
     let scratch = scratch.to_path_buf();
     // Plan: a dry run against one `modprobe --show-depends` per requested module.
     let fx = Fixture::new(&scratch, true);
-    run(&mut hook(&fx.root, &["--dry-run"]));
+    let first = run(&mut hook(&fx.root, &["--dry-run"]));
+    as_after_a_real_run(&fx.root);
     let (mut plan, mut kmod) = (Vec::new(), Vec::new());
     for _ in 0..PAIRS {
         plan.push(run(&mut hook(&fx.root, &["--dry-run"])));
@@ -164,6 +165,7 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
     println!("  limopack-hook --dry-run   median {:7.1} ms  (min {:.1}, max {:.1})", p.0, p.1, p.2);
     println!("  kmod, modprobe -D x 25    median {:7.1} ms  (min {:.1}, max {:.1})", k.0, k.1, k.2);
     println!("  ratio {:.3}", p.0 / k.0);
+    println!("  (the first dry run on a new tree, before any real run has cached its files: {:.1} ms)", ms(first));
     report.target(&format!("plan <= 0.15 x the kmod loop ({:.3})", p.0 / k.0), p.0 / k.0 <= 0.15);
 
     // Memory of each.
@@ -251,7 +253,7 @@ fn scaling(scratch: &Path, report: &mut Report) {
             println!("  kept {}", tmp.path().display());
         }
         synthetic(tmp.path(), n);
-        run(&mut hook(tmp.path(), &["--dry-run"]));
+        as_after_a_real_run(tmp.path());
         let samples: Vec<Duration> = (0..5).map(|_| run(&mut hook(tmp.path(), &["--dry-run"]))).collect();
         let (median, min, max) = stats(&samples);
         let mib = peak_mib(&hook(tmp.path(), &["--dry-run"]));
@@ -262,6 +264,19 @@ fn scaling(scratch: &Path, report: &mut Report) {
     let growth = (large.1 / small.1) / (large.0 as f64 / small.0 as f64);
     report.target(&format!("plan grows linearly (10k to 100k: {growth:.2} x linear)"), growth <= 1.5);
     report.target(&format!("100k-module plan < 1 s ({:.0} ms)", large.1), large.1 < 1000.0);
+}
+
+/// A root as every run but the first finds it: a real run has cached its trees' files (see
+/// `tree::Files`). That run has pruning off, so that it deletes nothing; the config is then
+/// put back.
+fn as_after_a_real_run(root: &Path) {
+    let config = root.join("etc/limopack/limopack.yaml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replace("prune: true", "prune: false")).unwrap();
+    let out = hook(root, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fs::write(&config, text).unwrap();
+    assert!(fs::read_dir(root.join("var/cache/limopack")).unwrap().next().is_some(), "no tree cache written");
 }
 
 /// `xargs -0 COMMAND` over `paths`.

@@ -33,7 +33,7 @@ impl Active {
             if let Some(why) = name::invalid_entry(module) {
                 return Err(bad(1, why));
             }
-            let module = name::normalize(module);
+            let module = name::normalize(module).into_owned();
             match kind {
                 "S" => {
                     active.statics.insert(module);

@@ -109,7 +109,7 @@ mod tests {
             builtin: Some(("modules.builtin".into(), "kernel/fs/ext4/ext4.ko\n".into())),
             ..Sources::default()
         };
-        Kernel { version: "6.1.0-1-amd64".into(), index: ModuleIndex::parse(sources, |_| true).unwrap() }
+        Kernel { version: "6.1.0-1-amd64".into(), index: ModuleIndex::parse(sources).unwrap() }
     }
 
     fn problems(text: &str, kernels: &[Kernel]) -> Vec<String> {

@@ -94,7 +94,7 @@ fn entries(names: &[String]) -> Result<Vec<String>> {
         .iter()
         .map(|n| match name::invalid_entry(n) {
             Some(why) => Err(Error::refused("--use", why)),
-            None => Ok(name::normalize(n)),
+            None => Ok(name::normalize(n).into_owned()),
         })
         .collect()
 }
@@ -241,7 +241,7 @@ mod tests {
             softdep: Some(("modules.softdep".into(), "softdep ext4 pre: crypto-crc32c\n".into())),
             ..Sources::default()
         };
-        ModuleIndex::parse(sources, |_| true).unwrap()
+        ModuleIndex::parse(sources).unwrap()
     }
 
     #[test]

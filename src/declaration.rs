@@ -46,7 +46,7 @@ impl<'de> Deserialize<'de> for Entry {
         if let Some(why) = name::invalid_entry(&raw) {
             return Err(serde::de::Error::custom(why));
         }
-        let text = name::normalize(&raw);
+        let text = name::normalize(&raw).into_owned();
         let glob = if name::is_name_glob(&text) {
             let glob = globset::Glob::new(&text)
                 .map_err(|e| serde::de::Error::custom(format!("bad glob `{raw}`: {}", e.kind())))?;

@@ -653,7 +653,7 @@ mod tests {
             builtin: Some(("modules.builtin".into(), "kernel/drivers/char/rtc.ko\nkernel/fs/fat/fat.ko\n".into())),
             ..Sources::default()
         };
-        ModuleIndex::parse(sources, |_| true).unwrap()
+        ModuleIndex::parse(sources).unwrap()
     }
 
     fn write(path: &Path, text: &str) {

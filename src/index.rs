@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use globset::GlobMatcher;
 
@@ -28,7 +29,7 @@ pub struct Module {
     /// Path relative to the tree, as in `modules.dep` (`kernel/fs/ext4/ext4.ko`).
     pub path: Shared,
     /// Hard dependencies, in depmod's order.
-    pub deps: Vec<ModId>,
+    pub deps: Box<[ModId]>,
     /// False when the file is gone from disk (pruned earlier); such modules come from
     /// limopack's copy of the index taken before it pruned.
     pub present: bool,
@@ -77,8 +78,8 @@ struct Aliases {
 
 impl Aliases {
     fn add(&mut self, pattern: &str, module: &str) {
-        let pattern = normalize(pattern);
-        let module = normalize(module);
+        let pattern = normalize(pattern).into_owned();
+        let module = normalize(module).into_owned();
         match pattern.bytes().position(|b| matches!(b, b'*' | b'?' | b'[')) {
             None => self.exact.entry(pattern).or_default().push(module),
             Some(at) => self.push_wild(at, pattern, module),
@@ -233,15 +234,24 @@ impl Sources {
     }
 }
 
+/// Modules built into the kernel, by name and by alias.
+#[derive(Debug, Default)]
+struct Builtin {
+    names: HashSet<String>,
+    aliases: Aliases,
+}
+
 /// The parsed index of one kernel tree.
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
     modules: Vec<Module>,
     by_name: HashMap<Shared, ModId>,
-    builtin: HashSet<String>,
+    /// `modules.builtin` and `modules.builtin.modinfo` as read, parsed on first use
+    /// (`builtin`): a run whose names all resolve to modules never asks.
+    builtin_sources: (Option<String>, Option<Vec<u8>>),
+    builtin: OnceLock<Builtin>,
     /// This tree's aliases, then those of limopack's copy of its index from before it pruned.
     aliases: Vec<AliasTable>,
-    builtin_aliases: Aliases,
     config_aliases: Aliases,
     softdeps: HashMap<String, SoftDeps>,
     weakdeps: HashMap<String, Vec<String>>,
@@ -251,17 +261,18 @@ impl ModuleIndex {
     /// The index of the tree at `dir` as depmod wrote it, every listed module taken as
     /// present: for looking names up, not for planning a prune.
     pub fn load(dir: &Path) -> Result<ModuleIndex> {
-        ModuleIndex::parse(Sources::read(dir)?, |_| true)
+        ModuleIndex::parse(Sources::read(dir)?)
     }
 
-    /// Parse the sources. `present` says whether a module's file is on disk.
-    pub fn parse(sources: Sources, present: impl Fn(&str) -> bool) -> Result<ModuleIndex> {
+    /// Parse the sources, every listed module taken as present until
+    /// [`mark_present`](Self::mark_present) says otherwise.
+    pub fn parse(sources: Sources) -> Result<ModuleIndex> {
         let mut index = ModuleIndex::default();
         let (dep_path, dep_text) = sources
             .dep
             .as_ref()
             .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
-        index.parse_dep(dep_path, dep_text, &present)?;
+        index.parse_dep(dep_path, dep_text)?;
         if let Some(bin) = sources.alias_bin {
             index.aliases.push(AliasTable::Binary(bin));
         } else if let Some((path, text)) = &sources.alias {
@@ -275,30 +286,7 @@ impl ModuleIndex {
         if let Some((path, text)) = &sources.weakdep {
             parse_weakdeps(path, text, &mut index.weakdeps)?;
         }
-        if let Some((path, text)) = &sources.builtin {
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() {
-                    continue;
-                }
-                check_path(path, n + 1, line)?;
-                if let Some(name) = name::module_name_of_path(line) {
-                    index.builtin.insert(name);
-                }
-            }
-        }
-        if let Some((_, bytes)) = &sources.builtin_modinfo {
-            for record in bytes.split(|&b| b == 0) {
-                let record = String::from_utf8_lossy(record);
-                if let Some((module, alias)) = record
-                    .split_once('=')
-                    .and_then(|(key, value)| key.strip_suffix(".alias").map(|m| (m, value)))
-                {
-                    index.builtin.insert(normalize(module));
-                    index.builtin_aliases.add(alias, module);
-                }
-            }
-        }
+        index.builtin_sources = (sources.builtin.map(|(_, text)| text), sources.builtin_modinfo.map(|(_, bytes)| bytes));
         for (path, text) in &sources.config {
             parse_aliases(path, text, false, &mut index.config_aliases)?;
             parse_softdeps(path, text, false, &mut index.softdeps)?;
@@ -309,7 +297,8 @@ impl ModuleIndex {
     /// Read `modules.dep`: one `MODULE: DEP DEP…` line per module file. Dependencies are
     /// checked only when they do not name a listed module, which is then an error: a path
     /// the index gives is one of its own lines, and those are checked.
-    fn parse_dep(&mut self, path: &Path, text: &str, present: &dyn Fn(&str) -> bool) -> Result<()> {
+    fn parse_dep(&mut self, path: &Path, text: &str) -> Result<()> {
+        let suspicious = may_hide_bad_parts(text);
         // (line number, the line, its module, its dependencies)
         let mut lines: Vec<(usize, &str, &str, &str)> = Vec::new();
         let mut start = 0;
@@ -323,7 +312,9 @@ impl ModuleIndex {
                 return Err(Error::syntax(path, line_no, 1, "expected `MODULE: DEPENDENCIES`; the file looks truncated, run depmod"));
             };
             let module = line[..colon].trim();
-            check_path(path, line_no, module)?;
+            if suspicious || !has_plain_ends(module) {
+                check_path(path, line_no, module)?;
+            }
             lines.push((line_no, line, module, &line[colon + 1..]));
         }
         self.modules.reserve(lines.len());
@@ -333,29 +324,35 @@ impl ModuleIndex {
         for &(line_no, _, module, _) in &lines {
             let name = name::module_name_of_path(module)
                 .ok_or_else(|| Error::syntax(path, line_no, 1, format!("`{module}` is not a module file")))?;
-            if let Some(&other) = self.by_name.get(name.as_str()) {
+            if let Some(&other) = self.by_name.get(&*name) {
                 let first = &self.modules[other].path;
                 return Err(Error::syntax(path, line_no, 1, format!("module `{name}` is listed twice ({first} and {module})")));
             }
             by_path.insert(module, self.modules.len());
             let name = Shared::from(name);
             self.by_name.insert(name.clone(), self.modules.len());
-            self.modules.push(Module { name, path: module.into(), deps: Vec::new(), present: present(module) });
+            self.modules.push(Module { name, path: module.into(), deps: Box::default(), present: true });
         }
+        let mut ids = Vec::new();
         for (id, &(line_no, line, _, deps)) in lines.iter().enumerate() {
-            if deps.trim().is_empty() {
-                continue;
-            }
-            let mut ids = Vec::with_capacity(4);
-            for dep in deps.split(' ').filter(|d| !d.is_empty()) {
+            ids.clear();
+            for dep in deps.split_ascii_whitespace() {
                 match by_path.get(dep) {
                     Some(&dep_id) => ids.push(dep_id),
                     None => return Err(bad_dependency(path, &lines, (line_no, column(line, dep), dep))),
                 }
             }
-            self.modules[id].deps = ids;
+            self.modules[id].deps = ids.as_slice().into();
         }
         Ok(())
+    }
+
+    /// Say which listed modules have their file on disk. Parsing does not ask, so that it can
+    /// run while the tree's files are being read.
+    pub fn mark_present(&mut self, present: impl Fn(&str) -> bool) {
+        for module in &mut self.modules {
+            module.present = present(&module.path);
+        }
     }
 
     /// Add the modules of `older` (limopack's copy of this tree's index from before it pruned)
@@ -368,7 +365,7 @@ impl ModuleIndex {
                 self.by_name.insert(module.name.clone(), self.modules.len());
                 added.push((old_id, self.modules.len()));
                 self.modules.push(Module {
-                    deps: Vec::new(),
+                    deps: Box::default(),
                     present: false,
                     ..module.clone()
                 });
@@ -401,11 +398,37 @@ impl ModuleIndex {
     }
 
     pub fn by_name(&self, name: &str) -> Option<ModId> {
-        self.by_name.get(normalize(name).as_str()).copied()
+        self.by_name.get(&*normalize(name)).copied()
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
-        self.builtin.contains(&normalize(name))
+        self.builtin().names.contains(&*normalize(name))
+    }
+
+    /// What is built into the kernel. A line of `modules.builtin` that names no module file
+    /// is passed over: these names only ever tell a requested name that is in no module file
+    /// apart from a misspelt one, never what is deleted.
+    fn builtin(&self) -> &Builtin {
+        self.builtin.get_or_init(|| {
+            let mut builtin = Builtin::default();
+            let (text, modinfo) = &self.builtin_sources;
+            for line in text.as_deref().unwrap_or_default().lines() {
+                if let Some(name) = name::module_name_of_path(line.trim()) {
+                    builtin.names.insert(name.into_owned());
+                }
+            }
+            for record in modinfo.as_deref().unwrap_or_default().split(|&b| b == 0) {
+                let record = String::from_utf8_lossy(record);
+                if let Some((module, alias)) = record
+                    .split_once('=')
+                    .and_then(|(key, value)| key.strip_suffix(".alias").map(|m| (m, value)))
+                {
+                    builtin.names.insert(normalize(module).into_owned());
+                    builtin.aliases.add(alias, module);
+                }
+            }
+            builtin
+        })
     }
 
     /// Whether the index knows aliases at all; without `modules.alias` an alias cannot resolve.
@@ -426,7 +449,7 @@ impl ModuleIndex {
             }
         }
         if ids.is_empty() {
-            if let Some(&id) = self.by_name.get(name.as_str()) {
+            if let Some(&id) = self.by_name.get(&*name) {
                 return Lookup::Modules(vec![id]);
             }
             let mut found = Vec::new();
@@ -439,7 +462,7 @@ impl ModuleIndex {
         ids.dedup();
         if !ids.is_empty() {
             Lookup::Modules(ids)
-        } else if self.builtin.contains(&name) || !self.builtin_aliases.lookup(&name).is_empty() {
+        } else if self.builtin().names.contains(&*name) || !self.builtin().aliases.lookup(&name).is_empty() {
             Lookup::Builtin
         } else {
             Lookup::NotFound
@@ -451,7 +474,7 @@ impl ModuleIndex {
         let ids = (0..self.modules.len())
             .filter(|&id| glob.is_match(&*self.modules[id].name))
             .collect();
-        (ids, self.builtin.iter().any(|b| glob.is_match(b)))
+        (ids, self.builtin().names.iter().any(|b| glob.is_match(b)))
     }
 
     /// Everything modprobe would load with the roots, and how each was reached: `None` for a
@@ -535,9 +558,7 @@ fn at_column(error: Error, column: usize) -> Error {
 
 /// A path named by an index must stay inside the tree: relative, no `..`, no empty parts.
 fn check_path(file: &Path, line: usize, path: &str) -> Result<()> {
-    let inside = !path.is_empty()
-        && path.as_bytes().split(|&b| b == b'/').all(|part| !matches!(part, b"" | b"." | b".."));
-    if !inside {
+    if !is_inside(path.as_bytes()) {
         return Err(Error::syntax(
             file,
             line,
@@ -546,6 +567,23 @@ fn check_path(file: &Path, line: usize, path: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// True for a relative path whose every part is a name: none is empty, `.` or `..`.
+fn is_inside(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').all(|part| !matches!(part, b"" | b"." | b".."))
+}
+
+/// Whether a path of `text` could have an empty, `.` or `..` part inside it: only where a
+/// `/` is doubled or followed by a `.`. Where neither is in the whole text, a path is inside
+/// the tree when its ends are plain, which spares checking each of thousands byte by byte.
+fn may_hide_bad_parts(text: &str) -> bool {
+    memchr::memmem::find(text.as_bytes(), b"//").is_some() || memchr::memmem::find(text.as_bytes(), b"/.").is_some()
+}
+
+/// The ends of a path that [`may_hide_bad_parts`] does not look at.
+fn has_plain_ends(path: &str) -> bool {
+    matches!((path.as_bytes().first(), path.as_bytes().last()), (Some(first), Some(last)) if !matches!(first, b'.' | b'/') && *last != b'/')
 }
 
 fn parse_aliases(path: &Path, text: &str, strict: bool, into: &mut Aliases) -> Result<()> {
@@ -591,7 +629,7 @@ fn parse_softdeps(
                 let Some(module) = words.next() else {
                     return Err(Error::syntax(path, n + 1, 1, "expected `softdep MODULE pre: … post: …`"));
                 };
-                let entry = into.entry(normalize(module)).or_default();
+                let entry = into.entry(normalize(module).into_owned()).or_default();
                 let mut post = false;
                 for word in words {
                     match word {
@@ -623,7 +661,7 @@ fn parse_weakdeps(path: &Path, text: &str, into: &mut HashMap<String, Vec<String
             (None, ..) => continue,
             (Some(w), ..) if w.starts_with('#') => continue,
             (Some("weakdep"), Some(module), Some(dep), None) => {
-                into.entry(normalize(module)).or_default().push(dep.to_string())
+                into.entry(normalize(module).into_owned()).or_default().push(dep.to_string())
             }
             _ => return Err(Error::syntax(path, n + 1, 1, "expected `weakdep MODULE DEPENDENCY`")),
         }
@@ -665,7 +703,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 ";
 
     fn index() -> ModuleIndex {
-        ModuleIndex::parse(src(DEP, ALIAS, "softdep ext4 pre: crypto-crc32c\n"), |_| true).unwrap()
+        ModuleIndex::parse(src(DEP, ALIAS, "softdep ext4 pre: crypto-crc32c\n")).unwrap()
     }
 
     fn names(index: &ModuleIndex, ids: impl IntoIterator<Item = ModId>) -> Vec<String> {
@@ -704,7 +742,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     fn weakdeps_and_post_softdeps_are_followed() {
         let mut s = src(DEP, ALIAS, "softdep btrfs post: crc16\n");
         s.weakdep = Some(("modules.weakdep".into(), "weakdep btrfs mbcache\n".into()));
-        let index = ModuleIndex::parse(s, |_| true).unwrap();
+        let index = ModuleIndex::parse(s).unwrap();
         let closure = index.closure(&[6]);
         assert_eq!(names(&index, closure.keys().copied()), ["btrfs", "crc16", "libcrc32c", "mbcache"]);
         assert_eq!(closure[&2], Some((6, Edge::Weakdep)));
@@ -713,7 +751,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 
     #[test]
     fn untagged_softdeps_are_kept() {
-        let index = ModuleIndex::parse(src(DEP, ALIAS, "softdep btrfs crc16\n"), |_| true).unwrap();
+        let index = ModuleIndex::parse(src(DEP, ALIAS, "softdep btrfs crc16\n")).unwrap();
         assert!(index.closure(&[6]).contains_key(&1));
     }
 
@@ -724,13 +762,13 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
             "x.conf".into(),
             "options e1000e foo=1\nalias mynet e1000e\nsoftdep e1000e pre: crc16\nblacklist x\n".into(),
         )];
-        let index = ModuleIndex::parse(s, |_| true).unwrap();
+        let index = ModuleIndex::parse(s).unwrap();
         assert_eq!(index.lookup("mynet"), Lookup::Modules(vec![8]));
         assert!(index.closure(&[8]).contains_key(&1));
     }
 
     fn dep_error(dep: &str) -> String {
-        ModuleIndex::parse(src(dep, "", ""), |_| true).unwrap_err().to_string()
+        ModuleIndex::parse(src(dep, "", "")).unwrap_err().to_string()
     }
 
     #[test]
@@ -752,19 +790,34 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 
     #[test]
     fn broken_alias_and_softdep_files_are_refused() {
-        let e = ModuleIndex::parse(src(DEP, "alias onlyone\n", ""), |_| true).unwrap_err();
+        let e = ModuleIndex::parse(src(DEP, "alias onlyone\n", "")).unwrap_err();
         assert_eq!(e.to_string(), "modules.alias:1:1: expected `alias PATTERN MODULE`");
-        let e = ModuleIndex::parse(src(DEP, "", "softdep\n"), |_| true).unwrap_err();
+        let e = ModuleIndex::parse(src(DEP, "", "softdep\n")).unwrap_err();
         assert!(e.to_string().starts_with("modules.softdep:1:1:"));
-        let e = ModuleIndex::parse(src(DEP, "garbage here\n", ""), |_| true).unwrap_err();
+        let e = ModuleIndex::parse(src(DEP, "garbage here\n", "")).unwrap_err();
         assert!(e.to_string().contains("unexpected `garbage`"));
+    }
+
+    #[test]
+    fn inside_paths_are_those_whose_parts_are_all_names() {
+        // Every path of up to six bytes over the bytes that matter, against the definition.
+        let by_definition = |p: &[u8]| !p.is_empty() && p.split(|&b| b == b'/').all(|part| !matches!(part, b"" | b"." | b".."));
+        let (mut paths, mut longest) = (vec![Vec::new()], vec![Vec::new()]);
+        for _ in 0..6 {
+            longest = longest.iter().flat_map(|p: &Vec<u8>| [b'a', b'.', b'/'].map(|b| [p.as_slice(), &[b]].concat())).collect();
+            paths.extend(longest.iter().cloned());
+        }
+        assert!(paths.len() > 1000);
+        for p in &paths {
+            assert_eq!(is_inside(p), by_definition(p), "{:?}", String::from_utf8_lossy(p));
+        }
     }
 
     #[test]
     fn pruned_modules_come_back_from_the_older_index() {
         let full = index();
         let pruned_dep = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\nkernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n";
-        let mut live = ModuleIndex::parse(src(pruned_dep, "", ""), |_| true).unwrap();
+        let mut live = ModuleIndex::parse(src(pruned_dep, "", "")).unwrap();
         assert_eq!(live.lookup("fs-btrfs"), Lookup::NotFound);
         live.merge_pruned(full);
         let Lookup::Modules(ids) = live.lookup("fs-btrfs") else { panic!() };
@@ -778,7 +831,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     fn depmod_output_splits_into_its_files() {
         let out = format!("{DEP}{ALIAS}# Soft dependencies extracted from modules themselves.\nsoftdep ext4 pre: crypto-crc32c\n# Aliases for symbols, used by symbol_request().\nalias symbol:foo ext4\n# Device nodes to trigger on-demand module loading.\nfuse fuse c10:229\n");
         let s = Sources::from_depmod_output(&out, Path::new("/nonexistent")).unwrap();
-        let index = ModuleIndex::parse(s, |_| true).unwrap();
+        let index = ModuleIndex::parse(s).unwrap();
         assert_eq!(index.modules().len(), 9);
         assert!(index.closure(&[0]).contains_key(&5));
     }

@@ -27,7 +27,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<String>> {
                 format!("`{}` is not a module name", first.escape_debug()),
             ));
         }
-        names.push(name::normalize(first));
+        names.push(name::normalize(first).into_owned());
     }
     Ok(names)
 }

@@ -4,6 +4,8 @@
 //! expression of an alias pattern (kmod's `alias_normalize`). Every name limopack stores or
 //! compares goes through [`normalize`] first.
 
+use std::borrow::Cow;
+
 /// A name or path shared by many parts of a plan (a module's name, its file, its package):
 /// cloned by reference count, not by copying it.
 pub type Shared = std::sync::Arc<str>;
@@ -12,26 +14,29 @@ pub type Shared = std::sync::Arc<str>;
 pub const MODULE_SUFFIXES: [&str; 4] = [".ko.zst", ".ko.xz", ".ko.gz", ".ko"];
 
 /// `-` becomes `_`, except between `[` and `]`, as kmod does before every lookup.
-pub fn normalize(name: &str) -> String {
+pub fn normalize(name: &str) -> Cow<'_, str> {
     if memchr::memchr(b'-', name.as_bytes()).is_none() {
-        return name.to_owned();
+        return Cow::Borrowed(name);
     }
     let mut in_brackets = false;
-    name.chars()
-        .map(|c| {
-            match c {
-                '[' => in_brackets = true,
-                ']' => in_brackets = false,
+    let bytes: Vec<u8> = name
+        .bytes()
+        .map(|b| {
+            match b {
+                b'[' => in_brackets = true,
+                b']' => in_brackets = false,
                 _ => {}
             }
-            if c == '-' && !in_brackets { '_' } else { c }
+            if b == b'-' && !in_brackets { b'_' } else { b }
         })
-        .collect()
+        .collect();
+    // One ASCII byte for another: still the UTF-8 it was.
+    Cow::Owned(String::from_utf8(bytes).expect("ASCII replaced by ASCII"))
 }
 
 /// The loaded name of a module file: `kernel/fs/ext4/ext4.ko.xz` is `ext4`,
 /// `crc32c-intel.ko` is `crc32c_intel`. `None` when the path is not a module file.
-pub fn module_name_of_path(path: &str) -> Option<String> {
+pub fn module_name_of_path(path: &str) -> Option<Cow<'_, str>> {
     module_stem(path).map(normalize)
 }
 

@@ -5,6 +5,7 @@
 //! its last checkpoint make it current, as they do for dpkg-query. Reading the files in place
 //! spares each run two dpkg-query processes, which cost more than the rest of a plan.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -43,8 +44,11 @@ impl Package {
 #[derive(Debug, Default, Clone)]
 pub struct Packages {
     packages: Vec<Package>,
-    /// In-root path (as dpkg lists it) to the packages that own it.
-    owners: FxHashMap<String, Vec<usize>>,
+    /// In-root path (as dpkg lists it) to the package that owns it, and to the others when
+    /// more than one does (a folder, mostly): one vector per path would be thousands of
+    /// allocations for the few paths that need one.
+    owner: FxHashMap<String, usize>,
+    co_owners: FxHashMap<String, Vec<usize>>,
 }
 
 /// A package's record in `status` or the journal, borrowed from the text it was read from.
@@ -151,7 +155,12 @@ impl Packages {
             let id = packages.packages.len();
             packages.packages.push(package_of(list_name, &records, native));
             for path in owned {
-                packages.owners.entry(path.to_string()).or_default().push(id);
+                match packages.owner.entry(path.to_string()) {
+                    Entry::Vacant(entry) => {
+                        entry.insert(id);
+                    }
+                    Entry::Occupied(_) => packages.co_owners.entry(path.to_string()).or_default().push(id),
+                }
             }
         }
         Ok(packages)
@@ -159,11 +168,9 @@ impl Packages {
 
     /// The packages that own a path, as dpkg lists it.
     pub fn owners(&self, path: &str) -> impl Iterator<Item = &Package> {
-        self.owners
-            .get(path)
-            .into_iter()
-            .flatten()
-            .map(|&id| &self.packages[id])
+        let first = self.owner.get(path);
+        let others = first.and_then(|_| self.co_owners.get(path));
+        first.into_iter().chain(others.into_iter().flatten()).map(|&id| &self.packages[id])
     }
 
     pub fn packages(&self) -> &[Package] {

@@ -594,7 +594,9 @@ kernel/fs/btrfs/btrfs.ko:
             builtin: Some(("modules.builtin".into(), "kernel/fs/ext2/ext2.ko\n".into())),
             ..Sources::default()
         };
-        ModuleIndex::parse(sources, present).unwrap()
+        let mut index = ModuleIndex::parse(sources).unwrap();
+        index.mark_present(present);
+        index
     }
 
     /// Takes module files off the disk, as a prune would: the index sees them gone too.

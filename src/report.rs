@@ -157,7 +157,7 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde
     let mut kernels = Vec::new();
     for k in &plan.kernels {
         let index = gathered.index(&k.version);
-        let mut names = vec![name::normalize(module)];
+        let mut names = vec![name::normalize(module).into_owned()];
         if let Some(Lookup::Modules(ids)) = index.map(|i| i.lookup(module)) {
             names = ids.iter().map(|&id| index.unwrap().module(id).name.to_string()).collect();
         }

@@ -137,30 +137,34 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         }
     }
 
-    let config_files = tree::modprobe_config(&root)?;
-    let running = root.is_host().then(loaded::running_kernel);
-    let mut kernels = Vec::new();
-    for tree in &trees {
-        let rebuild = interrupted.as_deref() == Some(tree.version.as_str());
-        let (index, files, ran_depmod) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
-        changed |= ran_depmod;
-        let loaded = match &running {
-            Some(version) if *version == tree.version => Some(loaded::read_proc()?),
-            _ => None,
-        };
-        kernels.push((index, files, loaded));
-    }
-
     // With no tree and no vendor declaration, there is nothing to ask dpkg about.
     let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
-    let packages = match vendor || !trees.is_empty() {
+    let read_packages = || match vendor || !trees.is_empty() {
         true => {
             let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
             prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
-            Packages::read(&root, &prefixes)?
+            Packages::read(&root, &prefixes)
         }
-        false => Packages::default(),
+        false => Ok(Packages::default()),
     };
+    let config_files = tree::modprobe_config(&root)?;
+    let running = root.is_host().then(loaded::running_kernel);
+    // dpkg's database is read while the trees are.
+    let (packages, kernels) = std::thread::scope(|s| {
+        let packages = s.spawn(read_packages);
+        let mut kernels = Vec::new();
+        for tree in &trees {
+            let rebuild = interrupted.as_deref() == Some(tree.version.as_str());
+            let (index, files, ran_depmod) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
+            changed |= ran_depmod;
+            let loaded = match &running {
+                Some(version) if *version == tree.version => Some(loaded::read_proc()?),
+                _ => None,
+            };
+            kernels.push((index, files, loaded));
+        }
+        Ok::<_, crate::Error>((joined(packages)?, kernels))
+    })?;
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.
@@ -194,16 +198,27 @@ fn load_index(
 ) -> Result<(ModuleIndex, Files, bool)> {
     // With depmod off there is nothing to rebuild with; the index is used as it is.
     let rebuild = rebuild && config.depmod;
-    let mut files = Files::load(root, tree)?;
-    let parse = |mut sources: Sources, files: &Files| {
-        sources.config = config_files.to_vec();
-        ModuleIndex::parse(sources, |rel| files.has(rel))
+    let parse = |sources: Sources| {
+        ModuleIndex::parse(Sources { config: config_files.to_vec(), ..sources })
     };
-    let sources = Sources::read(&tree.path)?;
-    let mut index = match sources.dep.is_some() && !rebuild {
-        true => Some(parse(sources, &files)?),
-        false => None,
-    };
+    // The index, limopack's copy of it from before a prune, and the tree's files are read at
+    // once: none needs the others until all are in.
+    let (files, index, saved) = std::thread::scope(|s| {
+        let index = s.spawn(|| -> Result<Option<ModuleIndex>> {
+            let sources = Sources::read(&tree.path)?;
+            match sources.dep.is_some() && !rebuild {
+                true => Ok(Some(parse(sources)?)),
+                false => Ok(None),
+            }
+        });
+        let saved = s.spawn(|| state::saved_index(root, tree)?.map(parse).transpose());
+        let files = Files::load(root, tree);
+        (files, joined(index), joined(saved))
+    });
+    let (mut files, mut index, saved) = (files?, index?, saved?);
+    if let Some(index) = &mut index {
+        index.mark_present(|rel| files.has(rel));
+    }
     let mut ran_depmod = false;
     let stale = match rebuild {
         true => Some("the run that was pruning it was interrupted".to_string()),
@@ -214,13 +229,17 @@ fn load_index(
             notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
         } else if dry_run {
             notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
-            index = Some(parse(tree::depmod_dry(root, tree)?, &files)?);
+            let mut fresh = parse(tree::depmod_dry(root, tree)?)?;
+            fresh.mark_present(|rel| files.has(rel));
+            index = Some(fresh);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
             tree::depmod(root, &tree.version)?;
             ran_depmod = true;
             files = Files::scan(tree)?;
-            index = Some(parse(Sources::read(&tree.path)?, &files)?);
+            let mut fresh = parse(Sources::read(&tree.path)?)?;
+            fresh.mark_present(|rel| files.has(rel));
+            index = Some(fresh);
         }
     }
     let mut index = match index {
@@ -232,10 +251,15 @@ fn load_index(
             })
         }
     };
-    if let Some(saved) = state::saved_index(root, tree)? {
-        index.merge_pruned(parse(saved, &files)?);
+    if let Some(saved) = saved {
+        index.merge_pruned(saved);
     }
     Ok((index, files, ran_depmod))
+}
+
+/// What a scoped thread returned; its panic, if it panicked, goes on in this one.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// What a sync did.

@@ -292,7 +292,7 @@ mod tests {
         let tree = Tree { version: "6.1".into(), path: tree_dir, shown: "/lib/modules/6.1".into() };
         save_index(&root, &tree).unwrap();
         let sources = saved_index(&root, &tree).unwrap().unwrap();
-        let index = ModuleIndex::parse(sources, |_| true).unwrap();
+        let index = ModuleIndex::parse(sources).unwrap();
         assert_eq!(index.modules().len(), 2);
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::Modules(vec![0]));
         assert_eq!(index.closure(&[0]).len(), 2);

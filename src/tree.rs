@@ -265,6 +265,8 @@ impl Files {
         }
         let now = |rel: &str| std::fs::symlink_metadata(tree.path.join(rel)).ok();
         let mut files = Files { cached: true, ..Files::default() };
+        // Nearly every line is a module's.
+        files.regular.reserve(memchr::memchr_iter(b'\n', text.as_bytes()).count());
         for line in lines.filter(|l| !l.is_empty()) {
             let (kind, rest) = line.split_at_checked(2)?;
             match kind {
@@ -336,7 +338,8 @@ impl Files {
 
 /// Why the tree's index does not describe its files, if it does not: depmod must run before a
 /// plan can trust it. Checks what `depmod -A` checks (a module newer than modules.dep) and
-/// also that the index lists exactly the module files on disk.
+/// also that the index lists exactly the module files on disk. `index` must have been marked
+/// with what is present in `files`.
 pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String> {
     let Some(dep_mtime) = files.dep_mtime() else {
         return Some("modules.dep is missing".into());
@@ -345,16 +348,15 @@ pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String
         return Some(format!("{} is newer than modules.dep", newest.rel));
     }
     let index = index?;
-    let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
-    if let Some(unlisted) = files
-        .regular
-        .keys()
-        .filter(|rel| !listed.contains(rel.as_str()))
-        .min()
-    {
-        return Some(format!("{unlisted} is not in modules.dep"));
+    // Each module present is one of the files: more files than that are files the index
+    // does not list.
+    if files.regular.len() > index.modules().iter().filter(|m| m.present).count() {
+        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
+        if let Some(unlisted) = files.regular.keys().filter(|rel| !listed.contains(rel.as_str())).min() {
+            return Some(format!("{unlisted} is not in modules.dep"));
+        }
     }
-    if let Some(gone) = index.modules().iter().find(|m| !files.has(&m.path) && !files.odd.iter().any(|o| **o == *m.path)) {
+    if let Some(gone) = index.modules().iter().find(|m| !m.present && !files.odd.iter().any(|o| **o == *m.path)) {
         return Some(format!("{} is in modules.dep but not on disk", gone.path));
     }
     None
