@@ -28,3 +28,5 @@ pub mod check;
 pub mod active;
 pub mod freeze;
 pub mod compat;
+pub mod modinfo;
+pub mod firmware;
