@@ -32,8 +32,15 @@ use std::sync::Mutex;
 use globset::GlobMatcher;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use crate::config::{Config, FirmwareMode};
+use crate::declaration::Declarations;
 use crate::error::{Error, Result};
+use crate::modinfo;
+use crate::plan::Plan;
+use crate::plan_firmware::{DeclaredGlob, Seen, Wanted};
 use crate::root::Root;
+use crate::state::State;
+use crate::tree::Tree;
 
 /// Where the kernel looks for firmware.
 pub const FIRMWARE_DIR: &str = "/lib/firmware";
@@ -97,6 +104,16 @@ pub fn dpkg_paths(path: &str) -> Vec<String> {
     } else {
         vec![path.to_owned()]
     }
+}
+
+/// Every path a request for `name` from kernel `kernel_version` could be satisfied by,
+/// whether or not it exists, in the loader's order: each folder, plain, `.zst` and `.xz`.
+pub fn candidates(kernel_version: &str, name: &str) -> Vec<String> {
+    let folders = [format!("/updates/{kernel_version}"), "/updates".into(), format!("/{kernel_version}"), String::new()];
+    SUFFIXES
+        .iter()
+        .flat_map(|suffix| folders.iter().map(move |folder| format!("{FIRMWARE_DIR}{folder}/{name}{suffix}")))
+        .collect()
 }
 
 /// True for CPU microcode, which is never pruned: anything in a `*-ucode` folder of
@@ -421,6 +438,60 @@ impl FirmwareDir {
         Ok(Walked::Reached { path, meta })
     }
 
+    /// The firmware folder on the host (`ROOT/usr/lib/firmware` on a usr-merged root), every
+    /// link on the way resolved inside the root; `None` when the root has none.
+    pub fn host_dir(&self) -> Option<std::path::PathBuf> {
+        self.base.as_ref().map(|base| self.root.join(base))
+    }
+
+    /// Every regular file and link under the firmware folder, links not followed, by in-root
+    /// path as the system names it, with its size.
+    pub fn entries(&self) -> Result<Vec<(String, u64, bool)>> {
+        let Some(top) = self.host_dir() else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        let mut todo = vec![(top.clone(), FIRMWARE_DIR.to_owned())];
+        while let Some((dir, shown)) = todo.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+                let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                let meta = std::fs::symlink_metadata(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                let path = format!("{shown}/{name}");
+                if meta.is_dir() {
+                    todo.push((entry.path(), path));
+                } else if meta.is_file() || meta.file_type().is_symlink() {
+                    out.push((path, meta.len(), meta.file_type().is_symlink()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Where the link at `path` (an in-root path under `/lib/firmware`) points, as an in-root
+    /// path as the system names it, whether or not anything is there: what a link that leads
+    /// to nothing would need to lead somewhere again.
+    pub fn link_target(&self, path: &str) -> Option<String> {
+        let base = self.base.as_ref()?;
+        let rest = path.strip_prefix(FIRMWARE_DIR)?;
+        let target = std::fs::read_link(self.root.join(format!("{base}{rest}"))).ok()?;
+        let target = target.to_str()?;
+        let mut done: Vec<&str> = if target.starts_with('/') { Vec::new() } else { parts(path).collect() };
+        if !target.starts_with('/') {
+            done.pop();
+        }
+        for part in parts(target) {
+            match part {
+                "." => {}
+                ".." => {
+                    done.pop()?;
+                }
+                _ => done.push(part),
+            }
+        }
+        let joined = absolute(&done.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        Some(self.spell(&joined))
+    }
+
     /// An in-root path as the system names it: under `/lib/firmware` when it is there, even
     /// when `/lib/firmware` really is elsewhere (`/usr/lib/firmware`).
     fn spell(&self, path: &str) -> String {
@@ -479,6 +550,87 @@ fn absolute(done: &[String]) -> String {
 
 fn join(dir: &str, name: &str) -> String {
     format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// Read what the firmware plan needs: the firmware names of each kernel's kept modules whose
+/// files are there (one read of each module's file, no process), the files each resolves
+/// to, the declarations' `firmware:` globs, and, with `firmware: prune`, every file under
+/// `/lib/firmware`. Nothing fails the run here: what cannot be read is reported in the
+/// [`Seen`], and a plan that cannot be sure prunes no firmware.
+pub fn look(
+    root: &Root,
+    plan: &Plan,
+    trees: &[Tree],
+    declarations: &Declarations,
+    config: &Config,
+    state: &State,
+    narrowed: bool,
+) -> Seen {
+    let mut seen = Seen { narrowed, ..Seen::default() };
+    let fw = match FirmwareDir::new(root) {
+        Ok(fw) => fw,
+        Err(e) => {
+            seen.error = Some(e.to_string());
+            return seen;
+        }
+    };
+    let with_pruned = |kernel: &str, name: &str, found: &[Found]| -> Wanted {
+        let mut pruned: Vec<String> = candidates(kernel, name).into_iter().filter(|p| state.firmware.contains_key(p)).collect();
+        for f in found.iter().filter(|f| matches!(f.kind, Kind::Unfollowed { .. })) {
+            pruned.extend(fw.link_target(&f.path).filter(|t| state.firmware.contains_key(t)));
+        }
+        Wanted { name: name.to_owned(), files: found.iter().map(|f| f.path.clone()).collect(), pruned }
+    };
+    for k in &plan.kernels {
+        let Some(tree) = trees.iter().find(|t| t.version == k.version) else { continue };
+        let modules = seen.modules.entry(k.version.clone()).or_default();
+        for (module, kept) in &k.kept {
+            if !kept.present {
+                modules.insert(module.clone(), Err("its file is missing; its firmware is read once it is back".into()));
+                continue;
+            }
+            let firmware = modinfo::read(&tree.path.join(&*kept.path)).and_then(|info| {
+                info.firmware.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect()
+            });
+            modules.insert(module.clone(), firmware.map_err(|e| e.to_string()));
+        }
+    }
+    for (decl, status) in declarations.active.iter().zip(&plan.declarations) {
+        if !status.active {
+            continue;
+        }
+        for k in plan.kernels.iter().filter(|k| decl.applies_to(&k.version)) {
+            for pattern in &decl.firmware {
+                let glob = &pattern.0.text;
+                let found = match fw.glob(&k.version, glob) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        seen.error = Some(format!("{}: {glob}: {e}", decl.path.display()));
+                        continue;
+                    }
+                };
+                let mut wanted = with_pruned(&k.version, glob, &found);
+                let matcher = pattern.0.matcher();
+                wanted.pruned = state
+                    .firmware
+                    .keys()
+                    .filter(|p| {
+                        let rel = p.strip_prefix(&format!("{FIRMWARE_DIR}/")).unwrap_or(p);
+                        [Some(rel), rel.strip_suffix(".zst"), rel.strip_suffix(".xz")].into_iter().flatten().any(|r| matcher.is_match(r))
+                    })
+                    .cloned()
+                    .collect();
+                seen.declared.push(DeclaredGlob { declaration: decl.path.clone(), glob: glob.clone(), kernel: k.version.clone(), wanted });
+            }
+        }
+    }
+    if config.firmware == FirmwareMode::Prune {
+        match fw.entries() {
+            Ok(entries) => seen.on_disk = entries,
+            Err(e) => seen.error = Some(e.to_string()),
+        }
+    }
+    seen
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod initramfs;
 pub mod state;
 pub mod fingerprint;
 pub mod plan;
+pub mod plan_firmware;
 pub mod apply;
 pub mod run;
 pub mod report;

@@ -343,3 +343,125 @@ fn updates_kernel_folders_and_compressed_firmware_of_a_real_package() {
         }]
     );
 }
+
+/// Every regular file and link under `dir`, by path relative to it.
+fn files_under(dir: &Path) -> BTreeMap<String, bool> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| (e.path().strip_prefix(dir).unwrap().to_str().unwrap().to_owned(), e.path_is_symlink()))
+        .collect()
+}
+
+fn hook(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_limopack-hook")).arg("--root").arg(root).args(args).env_remove("DPKG_ADMINDIR").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "limopack-hook {args:?} failed:\n{stdout}\n{stderr}");
+    format!("{stdout}{stderr}")
+}
+
+fn write(root: &Path, abs: &str, text: &str) {
+    let path = root.join(abs.trim_start_matches('/'));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, text).unwrap();
+}
+
+/// The real generic kernel with the real firmware-realtek unpacked and in dpkg's database,
+/// CPU microcode of intel-microcode and a file no package owns. With `firmware: keep` nothing
+/// under /lib/firmware goes; with `firmware: prune` and a baseline keeping r8169, the files
+/// its modinfo names (as the loader resolves them) stay and the rest of the package goes,
+/// links staying; a declaration for rtl8192ee, whose firmware name is a link to a pruned
+/// file, brings the module and then that file back from the `.deb`s in apt's cache.
+#[test]
+fn firmware_of_kept_modules_stays_and_the_rest_is_pruned_and_restored() {
+    let (pristine, kver) = real_kernel_tree(GENERIC);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    copy_root(&pristine, &root);
+    let kernel = real_kernel_pkg(&root, GENERIC);
+    let deb = firmware_deb(FIRMWARE_PACKAGE);
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    let fw_dir = root.join("lib/firmware");
+    let field = |name: &str| String::from_utf8(run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))).unwrap().trim().to_owned();
+    let mut firmware = Pkg::installed(FIRMWARE_PACKAGE, &field("Version"));
+    add_files_of_tree(&mut firmware, &root, "lib/firmware");
+    let shipped = files_under(&fw_dir);
+    write(&root, "/lib/firmware/intel-ucode/06-8e-09", "microcode");
+    let mut microcode = Pkg::installed("intel-microcode", "3.20240531.1");
+    microcode.files.push("/lib/firmware/intel-ucode/06-8e-09".into());
+    write(&root, "/lib/firmware/rtl_nic/local.fw", "not from a package");
+    write_dpkg_db(&root, &[kernel.clone(), firmware, microcode]);
+    write(&root, "/etc/limopack/modules.d/baseline.yaml", "static: [ext4, r8169]\n");
+    let before = files_under(&fw_dir);
+
+    write(&root, "/etc/limopack/limopack.yaml", "prune: true\n");
+    let out = hook(&root, &[]);
+    assert!(out.contains("limopack: firmware: "), "{out}");
+    assert_eq!(files_under(&fw_dir), before, "firmware: keep");
+
+    // What r8169 needs, by its own modinfo and the loader's rules.
+    let tree = root.join("lib/modules").join(&kver);
+    let r8169 = modules_dep_paths(&root, &kver).into_iter().find(|p| p.ends_with("/r8169.ko")).unwrap();
+    let names = modinfo::read(&tree.join(&r8169)).unwrap().firmware;
+    assert!(names.iter().filter(|n| n.starts_with("rtl_nic/")).count() > 10, "{names:?}");
+    let fw = FirmwareDir::new(&Root::new(&root).unwrap()).unwrap();
+    let needed: BTreeSet<String> = names.iter().flat_map(|n| fw.files_for(&kver, n).unwrap()).map(|f| f.path["/lib/firmware/".len()..].to_owned()).collect();
+    assert!(needed.len() > 10, "{needed:?}");
+
+    write(&root, "/etc/limopack/limopack.yaml", "prune: true\nfirmware: prune\n");
+    let out = hook(&root, &["--dry-run", "--json"]);
+    let json: serde_json::Value = serde_json::Deserializer::from_str(&out).into_iter().next().unwrap().unwrap();
+    let plan = &json["plan"]["firmware"];
+    assert_eq!(plan["action"], "prune", "{plan:#}");
+    assert!(plan["modules"][&kver]["r8169"].as_array().unwrap().len() == names.len(), "{plan:#}");
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../doc/json/limopack-1.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = hook(&root, args);
+        serde_json::Deserializer::from_str(&out).into_iter().next().unwrap().unwrap()
+    };
+    let explained = json_of(&["explain", "r8169", "--json"]);
+    assert_eq!(explained["kernels"][0]["firmware"].as_array().unwrap().len(), names.len());
+    for doc in [&json, &explained, &json_of(&["status", "--json"])] {
+        let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+    let out = hook(&root, &[]);
+    assert!(out.contains("limopack: firmware: kept "), "{out}");
+    let after = files_under(&fw_dir);
+    let mut pruned = 0;
+    for (rel, link) in &shipped {
+        let kept = after.contains_key(rel);
+        if *link {
+            assert!(kept, "link {rel} stays");
+        } else if needed.contains(rel) {
+            assert!(kept, "{rel} is needed by r8169");
+        } else {
+            assert!(!kept, "{rel} is needed by nothing: pruned");
+            pruned += 1;
+        }
+    }
+    assert!(pruned > 50, "{pruned} pruned");
+    assert!(after.contains_key("intel-ucode/06-8e-09") && after.contains_key("rtl_nic/local.fw"));
+    let status = hook(&root, &["status"]);
+    assert!(status.contains(&format!("  pruned: {pruned} file(s)")), "{status}");
+
+    // rtl8192ee asks for rtlwifi/rtl8192eefw.bin, a link to rtl8192eu_nic.bin, which went.
+    assert!(after.contains_key("rtlwifi/rtl8192eefw.bin") && !after.contains_key("rtlwifi/rtl8192eu_nic.bin"));
+    let cache = root.join("var/cache/apt/archives");
+    fs::create_dir_all(&cache).unwrap();
+    for deb in [deb.clone(), real_kernel_deb(GENERIC)] {
+        fs::copy(&deb, cache.join(deb.file_name().unwrap())).unwrap();
+    }
+    write(&root, "/etc/limopack/modules.d/wifi.yaml", "modules: [rtl8192ee]\n");
+    // The module comes back first; its firmware is known, and brought back, once it is there.
+    let out = hook(&root, &[]);
+    assert!(out.contains("restored rtl8192ee") && out.contains("no firmware is pruned this run"), "{out}");
+    let out = hook(&root, &[]);
+    assert!(out.contains("limopack: firmware: restored rtl8192ee (/lib/firmware/rtlwifi/rtl8192eu_nic.bin) from apt's cache"), "{out}");
+    let staging = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(staging.path()));
+    assert_eq!(fs::read(fw_dir.join("rtlwifi/rtl8192eu_nic.bin")).unwrap(), fs::read(staging.path().join("lib/firmware/rtlwifi/rtl8192eu_nic.bin")).unwrap());
+    assert!(!hook(&root, &["status"]).contains("rtl8192eu_nic.bin ("));
+}
