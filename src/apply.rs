@@ -207,6 +207,8 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
     }
     let Some(dir) = FirmwareDir::new(root)?.host_dir() else { return Ok(done) };
     let rel = |path: &str| path.strip_prefix(FIRMWARE_DIR).and_then(|r| r.strip_prefix('/')).map(str::to_owned);
+    let dpkg_paths = |rel: &str| firmware::dpkg_paths(&format!("{FIRMWARE_DIR}/{rel}"));
+    let place = Place { dir: &dir, archive: FIRMWARE_ARCHIVE, dpkg_paths: &dpkg_paths };
     // Records of files that are back, put there by a reinstall or an upgrade, go with their
     // archive copies.
     let before = state.firmware.len();
@@ -219,8 +221,6 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
     if restorable {
         let files: Vec<RestoreFile> = fp.restore.iter().filter_map(|f| Some(RestoreFile { path: rel(&f.path)?.into(), ..f.clone() })).collect();
         let mut pruned: BTreeMap<String, PrunedFile> = state.firmware.iter().filter_map(|(p, f)| Some((rel(p)?, f.clone()))).collect();
-        let dpkg_paths = |rel: &str| firmware::dpkg_paths(&format!("{FIRMWARE_DIR}/{rel}"));
-        let place = Place { dir: &dir, archive: FIRMWARE_ARCHIVE, dpkg_paths: &dpkg_paths };
         let in_root = |path: &Shared| Shared::from(format!("{FIRMWARE_DIR}/{path}"));
         let (restored, not_restored) = restore(root, &place, &files, &mut pruned);
         for mut r in restored {
@@ -252,25 +252,8 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
         .collect();
     let journal = FirmwareJournal { dir: root.inside(&dir).display().to_string(), files: files.clone() };
     journal.save(root)?;
-    let mut removed = Vec::new();
-    let mut confined = tree::Confined::new(&dir);
-    for (path, file) in &files {
-        let Some(rel) = rel(path) else { continue };
-        match confined.check(&rel).map_err(|e| Error::io(dir.join(&rel), e))? {
-            Some(host) => {
-                if file.archived {
-                    archive::store(root, FIRMWARE_ARCHIVE, &rel, &host)?;
-                }
-                std::fs::remove_file(&host).map_err(|e| Error::io(&host, e))?;
-                state.firmware.insert(path.clone(), file.clone());
-                done.removed += 1;
-                done.bytes += file.size;
-                removed.push(host);
-            }
-            None => done.skipped.push(path.clone()),
-        }
-    }
-    tree::remove_empty_parents(&dir, &removed);
+    let under = files.iter().filter_map(|(path, file)| Some((path.as_str(), path.strip_prefix(FIRMWARE_DIR)?.strip_prefix('/')?, file)));
+    (done.removed, done.bytes, done.skipped) = delete(root, &place, under, &mut state.firmware)?;
     state.save(root)?;
     FirmwareJournal::clear(root)?;
     Ok(done)
@@ -313,25 +296,43 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
     if kernel_state.pruned.is_empty() {
         state::save_index(root, tree)?;
     }
+    let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
+    let place = Place::tree(tree, &dpkg_paths);
+    let deleted = delete(root, &place, files.iter().map(|(rel, file)| (rel.as_str(), rel.as_str(), file)), &mut kernel_state.pruned)?;
+    (outcome.removed, outcome.bytes, outcome.skipped) = deleted;
+    Ok(())
+}
+
+/// Delete each `(key, rel, file)` under the place's folder, with an archive copy first when
+/// `file` says so, and record it in `pruned` by `key`; then the folders left empty. A file
+/// that is no longer a regular file reached through real folders is skipped, by key. Returns
+/// how many files went, their bytes, and the skipped.
+fn delete<'a>(
+    root: &Root,
+    place: &Place,
+    files: impl Iterator<Item = (&'a str, &'a str, &'a PrunedFile)>,
+    pruned: &mut BTreeMap<String, PrunedFile>,
+) -> Result<(usize, u64, Vec<String>)> {
+    let (mut count, mut bytes, mut skipped) = (0, 0, Vec::new());
     let mut removed: Vec<PathBuf> = Vec::new();
-    let mut confined = tree::Confined::new(&tree.path);
-    for (rel, file) in &files {
-        match confined.check(rel).map_err(|e| Error::io(tree.path.join(rel), e))? {
+    let mut confined = tree::Confined::new(place.dir);
+    for (key, rel, file) in files {
+        match confined.check(rel).map_err(|e| Error::io(place.dir.join(rel), e))? {
             Some(path) => {
                 if file.archived {
-                    archive::store(root, &tree.version, rel, &path)?;
+                    archive::store(root, place.archive, rel, &path)?;
                 }
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                kernel_state.pruned.insert(rel.clone(), file.clone());
-                outcome.removed += 1;
-                outcome.bytes += file.size;
+                pruned.insert(key.to_owned(), file.clone());
+                count += 1;
+                bytes += file.size;
                 removed.push(path);
             }
-            None => outcome.skipped.push(rel.clone()),
+            None => skipped.push(key.to_owned()),
         }
     }
-    tree::remove_empty_parents(&tree.path, &removed);
-    Ok(())
+    tree::remove_empty_parents(place.dir, &removed);
+    Ok((count, bytes, skipped))
 }
 
 /// Where restored files go: a kernel's tree, or the firmware folder.
