@@ -329,6 +329,24 @@ mod tests {
     }
 
     #[test]
+    fn firmware_journal_of_a_killed_run_is_absorbed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("usr/lib/firmware/rtl_nic")).unwrap();
+        std::fs::write(dir.path().join("usr/lib/firmware/rtl_nic/still-here.fw"), "").unwrap();
+        let file = PrunedFile { module: String::new(), package: "firmware-realtek".into(), version: "1".into(), size: 1, archived: false };
+        let files = ["gone.fw", "still-here.fw"].map(|f| (format!("/lib/firmware/rtl_nic/{f}"), file.clone()));
+        FirmwareJournal { dir: "/usr/lib/firmware".into(), files: files.into() }.save(&root).unwrap();
+        let mut state = State::default();
+        assert!(state.absorb_firmware(&root).unwrap());
+        assert_eq!(state.firmware.keys().collect::<Vec<_>>(), ["/lib/firmware/rtl_nic/gone.fw"]);
+        assert_eq!(State::load(&root).unwrap(), state, "saved");
+        assert!(!state.absorb_firmware(&root).unwrap(), "the journal is gone");
+        let text = std::fs::read_to_string(State::path(&root)).unwrap();
+        assert!(!text.contains("\"module\""), "firmware records have no module: {text}");
+    }
+
+    #[test]
     fn saved_index_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
