@@ -24,7 +24,9 @@ use crate::name::Shared;
 use crate::packages;
 use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
 use crate::root::Root;
-use crate::state::{self, Journal, KernelState, PrunedFile, State};
+use crate::firmware::{self, FirmwareDir, FIRMWARE_DIR};
+use crate::plan_firmware::{FirmwareAction, FirmwarePlan};
+use crate::state::{self, FirmwareJournal, Journal, PrunedFile, State};
 use crate::tree::{self, Files, Tree};
 
 /// Held for the whole run: one limopack at a time per root. The kernel drops an flock when
@@ -98,6 +100,23 @@ pub struct NotRestored {
     pub reason: String,
 }
 
+/// What a real run did to the firmware. Paths are in-root (`/lib/firmware/…`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FirmwareDone {
+    pub removed: usize,
+    pub bytes: u64,
+    pub restored: Vec<Restored>,
+    pub not_restored: Vec<NotRestored>,
+    /// Files the plan listed that were no longer regular files reached through real folders.
+    pub skipped: Vec<String>,
+}
+
+impl FirmwareDone {
+    pub fn changed(&self) -> bool {
+        self.removed > 0 || !self.restored.is_empty()
+    }
+}
+
 /// What the caller allows besides the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct Effects {
@@ -106,8 +125,9 @@ pub struct Effects {
     pub initramfs: bool,
 }
 
-/// Carry out `plan` on `trees`, updating and saving `state`.
-pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &mut State, effects: Effects) -> Result<Vec<Done>> {
+/// Carry out `plan` on `trees`, updating and saving `state`. Firmware comes first, so that
+/// an initramfs refreshed after a kernel's tree changed finds its modules' firmware there.
+pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &mut State, effects: Effects) -> Result<(Vec<Done>, FirmwareDone)> {
     let before = state.clone();
     state.statics.extend(plan.new_statics.iter().cloned());
     forget_restored(root, state, trees)?;
@@ -125,6 +145,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         archive::forget_kernel(root, gone)?;
         state::forget_index(root, gone)?;
     }
+    let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 
     let mut done = Vec::new();
     for kplan in &plan.kernels {
@@ -147,7 +168,8 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
             ..Done::default()
         };
         let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
-        restore(root, tree, &kplan.restore, kernel_state, &mut outcome);
+        let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
+        (outcome.restored, outcome.not_restored) = restore(root, &Place::tree(tree, &dpkg_paths), &kplan.restore, &mut kernel_state.pruned);
         if prune {
             prune_files(root, config, kplan, tree, state, &mut outcome)?;
         }
@@ -169,6 +191,71 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         }
         done.push(outcome);
     }
+    Ok((done, firmware_done))
+}
+
+/// Restore the needed firmware that is gone, then prune what the plan lists, journalled as
+/// module files are (see the top of this file): the journal first, then the archive copies,
+/// the deletes and the empty folders, then the state, and the journal cleared. No depmod:
+/// the modules' index does not change.
+fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut State) -> Result<FirmwareDone> {
+    let mut done = FirmwareDone::default();
+    let restorable = fp.restore.iter().any(|f| !f.sources.is_empty());
+    let pruning = fp.action == FirmwareAction::Prune && !fp.prune.is_empty();
+    if state.firmware.is_empty() && !pruning {
+        return Ok(done);
+    }
+    let Some(dir) = FirmwareDir::new(root)?.host_dir() else { return Ok(done) };
+    let rel = |path: &str| path.strip_prefix(FIRMWARE_DIR).and_then(|r| r.strip_prefix('/')).map(str::to_owned);
+    let dpkg_paths = |rel: &str| firmware::dpkg_paths(&format!("{FIRMWARE_DIR}/{rel}"));
+    let place = Place { dir: &dir, archive: FIRMWARE_ARCHIVE, dpkg_paths: &dpkg_paths };
+    // Records of files that are back, put there by a reinstall or an upgrade, go with their
+    // archive copies.
+    let before = state.firmware.len();
+    let back: Vec<String> = state.firmware.keys().filter(|p| rel(p).is_some_and(|r| std::fs::symlink_metadata(dir.join(r)).is_ok())).cloned().collect();
+    for path in back {
+        if state.firmware.remove(&path).is_some_and(|f| f.archived) {
+            archive::forget(root, FIRMWARE_ARCHIVE, &rel(&path).unwrap_or_default())?;
+        }
+    }
+    if restorable {
+        let files: Vec<RestoreFile> = fp.restore.iter().filter_map(|f| Some(RestoreFile { path: rel(&f.path)?.into(), ..f.clone() })).collect();
+        let mut pruned: BTreeMap<String, PrunedFile> = state.firmware.iter().filter_map(|(p, f)| Some((rel(p)?, f.clone()))).collect();
+        let in_root = |path: &Shared| Shared::from(format!("{FIRMWARE_DIR}/{path}"));
+        let (restored, not_restored) = restore(root, &place, &files, &mut pruned);
+        for mut r in restored {
+            r.path = in_root(&r.path);
+            state.firmware.remove(&*r.path);
+            done.restored.push(r);
+        }
+        done.not_restored = not_restored.into_iter().map(|n| NotRestored { path: in_root(&n.path), ..n }).collect();
+    }
+    if state.firmware.len() != before {
+        state.save(root)?;
+    }
+    if !pruning {
+        return Ok(done);
+    }
+    let files: BTreeMap<String, PrunedFile> = fp
+        .prune
+        .iter()
+        .map(|f| {
+            let file = PrunedFile {
+                module: String::new(),
+                package: f.package.to_string(),
+                version: f.version.to_string(),
+                size: f.size,
+                archived: config.archive,
+            };
+            (f.path.clone(), file)
+        })
+        .collect();
+    let journal = FirmwareJournal { dir: root.inside(&dir).display().to_string(), files: files.clone() };
+    journal.save(root)?;
+    let under = files.iter().filter_map(|(path, file)| Some((path.as_str(), path.strip_prefix(FIRMWARE_DIR)?.strip_prefix('/')?, file)));
+    (done.removed, done.bytes, done.skipped) = delete(root, &place, under, &mut state.firmware)?;
+    state.save(root)?;
+    FirmwareJournal::clear(root)?;
     Ok(done)
 }
 
@@ -209,31 +296,76 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
     if kernel_state.pruned.is_empty() {
         state::save_index(root, tree)?;
     }
+    let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
+    let place = Place::tree(tree, &dpkg_paths);
+    let deleted = delete(root, &place, files.iter().map(|(rel, file)| (rel.as_str(), rel.as_str(), file)), &mut kernel_state.pruned)?;
+    (outcome.removed, outcome.bytes, outcome.skipped) = deleted;
+    Ok(())
+}
+
+/// Delete each `(key, rel, file)` under the place's folder, with an archive copy first when
+/// `file` says so, and record it in `pruned` by `key`; then the folders left empty. A file
+/// that is no longer a regular file reached through real folders is skipped, by key. Returns
+/// how many files went, their bytes, and the skipped.
+fn delete<'a>(
+    root: &Root,
+    place: &Place,
+    files: impl Iterator<Item = (&'a str, &'a str, &'a PrunedFile)>,
+    pruned: &mut BTreeMap<String, PrunedFile>,
+) -> Result<(usize, u64, Vec<String>)> {
+    let (mut count, mut bytes, mut skipped) = (0, 0, Vec::new());
     let mut removed: Vec<PathBuf> = Vec::new();
-    let mut confined = tree::Confined::new(&tree.path);
-    for (rel, file) in &files {
-        match confined.check(rel).map_err(|e| Error::io(tree.path.join(rel), e))? {
+    let mut confined = tree::Confined::new(place.dir);
+    for (key, rel, file) in files {
+        match confined.check(rel).map_err(|e| Error::io(place.dir.join(rel), e))? {
             Some(path) => {
                 if file.archived {
-                    archive::store(root, &tree.version, rel, &path)?;
+                    archive::store(root, place.archive, rel, &path)?;
                 }
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                kernel_state.pruned.insert(rel.clone(), file.clone());
-                outcome.removed += 1;
-                outcome.bytes += file.size;
+                pruned.insert(key.to_owned(), file.clone());
+                count += 1;
+                bytes += file.size;
                 removed.push(path);
             }
-            None => outcome.skipped.push(rel.clone()),
+            None => skipped.push(key.to_owned()),
         }
     }
-    tree::remove_empty_parents(&tree.path, &removed);
-    Ok(())
+    tree::remove_empty_parents(place.dir, &removed);
+    Ok((count, bytes, skipped))
+}
+
+/// Where restored files go: a kernel's tree, or the firmware folder.
+struct Place<'a> {
+    /// The folder on disk; files are given relative to it.
+    dir: &'a Path,
+    /// Its part of limopack's archive: the kernel version, or [`FIRMWARE_ARCHIVE`].
+    archive: &'a str,
+    /// How dpkg may list a file of the folder.
+    dpkg_paths: &'a dyn Fn(&str) -> Vec<String>,
+}
+
+/// The archive's folder for firmware, beside the kernels' (whose names start with a digit).
+const FIRMWARE_ARCHIVE: &str = "firmware";
+
+impl Place<'_> {
+    fn tree<'a>(tree: &'a Tree, dpkg_paths: &'a dyn Fn(&str) -> Vec<String>) -> Place<'a> {
+        Place { dir: &tree.path, archive: &tree.version, dpkg_paths }
+    }
 }
 
 /// Bring back the kept files that are gone, trying each file's sources in order: the archive,
 /// then each `.deb` (read once for all the files it holds), then downloads. What cannot be
-/// brought back is reported, and the run goes on: restoring never deletes anything.
-fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelState, outcome: &mut Done) {
+/// brought back is reported, and the run goes on: restoring never deletes anything. Each file
+/// brought back leaves `pruned`, which is keyed as the files' paths are.
+fn restore(
+    root: &Root,
+    place: &Place,
+    files: &[RestoreFile],
+    pruned: &mut BTreeMap<String, PrunedFile>,
+) -> (Vec<Restored>, Vec<NotRestored>) {
+    let mut restored = Vec::new();
+    let mut not_restored = Vec::new();
     let mut sums: HashMap<Shared, HashMap<String, String>> = HashMap::new();
     // A file with no source is left to the run's warning and its reinstall hint.
     let mut left: Vec<(&RestoreFile, String)> = files
@@ -241,26 +373,26 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
         .filter(|f| !f.sources.is_empty())
         .map(|f| (f, String::new()))
         .collect();
-    let finish = |f: &RestoreFile, from: RestoredFrom, kernel: &mut KernelState, outcome: &mut Done| {
-        kernel.pruned.remove(&*f.path);
-        let _ = archive::forget(root, &tree.version, &f.path);
-        outcome.restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
+    let finish = |f: &RestoreFile, from: RestoredFrom, pruned: &mut BTreeMap<String, PrunedFile>, restored: &mut Vec<Restored>| {
+        pruned.remove(&*f.path);
+        let _ = archive::forget(root, place.archive, &f.path);
+        restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
     };
 
     left.retain_mut(|(f, why)| {
         if !f.sources.contains(&Source::Archive) {
             return true;
         }
-        let result = archive::open(root, &tree.version, &f.path).and_then(|copy| match copy {
+        let result = archive::open(root, place.archive, &f.path).and_then(|copy| match copy {
             Some(mut copy) => {
-                let expected = expected_md5(root, &mut sums, tree, f);
-                put(tree, &f.path, &mut copy, expected.as_deref())
+                let expected = expected_md5(root, &mut sums, place, f);
+                put(place.dir, &f.path, &mut copy, expected.as_deref())
             }
-            None => Err(Error::refused(archive::path(root, &tree.version, &f.path), "no archive copy")),
+            None => Err(Error::refused(archive::path(root, place.archive, &f.path), "no archive copy")),
         });
         match result {
             Ok(()) => {
-                finish(f, RestoredFrom::Archive, kernel, outcome);
+                finish(f, RestoredFrom::Archive, pruned, &mut restored);
                 false
             }
             Err(e) => {
@@ -286,8 +418,8 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
             .filter(|(f, _)| f.sources.contains(&Source::AptCache { deb: deb.clone() }))
             .map(|(f, _)| *f)
             .collect();
-        let results = from_deb(root, &mut sums, tree, &deb, &wanted);
-        settle(&mut left, results, RestoredFrom::AptCache, &mut |f, from| finish(f, from, kernel, outcome));
+        let results = from_deb(root, &mut sums, place, &deb, &wanted);
+        settle(&mut left, results, RestoredFrom::AptCache, &mut |f, from| finish(f, from, pruned, &mut restored));
     }
 
     let mut fetch: Vec<(Shared, Shared)> = left
@@ -306,9 +438,9 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
         let results = tempfile::tempdir()
             .map_err(|e| Error::io(std::env::temp_dir(), e))
             .and_then(|dir| deb::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
-            .map(|(_dir, deb)| from_deb(root, &mut sums, tree, &deb, &wanted));
+            .map(|(_dir, deb)| from_deb(root, &mut sums, place, &deb, &wanted));
         match results {
-            Ok(results) => settle(&mut left, results, RestoredFrom::Download, &mut |f, from| finish(f, from, kernel, outcome)),
+            Ok(results) => settle(&mut left, results, RestoredFrom::Download, &mut |f, from| finish(f, from, pruned, &mut restored)),
             Err(e) => {
                 for (_, why) in left.iter_mut().filter(|(f, _)| wanted.iter().any(|w| std::ptr::eq(*w, *f))) {
                     *why = e.to_string();
@@ -318,13 +450,14 @@ fn restore(root: &Root, tree: &Tree, files: &[RestoreFile], kernel: &mut KernelS
     }
 
     for (f, reason) in left {
-        outcome.not_restored.push(NotRestored {
+        not_restored.push(NotRestored {
             path: f.path.clone(),
             module: f.module.clone(),
             package: f.package.clone(),
             reason,
         });
     }
+    (restored, not_restored)
 }
 
 /// Fold the per-file results of one source into what is left to restore.
@@ -352,13 +485,13 @@ fn settle<'a>(
 fn from_deb(
     root: &Root,
     sums: &mut HashMap<Shared, HashMap<String, String>>,
-    tree: &Tree,
+    place: &Place,
     deb: &Path,
     wanted: &[&RestoreFile],
 ) -> HashMap<Shared, Result<()>> {
     let mut by_listed: HashMap<String, &RestoreFile> = HashMap::new();
     for f in wanted {
-        for listed in tree.dpkg_paths(&f.path) {
+        for listed in (place.dpkg_paths)(&f.path) {
             by_listed.insert(listed, f);
         }
     }
@@ -366,15 +499,15 @@ fn from_deb(
     let mut results: HashMap<Shared, Result<()>> = HashMap::new();
     let read = deb::extract(deb, &names, |listed, data| {
         let f = by_listed[listed];
-        let expected = expected_md5(root, sums, tree, f);
-        results.insert(f.path.clone(), put(tree, &f.path, data, expected.as_deref()));
+        let expected = expected_md5(root, sums, place, f);
+        results.insert(f.path.clone(), put(place.dir, &f.path, data, expected.as_deref()));
         Ok(())
     });
     for f in wanted {
         let result = match &read {
             Err(e) => Err(Error::refused(deb, e.to_string())),
             Ok(_) if results.contains_key(&f.path) => continue,
-            Ok(_) => Err(Error::refused(deb, format!("has no {}", tree.dpkg_paths(&f.path)[0]))),
+            Ok(_) => Err(Error::refused(deb, format!("has no {}", (place.dpkg_paths)(&f.path)[0]))),
         };
         results.insert(f.path.clone(), result);
     }
@@ -382,19 +515,19 @@ fn from_deb(
 }
 
 /// The md5sum dpkg recorded for a file, looked up once per package.
-fn expected_md5(root: &Root, sums: &mut HashMap<Shared, HashMap<String, String>>, tree: &Tree, f: &RestoreFile) -> Option<String> {
+fn expected_md5(root: &Root, sums: &mut HashMap<Shared, HashMap<String, String>>, place: &Place, f: &RestoreFile) -> Option<String> {
     let package = sums
         .entry(f.package.clone())
         .or_insert_with(|| packages::md5sums(root, &f.package).unwrap_or_default());
-    tree.dpkg_paths(&f.path).iter().find_map(|p| package.get(p).cloned())
+    (place.dpkg_paths)(&f.path).iter().find_map(|p| package.get(p).cloned())
 }
 
-/// Write `data` to `rel` under the tree: into a temporary file beside it, checked against
+/// Write `data` to `rel` under `top`: into a temporary file beside it, checked against
 /// dpkg's md5sum when dpkg has one, then renamed into place, so the file is whole or absent.
-fn put(tree: &Tree, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -> Result<()> {
+fn put(top: &Path, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let target = tree::restore_target(&tree.path, rel).map_err(|e| Error::io(tree.path.join(rel), e))?;
-    let dir = target.parent().unwrap_or(&tree.path);
+    let target = tree::restore_target(top, rel).map_err(|e| Error::io(top.join(rel), e))?;
+    let dir = target.parent().unwrap_or(top);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
     let mut hasher = md5::Md5::new();
     let mut buf = vec![0u8; 1 << 16];

@@ -210,6 +210,7 @@ pub fn apply(root: &Path, kernel: Option<String>, package: Option<String>) -> Re
                 change.lines.push(report::summary(k, done, false, crate::root::CONFIG_FILE));
                 change.lines.extend(done.map(report::done_lines).unwrap_or_default());
             }
+            change.lines.extend(report::firmware_lines(&outcome.plan.firmware, Some(&outcome.firmware), false));
         }
         // What the last run that found nothing to do printed still holds.
         run::Synced::Unchanged(saved) => {

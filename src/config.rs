@@ -46,6 +46,19 @@ struct RawConfig {
     depmod: Option<bool>,
     initramfs: Option<Initramfs>,
     archive: Option<bool>,
+    firmware: Option<FirmwareMode>,
+    firmware_packages: Option<Vec<Pattern>>,
+}
+
+/// What to do with the files under `/lib/firmware` that no kept module needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareMode {
+    /// Leave every firmware file alone.
+    #[default]
+    Keep,
+    /// Prune the firmware packages' files that no kept module needs and no declaration names.
+    Prune,
 }
 
 /// When to refresh a kernel's initramfs after its tree changed.
@@ -64,6 +77,9 @@ pub enum Initramfs {
 /// The packages whose module files limopack may prune, unless the admin says otherwise.
 pub const DEFAULT_PACKAGES: [&str; 3] = ["linux-image-*", "linux-modules-*", "linux-modules-extra-*"];
 
+/// The packages whose files under `/lib/firmware` limopack may prune with `firmware: prune`.
+pub const DEFAULT_FIRMWARE_PACKAGES: [&str; 2] = ["firmware-*", "linux-firmware*"];
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file as the system sees it, for messages.
@@ -78,6 +94,10 @@ pub struct Config {
     pub initramfs: Initramfs,
     /// Keep a compressed copy of each pruned file, so that restoring it needs no `.deb`.
     pub archive: bool,
+    pub firmware: FirmwareMode,
+    /// Globs of firmware packages whose files may be pruned.
+    pub firmware_packages: Vec<String>,
+    firmware_set: GlobSet,
 }
 
 impl Default for Config {
@@ -106,9 +126,16 @@ impl Config {
             Some(patterns) => patterns.into_iter().map(|p| p.text).collect(),
             None => defaults.packages,
         };
+        let firmware_packages: Vec<String> = match raw.firmware_packages {
+            Some(patterns) => patterns.into_iter().map(|p| p.text).collect(),
+            None => defaults.firmware_packages,
+        };
         Ok(Config {
             initramfs: raw.initramfs.unwrap_or(defaults.initramfs),
             archive: raw.archive.unwrap_or(defaults.archive),
+            firmware: raw.firmware.unwrap_or(defaults.firmware),
+            firmware_set: glob_set(&firmware_packages),
+            firmware_packages,
             ..Config::build(
                 root.inside(&path),
                 raw.prune.unwrap_or(defaults.prune),
@@ -119,25 +146,23 @@ impl Config {
     }
 
     fn build(path: PathBuf, prune: bool, packages: &[String], depmod: bool) -> Config {
-        let mut set = GlobSetBuilder::new();
-        for p in packages {
-            // Patterns were checked when parsed; the defaults are constants.
-            if let Ok(glob) = Glob::new(p) {
-                set.add(glob);
-            }
-        }
+        let firmware_packages: Vec<String> = DEFAULT_FIRMWARE_PACKAGES.iter().map(|s| s.to_string()).collect();
         Config {
             path,
             prune,
             packages: packages.to_vec(),
-            packages_set: set.build().unwrap_or_else(|_| GlobSet::empty()),
+            packages_set: glob_set(packages),
             depmod,
             initramfs: Initramfs::default(),
             archive: false,
+            firmware: FirmwareMode::default(),
+            firmware_set: glob_set(&firmware_packages),
+            firmware_packages,
         }
     }
 
-    /// This config with only `package` prunable, for a run limited to one package's files.
+    /// This config with only `package` prunable, for a run limited to one package's files,
+    /// and firmware kept: what other packages' modules need is not looked at whole.
     /// A package the config does not count as a module package is refused: limopack never
     /// prunes one.
     pub fn limited_to(&self, package: &str) -> Result<Config> {
@@ -154,9 +179,26 @@ impl Config {
     /// True when files of this package may be pruned. An architecture qualifier
     /// (`linux-image-6.1.0-50-amd64:amd64`) is ignored.
     pub fn is_module_package(&self, package: &str) -> bool {
-        let name = package.split(':').next().unwrap_or(package);
-        self.packages_set.is_match(name)
+        self.packages_set.is_match(package.split(':').next().unwrap_or(package))
     }
+
+    /// True when this package's files under `/lib/firmware` may be pruned (`firmware_packages`).
+    /// CPU microcode never is, whatever the globs say.
+    pub fn is_firmware_package(&self, package: &str) -> bool {
+        let name = package.split(':').next().unwrap_or(package);
+        self.firmware_set.is_match(name) && !crate::firmware::MICROCODE_PACKAGES.contains(&name)
+    }
+}
+
+/// One set of package globs. Patterns were checked when parsed; the defaults are constants.
+fn glob_set(patterns: &[String]) -> GlobSet {
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        if let Ok(glob) = Glob::new(p) {
+            set.add(glob);
+        }
+    }
+    set.build().unwrap_or_else(|_| GlobSet::empty())
 }
 
 #[cfg(test)]
@@ -186,6 +228,23 @@ mod tests {
         assert!(config.is_module_package("linux-modules-extra-6.8.0-1-generic:amd64"));
         assert!(!config.is_module_package("firmware-linux-free"));
         assert!(!load("# all defaults\n").unwrap().prune);
+        assert_eq!(config.firmware, FirmwareMode::Keep);
+        assert!(config.is_firmware_package("firmware-realtek") && config.is_firmware_package("linux-firmware"));
+        assert!(!config.is_firmware_package("intel-microcode") && !config.is_firmware_package("linux-image-6.1.0-50-amd64"));
+    }
+
+    #[test]
+    fn firmware_keys_are_read_and_checked() {
+        let config = load("firmware: prune\nfirmware_packages: [firmware-realtek, amd64-microcode]\n").unwrap();
+        assert_eq!(config.firmware, FirmwareMode::Prune);
+        assert!(config.is_firmware_package("firmware-realtek:all"));
+        assert!(!config.is_firmware_package("firmware-misc-nonfree"));
+        assert!(!config.is_firmware_package("amd64-microcode"), "microcode never");
+        assert_eq!(config.limited_to("linux-image-6.1.0-50-amd64").unwrap().firmware, FirmwareMode::Keep);
+        let e = load("prune: true\nfirmware: drop\n").unwrap_err().to_string();
+        assert!(e.contains("limopack.yaml:2:11: firmware: unknown variant `drop`, expected `keep` or `prune`"), "{e}");
+        let e = load("firmware_packages: ['firmware-[']\n").unwrap_err().to_string();
+        assert!(e.contains(":1:21: firmware_packages: bad glob `firmware-[`"), "{e}");
     }
 
     #[test]
@@ -213,7 +272,7 @@ mod tests {
     #[test]
     fn bad_configs_name_file_line_and_column() {
         let e = load("prune: true\nprnue: false\n").unwrap_err().to_string();
-        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`, `initramfs`, `archive`"), "{e}");
+        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`, `initramfs`, `archive`, `firmware`, `firmware_packages`"), "{e}");
         let e = load("initramfs: sometimes\n").unwrap_err().to_string();
         assert!(e.contains(":1:12: initramfs: unknown variant `sometimes`, expected one of `auto`, `always`, `never`"), "{e}");
         let e = load("prune: yes please\n").unwrap_err().to_string();

@@ -67,7 +67,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
                 eprintln!("limopack: warning: {w}");
             }
             if cli.json {
-                let _ = writeln!(out, "{:#}", report::sync_json(&outcome.plan, &outcome.done, dry_run));
+                let _ = writeln!(out, "{:#}", report::sync_json(&outcome.plan, &outcome.done, &outcome.firmware, dry_run));
                 return Ok(());
             }
             for k in &outcome.plan.kernels {
@@ -87,6 +87,20 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
                 for skipped in done.map(|d| d.skipped.as_slice()).unwrap_or_default() {
                     eprintln!("limopack: warning: {}: {skipped} was no longer a regular file; left alone", k.version);
                 }
+            }
+            let firmware = (!dry_run).then_some(&outcome.firmware);
+            if !cli.quiet && (cli.called_by.is_none() || outcome.firmware.changed() || !outcome.firmware.not_restored.is_empty()) {
+                for line in report::firmware_lines(&outcome.plan.firmware, firmware, dry_run) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            if cli.verbose {
+                for f in &outcome.plan.firmware.prune {
+                    let _ = writeln!(out, "  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size));
+                }
+            }
+            for skipped in &outcome.firmware.skipped {
+                eprintln!("limopack: warning: firmware: {skipped} was no longer a regular file; left alone");
             }
         }
         Some(Command::Explain { module }) => {

@@ -18,6 +18,7 @@ use crate::declaration::{Declarations, Entry, Origin};
 use crate::index::{Edge, Lookup, ModId, ModuleIndex};
 use crate::name::{self, Shared};
 use crate::packages::{Package, Packages};
+use crate::plan_firmware::FirmwarePlan;
 use crate::state::{State, StaticRecord};
 use crate::tree::{Files, Tree};
 
@@ -184,6 +185,9 @@ pub struct Plan {
     /// Kernels whose trees are gone: their state, saved index and archive are dropped.
     pub forget_kernels: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the kept modules need under `/lib/firmware`, and what goes; made after the
+    /// kernels' plans ([`crate::plan_firmware`]).
+    pub firmware: FirmwarePlan,
 }
 
 /// Work out the plan. Pure: same inputs, same plan.
@@ -228,6 +232,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
         kernels,
         forget_kernels: inputs.gone.clone(),
         warnings,
+        firmware: FirmwarePlan::default(),
     }
 }
 

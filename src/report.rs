@@ -6,10 +6,11 @@ use std::fmt::Write;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::apply::{Done, RestoredFrom};
+use crate::apply::{Done, FirmwareDone, Restored, RestoredFrom};
 use crate::index::{Edge, Lookup};
 use crate::name::{self, Shared};
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
+use crate::plan_firmware::{self, FirmwareAction, FirmwarePlan, Why};
 use crate::run::Gathered;
 use crate::state::State;
 
@@ -68,20 +69,51 @@ pub fn changed(done: Option<&Done>) -> bool {
 /// What a real run did beyond its summary: each file restored and where from, and the
 /// initramfs.
 pub fn done_lines(done: &Done) -> Vec<String> {
-    let mut lines: Vec<String> = done
-        .restored
-        .iter()
-        .map(|r| {
-            let from = match r.from {
-                RestoredFrom::Archive => "limopack's archive",
-                RestoredFrom::AptCache => "apt's cache",
-                RestoredFrom::Download => "a downloaded .deb",
-            };
-            format!("limopack: {}: restored {} ({}) from {from}", done.version, r.module, r.path)
-        })
-        .collect();
+    let mut lines: Vec<String> = done.restored.iter().map(|r| restored_line(&done.version, r)).collect();
     if let Some(note) = &done.initramfs {
         lines.push(format!("limopack: {}: {note}", done.version));
+    }
+    lines
+}
+
+fn restored_line(head: &str, r: &Restored) -> String {
+    let from = match r.from {
+        RestoredFrom::Archive => "limopack's archive",
+        RestoredFrom::AptCache => "apt's cache",
+        RestoredFrom::Download => "a downloaded .deb",
+    };
+    format!("limopack: {head}: restored {} ({}) from {from}", r.module, r.path)
+}
+
+/// The firmware line of a run or dry run, and each firmware file brought back or not; nothing
+/// when no kept module needs firmware and there is nothing to do.
+pub fn firmware_lines(fp: &FirmwarePlan, done: Option<&FirmwareDone>, dry_run: bool) -> Vec<String> {
+    let needed = plan_firmware::needed(fp).len();
+    let restore = fp.restore.iter().filter(|r| !r.sources.is_empty()).count();
+    if needed == 0 && fp.action == FirmwareAction::Keep && restore == 0 && done.is_none_or(|d| !d.changed()) {
+        return Vec::new();
+    }
+    let files = |n: usize, bytes: u64| format!("{} ({})", count(n, "file"), size(bytes));
+    let what = match (fp.action, done) {
+        (FirmwareAction::Keep, _) => format!("{} needed by kept modules and declarations; all firmware kept", count(needed, "file")),
+        (FirmwareAction::Unsure, _) => format!("{} needed by kept modules and declarations; none pruned this run (see the warning)", count(needed, "file")),
+        (FirmwareAction::Prune, Some(d)) => format!("kept {}, pruned {}", files(fp.kept.len(), fp.kept_bytes), files(d.removed, d.bytes)),
+        (FirmwareAction::Prune, None) => {
+            let verb = if dry_run { "would prune" } else { "to prune" };
+            format!("kept {}, {verb} {}", files(fp.kept.len(), fp.kept_bytes), files(fp.prune.len(), fp.prune_bytes()))
+        }
+    };
+    let restored = match done {
+        Some(d) if !d.restored.is_empty() => format!(", restored {}", count(d.restored.len(), "file")),
+        None if dry_run && restore > 0 => format!(", would restore {}", count(restore, "file")),
+        _ => String::new(),
+    };
+    let mut lines = vec![format!("limopack: firmware: {what}{restored}")];
+    if let Some(d) = done {
+        lines.extend(d.restored.iter().map(|r| restored_line("firmware", r)));
+        for n in &d.not_restored {
+            lines.push(format!("limopack: firmware: could not restore {} (needed by {}): {}", n.path, n.module, n.reason));
+        }
     }
     lines
 }
@@ -90,6 +122,15 @@ pub fn done_lines(done: &Done) -> Vec<String> {
 /// gone and that this run did not bring back, with the reinstall that does.
 pub fn warnings(plan: &Plan, state: &State, done: &[Done]) -> Vec<String> {
     let mut out = plan.warnings.clone();
+    out.extend(plan.firmware.warnings.iter().cloned());
+    for r in plan.firmware.restore.iter().filter(|r| r.sources.is_empty()) {
+        out.push(format!(
+            "firmware {} needed by {} was pruned and nothing can bring it back; `apt-get install --reinstall {}` does",
+            r.path,
+            r.module,
+            r.package.split(':').next().unwrap_or(&r.package)
+        ));
+    }
     for k in &plan.kernels {
         out.extend(k.warnings.iter().map(|w| format!("{}: {w}", k.version)));
         let done = done.iter().find(|d| d.version == k.version);
@@ -119,8 +160,8 @@ pub fn warnings(plan: &Plan, state: &State, done: &[Done]) -> Vec<String> {
 }
 
 /// The JSON of a sync or dry run.
-pub fn sync_json(plan: &Plan, done: &[Done], dry_run: bool) -> serde_json::Value {
-    json!({ "schema": SCHEMA, "dry_run": dry_run, "plan": plan, "done": done })
+pub fn sync_json(plan: &Plan, done: &[Done], firmware: &FirmwareDone, dry_run: bool) -> serde_json::Value {
+    json!({ "schema": SCHEMA, "dry_run": dry_run, "plan": plan, "done": done, "firmware_done": firmware })
 }
 
 fn describe(reason: &Reason) -> String {
@@ -167,13 +208,22 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde
             for link in &chain {
                 let _ = writeln!(text, "  {}: {}", link.module, describe(link.reason));
             }
+            let firmware = plan_firmware::of_module(&plan.firmware, &k.version, &wanted);
+            for w in firmware {
+                let files = match (w.files.is_empty(), w.pruned.is_empty()) {
+                    (true, true) => "not found (drivers list firmware that only some devices load)".to_string(),
+                    (_, true) => w.files.join(", "),
+                    (_, false) => format!("{} (pruned, to restore: {})", w.files.join(", "), w.pruned.join(", ")),
+                };
+                let _ = writeln!(text, "  firmware {}: {files}", w.name);
+            }
             if let Some(users) = k.refcounts.get(wanted.as_str()) {
                 let _ = writeln!(text, "  referenced by {} declaration(s): {}", users.len(),
                     users.iter().map(|u| u.display().to_string()).collect::<Vec<_>>().join(", "));
             }
             kernels.push(json!({
                 "version": k.version, "module": wanted, "status": status, "summary": line,
-                "chain": chain, "refcount": k.refcounts.get(wanted.as_str()).map_or(0, Vec::len),
+                "chain": chain, "refcount": k.refcounts.get(wanted.as_str()).map_or(0, Vec::len), "firmware": firmware,
             }));
         }
     }
@@ -264,10 +314,43 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (String, serde_json:
             "kept": k.kept, "pruned": pruned.map_or(json!({}), |p| json!(p)), "missing": missing, "to_prune": k.prune, "warnings": k.warnings,
         }));
     }
+    let fw = &plan.firmware;
+    let pruned_bytes: u64 = state.firmware.values().map(|f| f.size).sum();
+    let _ = writeln!(text, "firmware");
+    let _ = writeln!(text, "  action: {}", serde_json::to_value(fw.action).unwrap().as_str().unwrap_or(""));
+    let _ = writeln!(text, "  needed: {} file(s) by kept modules and declarations", plan_firmware::needed(fw).len());
+    if verbose {
+        for (path, why) in &fw.kept {
+            let _ = writeln!(text, "    {path}: {}", describe_firmware(why));
+        }
+    }
+    let _ = writeln!(text, "  pruned: {} file(s), {}", state.firmware.len(), size(pruned_bytes));
+    for (path, file) in &state.firmware {
+        let _ = writeln!(text, "    {path} ({} {})", file.package, file.version);
+    }
+    for r in &fw.restore {
+        let _ = writeln!(text, "  missing: {} (needed by {})", r.path, r.module);
+    }
+    if !fw.prune.is_empty() {
+        let _ = writeln!(text, "  to prune: {} file(s), {}", fw.prune.len(), size(fw.prune_bytes()));
+    }
+    let firmware = json!({
+        "action": fw.action, "kept": fw.kept, "pruned": state.firmware, "missing": fw.restore, "to_prune": fw.prune,
+    });
     for d in &plan.declarations {
         let _ = writeln!(text, "declaration {}: {}{}", d.path.display(),
             if d.active { "active" } else { "inactive" },
             d.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
     }
-    (text, json!({ "schema": SCHEMA, "declarations": plan.declarations, "kernels": kernels, "warnings": plan.warnings }))
+    (text, json!({ "schema": SCHEMA, "declarations": plan.declarations, "kernels": kernels, "firmware": firmware, "warnings": plan.warnings }))
+}
+
+fn describe_firmware(why: &Why) -> String {
+    match why {
+        Why::Module { kernel, module, name } => format!("{kernel}: module {module} asks for {name}"),
+        Why::Declared { declaration, glob } => format!("`{glob}` in {}", declaration.display()),
+        Why::Microcode => "CPU microcode; never pruned".into(),
+        Why::NotPrunable { package: None } => "no package owns it".into(),
+        Why::NotPrunable { package: Some(p) } => format!("belongs to {p}, which is not a firmware package limopack prunes"),
+    }
 }

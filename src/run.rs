@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::apply::{self, Done};
+use crate::apply::{self, Done, FirmwareDone};
 use crate::config::Config;
 use crate::deb::AptCache;
 use crate::fingerprint::{Fingerprint, Saved};
@@ -14,6 +14,7 @@ use crate::index::{ModuleIndex, Sources};
 use crate::loaded;
 use crate::packages::Packages;
 use crate::plan::{self, Inputs, KernelInput, Plan};
+use crate::plan_firmware;
 use crate::root::Root;
 use crate::state::{self, Journal, State};
 use crate::tree::{self, Files, Tree};
@@ -52,6 +53,8 @@ pub struct Gathered {
     pub notes: Vec<String>,
     /// Gathering changed something: it ran depmod or completed an interrupted run.
     pub changed: bool,
+    /// Only some kernels are looked at (`--kernel`): firmware, shared by all, is not pruned.
+    narrowed: bool,
 }
 
 impl Gathered {
@@ -84,6 +87,15 @@ impl Gathered {
         };
         let mut plan = plan::plan(&inputs);
         plan.warnings.splice(0..0, self.notes.iter().cloned());
+        let seen = crate::firmware::look(&self.root, &plan, &self.trees, &self.declarations, &self.config, &self.state, self.narrowed);
+        let cx = plan_firmware::Context {
+            config: &self.config,
+            packages: &self.packages,
+            state: &self.state,
+            apt_cache: &self.apt_cache,
+            can_download: self.can_download,
+        };
+        plan.firmware = plan_firmware::plan(&plan.kernels, &seen, &cx);
         plan
     }
 }
@@ -129,6 +141,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
             state.save(&root)?;
             Journal::clear(&root)?;
         }
+        changed |= state.absorb_firmware(&root)?;
     }
     if let Some(only) = &opts.kernel {
         trees.retain(|t| &t.version == only);
@@ -143,6 +156,9 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         true => {
             let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
             prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
+            if config.firmware == crate::config::FirmwareMode::Prune || !state.firmware.is_empty() {
+                prefixes.extend(crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR)));
+            }
             Packages::read(&root, &prefixes)
         }
         false => Ok(Packages::default()),
@@ -182,6 +198,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         gone,
         notes,
         changed,
+        narrowed: opts.kernel.is_some(),
     })
 }
 
@@ -274,6 +291,7 @@ pub enum Synced {
 pub struct Outcome {
     pub plan: Plan,
     pub done: Vec<Done>,
+    pub firmware: FirmwareDone,
     /// What the plan was made from, and the state after the run.
     pub gathered: Gathered,
 }
@@ -295,14 +313,14 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
     }
     let mut gathered = gather(opts)?;
     let plan = gathered.plan();
-    let done = match opts.dry_run {
-        true => Vec::new(),
+    let (done, firmware) = match opts.dry_run {
+        true => (Vec::new(), FirmwareDone::default()),
         false => {
             let effects = apply::Effects { initramfs: opts.initramfs };
-            let done = apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?;
+            let (done, firmware) = apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?;
             let walked = gathered.trees.iter().zip(gathered.kernels.iter().map(|(_, files, _)| files));
             apply::save_tree_caches(&gathered.root, walked, &done);
-            done
+            (done, firmware)
         }
     };
     if let Some(fingerprint) = seen {
@@ -310,12 +328,20 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
         // change, the next run plans again and finds the tree as this one left it.
         let settled = !gathered.changed
             && done.is_empty()
+            && !firmware.changed()
+            && plan.firmware.prune.is_empty()
+            && plan.firmware.restore.is_empty()
             && plan.forget_kernels.is_empty()
             && plan.kernels.iter().all(|k| k.action != plan::Action::Prune && k.missing().next().is_none());
         match settled {
             true => Saved {
                 fingerprint,
-                summaries: plan.kernels.iter().map(|k| report::summary(k, None, false, crate::root::CONFIG_FILE)).collect(),
+                summaries: plan
+                    .kernels
+                    .iter()
+                    .map(|k| report::summary(k, None, false, crate::root::CONFIG_FILE))
+                    .chain(report::firmware_lines(&plan.firmware, None, false))
+                    .collect(),
                 warnings: report::warnings(&plan, &gathered.state, &done),
             }
             .save(&root)?,
@@ -325,6 +351,7 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
     Ok(Synced::Ran(Box::new(Outcome {
         plan,
         done,
+        firmware,
         gathered,
     })))
 }

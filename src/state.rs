@@ -37,6 +37,8 @@ pub struct StaticRecord {
 /// A file limopack deleted, and what owned it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrunedFile {
+    /// The module it is the file of; empty for firmware.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
     pub package: String,
     pub version: String,
@@ -67,6 +69,9 @@ pub struct State {
     pub statics: Vec<StaticRecord>,
     #[serde(default)]
     pub kernels: BTreeMap<String, KernelState>,
+    /// Pruned firmware by in-root path (`/lib/firmware/rtl_nic/rtl8125a-3.fw`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub firmware: BTreeMap<String, PrunedFile>,
 }
 
 impl Default for State {
@@ -75,6 +80,7 @@ impl Default for State {
             format: FORMAT,
             statics: Vec::new(),
             kernels: BTreeMap::new(),
+            firmware: BTreeMap::new(),
         }
     }
 }
@@ -84,6 +90,28 @@ impl Default for State {
 pub struct Journal {
     pub kernel: String,
     pub files: BTreeMap<String, PrunedFile>,
+}
+
+/// The firmware files one run is about to delete, by in-root path; `dir` is where the
+/// firmware folder really is in the root (`/usr/lib/firmware`), every link resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareJournal {
+    pub dir: String,
+    pub files: BTreeMap<String, PrunedFile>,
+}
+
+impl FirmwareJournal {
+    pub fn path(root: &Root) -> PathBuf {
+        root.state_dir().join("firmware-journal.json")
+    }
+
+    pub fn save(&self, root: &Root) -> Result<()> {
+        write_json(&FirmwareJournal::path(root), self)
+    }
+
+    pub fn clear(root: &Root) -> Result<()> {
+        remove_if_present(&FirmwareJournal::path(root))
+    }
 }
 
 impl State {
@@ -120,6 +148,26 @@ impl State {
                 kernel.pruned.insert(rel, file);
             }
         }
+    }
+}
+
+impl State {
+    /// Fold the firmware journal a killed run left into the state: every journalled file
+    /// that is gone from disk was pruned. True when there was one.
+    pub fn absorb_firmware(&mut self, root: &Root) -> Result<bool> {
+        let Some(journal) = read_json::<FirmwareJournal>(&FirmwareJournal::path(root))? else {
+            return Ok(false);
+        };
+        for (path, file) in journal.files {
+            let Some(rest) = path.strip_prefix(crate::firmware::FIRMWARE_DIR) else { continue };
+            let on_disk = root.join(format!("{}{rest}", journal.dir));
+            if std::fs::symlink_metadata(on_disk).is_err() {
+                self.firmware.insert(path, file);
+            }
+        }
+        self.save(root)?;
+        FirmwareJournal::clear(root)?;
+        Ok(true)
     }
 }
 
@@ -278,6 +326,24 @@ mod tests {
         state.absorb(journal, Some(&tree));
         let pruned: Vec<_> = state.kernels["6.1"].pruned.keys().collect();
         assert_eq!(pruned, ["gone.ko"]);
+    }
+
+    #[test]
+    fn firmware_journal_of_a_killed_run_is_absorbed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("usr/lib/firmware/rtl_nic")).unwrap();
+        std::fs::write(dir.path().join("usr/lib/firmware/rtl_nic/still-here.fw"), "").unwrap();
+        let file = PrunedFile { module: String::new(), package: "firmware-realtek".into(), version: "1".into(), size: 1, archived: false };
+        let files = ["gone.fw", "still-here.fw"].map(|f| (format!("/lib/firmware/rtl_nic/{f}"), file.clone()));
+        FirmwareJournal { dir: "/usr/lib/firmware".into(), files: files.into() }.save(&root).unwrap();
+        let mut state = State::default();
+        assert!(state.absorb_firmware(&root).unwrap());
+        assert_eq!(state.firmware.keys().collect::<Vec<_>>(), ["/lib/firmware/rtl_nic/gone.fw"]);
+        assert_eq!(State::load(&root).unwrap(), state, "saved");
+        assert!(!state.absorb_firmware(&root).unwrap(), "the journal is gone");
+        let text = std::fs::read_to_string(State::path(&root)).unwrap();
+        assert!(!text.contains("\"module\""), "firmware records have no module: {text}");
     }
 
     #[test]

@@ -16,7 +16,8 @@ Restoring pruned modules:
   `apt-get download PACKAGE=VERSION` into a private temporary folder. Each
   restored file must match the md5sum dpkg recorded for it. When no source has
   it, the run prints the `apt-get install --reinstall PACKAGE` that brings it
-  back, and `status` lists it as missing.
+  back, and `status` lists it as missing. Pruned firmware comes back the same
+  way once a kept module asks for it again.
 
 Safety:
   Only regular files inside /lib/modules/KVER that a configured module package
@@ -25,7 +26,10 @@ Safety:
   configuration or module index stops the run before anything is deleted.
   dpkg's database is never edited: `dpkg --verify` shows pruned files as
   missing, and `status` lists each with its package. One run at a time: a run
-  waits for the lock.
+  waits for the lock. Firmware is pruned only with `firmware: prune`: regular
+  files under /lib/firmware that a configured firmware package alone owns and
+  that no kept module of any kernel and no declaration needs; CPU microcode
+  never, and no firmware at all in a run that cannot be sure.
 
 Exit status:
   0   Success, including runs with warnings.
@@ -42,7 +46,7 @@ Files:
       The packages' declarations.
   /var/lib/limopack/state.json
       The static modules seen so far and, per kernel, the last reference counts
-      and the pruned files with their packages.
+      and the pruned files with their packages; the pruned firmware.
   /var/lib/limopack/index/
       Each kernel's module index from before its first prune.
   /var/lib/limopack/archive/

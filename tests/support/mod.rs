@@ -310,6 +310,56 @@ pub fn copy_root(src: &Path, dst: &Path) {
         .arg(dst));
 }
 
+/// The `.deb` of a firmware package, downloaded once. Firmware that is not free is in
+/// Debian's `non-free-firmware` component, which a machine's sources often leave out; when
+/// apt does not know the package, it is fetched with a private sources list for that
+/// component of the machine's release, leaving the system's apt state alone.
+pub fn firmware_deb(package: &str) -> PathBuf {
+    let dir = cached(&format!("{package}.download"), |out| {
+        fs::create_dir(out).unwrap();
+        let known = Command::new("apt-cache").args(["show", "--no-all-versions", package]).output().unwrap();
+        let mut options: Vec<String> = vec!["-q".into(), "-o".into(), "APT::Sandbox::User=root".into()];
+        let apt = tempfile::tempdir().unwrap();
+        if !known.status.success() || known.stdout.is_empty() {
+            let release = fs::read_to_string("/etc/os-release").unwrap();
+            let codename = release
+                .lines()
+                .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+                .expect("no VERSION_CODENAME in /etc/os-release")
+                .trim_matches('"');
+            let sources = apt.path().join("sources.list");
+            fs::write(
+                &sources,
+                format!(
+                    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+                     http://deb.debian.org/debian {codename} non-free-firmware\n"
+                ),
+            )
+            .unwrap();
+            fs::create_dir_all(apt.path().join("lists/partial")).unwrap();
+            fs::create_dir_all(apt.path().join("cache/archives/partial")).unwrap();
+            for (key, value) in [
+                ("Dir::Etc::SourceList", sources.clone()),
+                ("Dir::Etc::SourceParts", apt.path().join("none")),
+                ("Dir::State::Lists", apt.path().join("lists")),
+                ("Dir::Cache", apt.path().join("cache")),
+            ] {
+                options.push("-o".into());
+                options.push(format!("{key}={}", value.display()));
+            }
+            run(Command::new("apt-get").args(&options).arg("update"));
+        }
+        run(Command::new("apt-get").args(&options).args(["download", package]).current_dir(out));
+    });
+    let debs: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "expected one .deb in {}", dir.display());
+    debs.into_iter().next().unwrap()
+}
+
 /// The installed `Pkg` of flavour's real kernel image, owning exactly what
 /// the .deb ships (not depmod's generated modules.* files). `root` must
 /// already hold that kernel's module tree (see `copy_root`).

@@ -1,0 +1,491 @@
+//! A module's `.modinfo`, read from its file without modinfo(8): the `key=value` records the
+//! kernel's `MODULE_*` macros put in that ELF section (`firmware=`, `softdep=`, `alias=`,
+//! `depends=`, …), the way libkmod reads them (`kmod_elf_get_modinfo_strings`).
+//!
+//! A plan reads the modinfo of every kept module, so the cost per file matters. An uncompressed
+//! `.ko` is not read whole: only its ELF header, section headers, section-name table and the
+//! `.modinfo` section, four `pread`s in all, through `object`'s lazy `ReadRef`. A compressed one
+//! (`.ko.xz`, `.ko.zst`, `.ko.gz`, told apart by their magic bytes as kmod does, not by their
+//! name) is decompressed once, streaming, into one buffer.
+//!
+//! `object` (gimli-rs, the ELF reader under Rust's own backtraces) is used rather than goblin
+//! because it reads on demand from any `ReadRef`, so that the four reads above are all that
+//! touch the disk, and its lower-level ELF API parses nothing beyond what is asked for. Every
+//! offset and size it reads is bounds-checked: no file makes [`parse`] panic.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use object::elf::{self, FileHeader32, FileHeader64};
+use object::read::elf::{FileHeader, SectionHeader};
+use object::read::{ReadCache, ReadCacheOps, ReadRef};
+use object::Endianness;
+
+use crate::error::{Error, Result};
+
+/// The largest module accepted once decompressed. Debian's largest (amdgpu) is about 40 MiB;
+/// this only stops a compressed file that would fill the memory.
+const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// What a module declares about itself in its `.modinfo` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modinfo {
+    /// Every record, in the order of the section: `("license", "GPL")`. A record without `=`
+    /// has an empty value, as in libkmod. Values that are not UTF-8 (an author's name in
+    /// Latin-1) are kept with U+FFFD in place of the bad bytes.
+    pub fields: Vec<(String, String)>,
+    /// Every `firmware=` value, in order, each once: the files the module may ask the kernel's
+    /// firmware loader for.
+    pub firmware: Vec<String>,
+}
+
+impl Modinfo {
+    /// Every value of `key`, in order: `get_all("softdep")`, `get_all("alias")`.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `key`: `get("depends")`, `get("vermagic")`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a module file is stored, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Elf,
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+impl Format {
+    fn of(magic: &[u8]) -> Option<Format> {
+        Some(if magic.starts_with(b"\x7fELF") {
+            Format::Elf
+        } else if magic.starts_with(b"\xfd7zXZ\0") {
+            Format::Xz
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Format::Zstd
+        } else if magic.starts_with(&[0x1f, 0x8b]) {
+            Format::Gzip
+        } else {
+            return None;
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Elf => "ELF",
+            Format::Xz => "xz",
+            Format::Zstd => "zstd",
+            Format::Gzip => "gzip",
+        }
+    }
+}
+
+/// Read the `.modinfo` of the module file at `path`: `.ko`, `.ko.xz`, `.ko.zst` or `.ko.gz`.
+pub fn read(path: &Path) -> Result<Modinfo> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // The ELF header, which object reads again in pieces, is read once here.
+    let mut head = [0u8; 64];
+    let head_len = read_full_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
+    let format = Format::of(&head[..head_len]).ok_or_else(|| {
+        Error::refused(path, "not a kernel module: neither an ELF object nor xz, zstd or gzip compressed")
+    })?;
+    if format == Format::Elf {
+        let reader = Pread { file, len, pos: 0, head, head_len, error: None };
+        let cache = ReadCache::new(reader);
+        let result = records(path, modinfo_section(&cache));
+        // A failed read shows up as a bad offset in object's answer; say what really failed.
+        return match (result, cache.into_inner().error) {
+            (Err(_), Some(e)) => Err(Error::io(path, e)),
+            (result, _) => result,
+        };
+    }
+    let bytes = decompress(path, format, file, len)?;
+    parse(path, &bytes)
+}
+
+/// Read the `.modinfo` of the uncompressed ELF object `elf_bytes`; `path_for_errors` names it
+/// in errors.
+pub fn parse(path_for_errors: &Path, elf_bytes: &[u8]) -> Result<Modinfo> {
+    if Format::of(elf_bytes) != Some(Format::Elf) {
+        return Err(Error::refused(path_for_errors, "not an ELF object"));
+    }
+    records(path_for_errors, modinfo_section(elf_bytes))
+}
+
+/// Decompress a whole module file into memory, streaming.
+fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u8>> {
+    let decoder: Box<dyn Read> = match format {
+        // Concatenated streams and members are read through, as kmod's decoders do.
+        Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(io::BufReader::new(file))),
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(path, e))?),
+        Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file))),
+        Format::Elf => unreachable!("an ELF object is not decompressed"),
+    };
+    // Modules compress about 3 to 5 times; start near the size and let the buffer grow.
+    let mut bytes = Vec::with_capacity(len.saturating_mul(4).min(64 << 20) as usize);
+    decoder
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::refused(path, format!("{} data is truncated or damaged: {e}", format.name())))?;
+    if bytes.len() as u64 > MAX_DECOMPRESSED {
+        return Err(Error::refused(
+            path,
+            format!("decompresses to more than {} MiB, which no kernel module does", MAX_DECOMPRESSED >> 20),
+        ));
+    }
+    if Format::of(&bytes) != Some(Format::Elf) {
+        return Err(Error::refused(path, format!("{} data is not an ELF object once decompressed", format.name())));
+    }
+    Ok(bytes)
+}
+
+/// Why a file's `.modinfo` section could not be found.
+enum NotFound {
+    /// The ELF structure is damaged; object's words.
+    Damaged(String),
+    /// The ELF object has no section named `.modinfo`.
+    NoSection,
+    /// The section is compressed (`SHF_COMPRESSED`), which kernel modules never are.
+    Compressed,
+}
+
+impl From<object::read::Error> for NotFound {
+    fn from(e: object::read::Error) -> Self {
+        NotFound::Damaged(e.to_string())
+    }
+}
+
+/// The bytes of the `.modinfo` section of the ELF object in `data`, of either class and
+/// byte order.
+fn modinfo_section<'data, R: ReadRef<'data>>(data: R) -> std::result::Result<&'data [u8], NotFound> {
+    let ident = data.read_bytes_at(0, 16).map_err(|_| NotFound::Damaged("file too short for an ELF header".into()))?;
+    match elf::FileClass(ident[4]) {
+        elf::ELFCLASS64 => section_of::<FileHeader64<Endianness>, R>(data),
+        elf::ELFCLASS32 => section_of::<FileHeader32<Endianness>, R>(data),
+        _ => Err(NotFound::Damaged("unknown ELF class".into())),
+    }
+}
+
+/// [`modinfo_section`] for one ELF class: the header, the section headers and the section-name
+/// table are all that is read before the section itself.
+fn section_of<'data, Elf: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
+    data: R,
+) -> std::result::Result<&'data [u8], NotFound> {
+    let header = Elf::parse(data)?;
+    let endian = header.endian()?;
+    let sections = header.section_headers(endian, data)?;
+    let names_index = header.shstrndx(endian, data)? as usize;
+    let names = sections.get(names_index).ok_or(NotFound::Damaged("section-name table index out of range".into()))?;
+    let names = names.data(endian, data)?;
+    let section = sections
+        .iter()
+        .find(|section| {
+            let start = section.sh_name(endian) as usize;
+            names.get(start..).and_then(|name| name.strip_prefix(b".modinfo")).is_some_and(|rest| rest.first() == Some(&0))
+        })
+        .ok_or(NotFound::NoSection)?;
+    if section.sh_flags(endian).0 & elf::SHF_COMPRESSED.0 != 0 {
+        return Err(NotFound::Compressed);
+    }
+    Ok(section.data(endian, data)?)
+}
+
+/// Split the section into its NUL-separated records, skipping the empty ones that alignment
+/// leaves between them.
+fn records(path: &Path, section: std::result::Result<&[u8], NotFound>) -> Result<Modinfo> {
+    let section = section.map_err(|why| {
+        Error::refused(
+            path,
+            match why {
+                NotFound::Damaged(what) => format!("damaged ELF object: {what}"),
+                NotFound::NoSection => "ELF object without a .modinfo section: not a kernel module".into(),
+                NotFound::Compressed => "the .modinfo section is compressed (SHF_COMPRESSED), which no kernel module's is".into(),
+            },
+        )
+    })?;
+    let mut info = Modinfo::default();
+    for record in section.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let (key, value) = match memchr::memchr(b'=', record) {
+            Some(at) => (&record[..at], &record[at + 1..]),
+            None => (record, &[][..]),
+        };
+        if key == b"firmware" {
+            let name = std::str::from_utf8(value).map_err(|_| {
+                Error::refused(
+                    path,
+                    format!("firmware name `{}` in .modinfo is not UTF-8", String::from_utf8_lossy(value)),
+                )
+            })?;
+            if !info.firmware.iter().any(|f| f == name) {
+                info.firmware.push(name.to_owned());
+            }
+        }
+        info.fields.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
+    }
+    Ok(info)
+}
+
+/// `pread` until `buf` is full or the file ends; the number of bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// A file read with `pread` at a position object's cache sets, its first bytes (the ELF
+/// header) served from memory. It keeps the first I/O error, so that it can be reported as
+/// such rather than as a damaged ELF object.
+struct Pread {
+    file: File,
+    len: u64,
+    pos: u64,
+    head: [u8; 64],
+    head_len: usize,
+    error: Option<io::Error>,
+}
+
+impl Pread {
+    fn keep<T>(&mut self, result: io::Result<T>) -> std::result::Result<T, ()> {
+        result.map_err(|e| {
+            self.error.get_or_insert(e);
+        })
+    }
+
+    /// Fill `buf` from the head when it lies within it.
+    fn read_head(&mut self, buf: &mut [u8]) -> bool {
+        if self.pos >= self.head_len as u64 {
+            return false;
+        }
+        let start = self.pos as usize;
+        match self.head[..self.head_len].get(start..start.saturating_add(buf.len())) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                self.pos += buf.len() as u64;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl ReadCacheOps for Pread {
+    fn len(&mut self) -> std::result::Result<u64, ()> {
+        Ok(self.len)
+    }
+
+    fn seek(&mut self, pos: u64) -> std::result::Result<u64, ()> {
+        self.pos = pos;
+        Ok(pos)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::result::Result<usize, ()> {
+        if self.read_head(buf) {
+            return Ok(buf.len());
+        }
+        let result = self.file.read_at(buf, self.pos);
+        let n = self.keep(result)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::result::Result<(), ()> {
+        if self.read_head(buf) {
+            return Ok(());
+        }
+        let result = read_full_at(&self.file, buf, self.pos).and_then(|n| match n == buf.len() {
+            true => Ok(n),
+            false => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file ended early; was it truncated while being read?")),
+        });
+        let n = self.keep(result)?;
+        self.pos += n as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROGBITS: u32 = 1;
+    const STRTAB: u32 = 3;
+    const NOBITS: u32 = 8;
+
+    /// A relocatable x86-64 ELF object with a null section, the given sections and a
+    /// section-name table, of either class and byte order, laid out as a linker would.
+    fn elf(class64: bool, big_endian: bool, sections: &[(&str, u32, &[u8])]) -> Vec<u8> {
+        let (ehsize, shentsize, w) = if class64 { (64, 64, 8) } else { (52, 40, 4) };
+        let put = |out: &mut Vec<u8>, at: usize, value: u64, width: usize| {
+            let bytes = if big_endian { value.to_be_bytes() } else { value.to_le_bytes() };
+            let bytes = if big_endian { &bytes[8 - width..] } else { &bytes[..width] };
+            out[at..at + width].copy_from_slice(bytes);
+        };
+        let mut names = vec![0u8];
+        let mut all: Vec<(usize, u32, Vec<u8>)> = Vec::new();
+        for (name, ty, data) in sections {
+            all.push((names.len(), *ty, data.to_vec()));
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+        }
+        all.push((names.len(), STRTAB, Vec::new()));
+        names.extend_from_slice(b".shstrtab\0");
+        all.last_mut().unwrap().2 = names;
+        let mut out = vec![0u8; ehsize];
+        let mut placed = Vec::new();
+        for (_, _, data) in &all {
+            placed.push((out.len(), data.len()));
+            out.extend_from_slice(data);
+        }
+        while out.len() % 8 != 0 {
+            out.push(0);
+        }
+        let shoff = out.len();
+        let count = all.len() + 1;
+        out.resize(shoff + count * shentsize, 0);
+        out[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', if class64 { 2 } else { 1 }, if big_endian { 2 } else { 1 }, 1]);
+        put(&mut out, 16, 1, 2); // e_type: ET_REL
+        put(&mut out, 18, 62, 2); // e_machine: EM_X86_64
+        put(&mut out, 20, 1, 4); // e_version
+        put(&mut out, 24 + 2 * w, shoff as u64, w);
+        let flags = 24 + 3 * w; // e_flags, after e_entry, e_phoff and e_shoff
+        put(&mut out, flags + 4, ehsize as u64, 2);
+        put(&mut out, flags + 10, shentsize as u64, 2);
+        put(&mut out, flags + 12, count as u64, 2);
+        put(&mut out, flags + 14, (count - 1) as u64, 2);
+        for (i, ((name, ty, _), (offset, size))) in all.iter().zip(placed).enumerate() {
+            let at = shoff + (i + 1) * shentsize;
+            put(&mut out, at, *name as u64, 4);
+            put(&mut out, at + 4, u64::from(*ty), 4);
+            // sh_flags and sh_addr come before sh_offset and sh_size.
+            put(&mut out, at + 8 + 2 * w, offset as u64, w);
+            put(&mut out, at + 8 + 3 * w, size as u64, w);
+        }
+        out
+    }
+
+    const RECORDS: &[u8] =
+        b"license=GPL\0\0\0firmware=rtl_nic/rtl8168h-2.fw\0alias=pci:v000010ECd00008168sv*\0firmware=a.bin\0\
+          softdep=pre: crc32c\0firmware=rtl_nic/rtl8168h-2.fw\0intree\0author=J\xf6rg\0";
+
+    fn info(bytes: &[u8]) -> Result<Modinfo> {
+        parse(Path::new("test.ko"), bytes)
+    }
+
+    #[test]
+    fn records_of_every_class_and_byte_order() {
+        for class64 in [true, false] {
+            for big_endian in [true, false] {
+                let bytes = elf(class64, big_endian, &[(".text", PROGBITS, b"\xc3"), (".modinfo", PROGBITS, RECORDS)]);
+                let got = info(&bytes).unwrap_or_else(|e| panic!("class64 {class64} big {big_endian}: {e}"));
+                assert_eq!(got.firmware, ["rtl_nic/rtl8168h-2.fw", "a.bin"]);
+                assert_eq!(got.get("license"), Some("GPL"));
+                assert_eq!(got.get_all("firmware").count(), 3);
+                assert_eq!(got.get("softdep"), Some("pre: crc32c"));
+                assert_eq!(got.get("intree"), Some(""));
+                assert_eq!(got.get("author"), Some("J\u{fffd}rg"));
+                assert_eq!(got.fields.len(), 8);
+            }
+        }
+    }
+
+    #[test]
+    fn a_section_whose_name_only_starts_with_modinfo_is_not_it() {
+        let bytes = elf(true, false, &[(".modinfo.x", PROGBITS, b"firmware=no\0"), (".modinfo", PROGBITS, b"firmware=yes\0")]);
+        assert_eq!(info(&bytes).unwrap().firmware, ["yes"]);
+    }
+
+    #[test]
+    fn an_empty_or_nobits_section_has_no_records() {
+        for ty in [PROGBITS, NOBITS] {
+            let bytes = elf(true, false, &[(".modinfo", ty, b"")]);
+            assert_eq!(info(&bytes).unwrap(), Modinfo::default());
+        }
+    }
+
+    #[test]
+    fn damaged_objects_are_refused_with_the_file_named() {
+        let good = elf(true, false, &[(".modinfo", PROGBITS, RECORDS)]);
+        let message = |bytes: &[u8]| info(bytes).unwrap_err().to_string();
+        assert_eq!(message(b"hello"), "test.ko: not an ELF object");
+        assert!(message(&good[..40]).starts_with("test.ko: damaged ELF object: "), "{}", message(&good[..40]));
+        assert!(message(&good[..good.len() - 10]).starts_with("test.ko: damaged ELF object: "));
+        let no_section = elf(true, false, &[(".text", PROGBITS, b"\xc3")]);
+        assert_eq!(message(&no_section), "test.ko: ELF object without a .modinfo section: not a kernel module");
+        let mut bad_class = good.clone();
+        bad_class[4] = 9;
+        assert_eq!(message(&bad_class), "test.ko: damaged ELF object: unknown ELF class");
+        let mut bad_names = good.clone();
+        bad_names[62] = 200; // e_shstrndx
+        assert!(message(&bad_names).contains("damaged ELF object"), "{}", message(&bad_names));
+        let mut compressed = good.clone();
+        let shoff = u64::from_le_bytes(good[40..48].try_into().unwrap()) as usize;
+        compressed[shoff + 64 + 9] = 0x08; // sh_flags of .modinfo: SHF_COMPRESSED is bit 11
+        assert!(message(&compressed).contains("compressed (SHF_COMPRESSED)"));
+    }
+
+    #[test]
+    fn a_firmware_name_that_is_not_utf8_is_refused() {
+        let bytes = elf(true, false, &[(".modinfo", PROGBITS, b"firmware=a\xff.bin\0")]);
+        assert_eq!(info(&bytes).unwrap_err().to_string(), "test.ko: firmware name `a\u{fffd}.bin` in .modinfo is not UTF-8");
+    }
+
+    fn compress(format: Format, bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        match format {
+            Format::Xz => {
+                let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+                e.write_all(bytes).unwrap();
+                e.finish().unwrap()
+            }
+            Format::Zstd => zstd::stream::encode_all(bytes, 1).unwrap(),
+            Format::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(bytes).unwrap();
+                e.finish().unwrap()
+            }
+            Format::Elf => bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn files_plain_and_compressed_read_alike_and_truncation_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let elf_bytes = elf(true, false, &[(".text", PROGBITS, &[0x90; 4096]), (".modinfo", PROGBITS, RECORDS)]);
+        let want = info(&elf_bytes).unwrap();
+        for (format, name) in [(Format::Elf, "m.ko"), (Format::Xz, "m.ko.xz"), (Format::Zstd, "m.ko.zst"), (Format::Gzip, "m.ko.gz")] {
+            let path = dir.path().join(name);
+            let bytes = compress(format, &elf_bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(read(&path).unwrap(), want, "{name}");
+            std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+            let message = read(&path).unwrap_err().to_string();
+            let expected = match format {
+                Format::Elf => format!("{}: damaged ELF object: ", path.display()),
+                _ => format!("{}: {} data is truncated or damaged: ", path.display(), format.name()),
+            };
+            assert!(message.starts_with(&expected), "{name}: {message}");
+        }
+        let text = dir.path().join("text.ko");
+        std::fs::write(&text, "not a module").unwrap();
+        assert!(read(&text).unwrap_err().to_string().ends_with("not a kernel module: neither an ELF object nor xz, zstd or gzip compressed"));
+        let not_elf = dir.path().join("text.ko.zst");
+        std::fs::write(&not_elf, compress(Format::Zstd, b"#!/bin/sh\n")).unwrap();
+        assert!(read(&not_elf).unwrap_err().to_string().ends_with("zstd data is not an ELF object once decompressed"));
+        let missing = dir.path().join("missing.ko");
+        assert!(matches!(read(&missing), Err(Error::Io { .. })));
+    }
+}
