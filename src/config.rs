@@ -2,6 +2,7 @@
 //! delete nothing.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Deserializer};
@@ -88,7 +89,8 @@ pub struct Config {
     pub prune: bool,
     /// Globs of module packages whose files may be pruned.
     pub packages: Vec<String>,
-    packages_set: GlobSet,
+    /// `packages` compiled on first use: most runs ask about a handful of packages.
+    packages_set: OnceLock<GlobSet>,
     /// Run depmod after a tree changed (and before planning when its index is stale).
     pub depmod: bool,
     pub initramfs: Initramfs,
@@ -97,7 +99,8 @@ pub struct Config {
     pub firmware: FirmwareMode,
     /// Globs of firmware packages whose files may be pruned.
     pub firmware_packages: Vec<String>,
-    firmware_set: GlobSet,
+    /// `firmware_packages` compiled on first use: only a run that prunes firmware asks.
+    firmware_set: OnceLock<GlobSet>,
 }
 
 impl Default for Config {
@@ -134,7 +137,6 @@ impl Config {
             initramfs: raw.initramfs.unwrap_or(defaults.initramfs),
             archive: raw.archive.unwrap_or(defaults.archive),
             firmware: raw.firmware.unwrap_or(defaults.firmware),
-            firmware_set: glob_set(&firmware_packages),
             firmware_packages,
             ..Config::build(
                 root.inside(&path),
@@ -151,12 +153,12 @@ impl Config {
             path,
             prune,
             packages: packages.to_vec(),
-            packages_set: glob_set(packages),
+            packages_set: OnceLock::new(),
             depmod,
             initramfs: Initramfs::default(),
             archive: false,
             firmware: FirmwareMode::default(),
-            firmware_set: glob_set(&firmware_packages),
+            firmware_set: OnceLock::new(),
             firmware_packages,
         }
     }
@@ -179,14 +181,16 @@ impl Config {
     /// True when files of this package may be pruned. An architecture qualifier
     /// (`linux-image-6.1.0-50-amd64:amd64`) is ignored.
     pub fn is_module_package(&self, package: &str) -> bool {
-        self.packages_set.is_match(package.split(':').next().unwrap_or(package))
+        let set = self.packages_set.get_or_init(|| glob_set(&self.packages));
+        set.is_match(package.split(':').next().unwrap_or(package))
     }
 
     /// True when this package's files under `/lib/firmware` may be pruned (`firmware_packages`).
     /// CPU microcode never is, whatever the globs say.
     pub fn is_firmware_package(&self, package: &str) -> bool {
         let name = package.split(':').next().unwrap_or(package);
-        self.firmware_set.is_match(name) && !crate::firmware::MICROCODE_PACKAGES.contains(&name)
+        let set = self.firmware_set.get_or_init(|| glob_set(&self.firmware_packages));
+        set.is_match(name) && !crate::firmware::MICROCODE_PACKAGES.contains(&name)
     }
 }
 

@@ -575,7 +575,10 @@ pub fn look(
         }
     };
     let with_pruned = |kernel: &str, name: &str, found: &[Found]| -> Wanted {
-        let mut pruned: Vec<String> = candidates(kernel, name).into_iter().filter(|p| state.firmware.contains_key(p)).collect();
+        let mut pruned: Vec<String> = match state.firmware.is_empty() {
+            true => Vec::new(),
+            false => candidates(kernel, name).into_iter().filter(|p| state.firmware.contains_key(p)).collect(),
+        };
         for f in found.iter().filter(|f| matches!(f.kind, Kind::Unfollowed { .. })) {
             pruned.extend(fw.link_target(&f.path).filter(|t| state.firmware.contains_key(t)));
         }

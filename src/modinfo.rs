@@ -13,6 +13,7 @@
 //! touch the disk, and its lower-level ELF API parses nothing beyond what is asked for. Every
 //! offset and size it reads is bounds-checked: no file makes [`parse`] panic.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -32,25 +33,39 @@ const MAX_DECOMPRESSED: u64 = 1 << 30;
 /// What a module declares about itself in its `.modinfo` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Modinfo {
-    /// Every record, in the order of the section: `("license", "GPL")`. A record without `=`
-    /// has an empty value, as in libkmod. Values that are not UTF-8 (an author's name in
-    /// Latin-1) are kept with U+FFFD in place of the bad bytes.
-    pub fields: Vec<(String, String)>,
+    /// The section as read: NUL-ended `key=value` records. Kept whole and split on demand,
+    /// since a run only wants `firmware=` and a driver may have hundreds of `alias=`.
+    section: Vec<u8>,
     /// Every `firmware=` value, in order, each once: the files the module may ask the kernel's
     /// firmware loader for.
     pub firmware: Vec<String>,
 }
 
 impl Modinfo {
+    /// Every record, in the order of the section: `("license", "GPL")`. A record without `=`
+    /// has an empty value, as in libkmod. Values that are not UTF-8 (an author's name in
+    /// Latin-1) come with U+FFFD in place of the bad bytes.
+    pub fn records(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+        split_records(&self.section).map(|(key, value)| (String::from_utf8_lossy(key), String::from_utf8_lossy(value)))
+    }
+
     /// Every value of `key`, in order: `get_all("softdep")`, `get_all("alias")`.
-    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.fields.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
+        split_records(&self.section).filter(move |(k, _)| *k == key.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v))
     }
 
     /// The first value of `key`: `get("depends")`, `get("vermagic")`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pub fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        split_records(&self.section).find(|(k, _)| *k == key.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v))
     }
+}
+
+/// The `(key, value)` records of a `.modinfo` section.
+fn split_records(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    section.split(|&b| b == 0).filter(|r| !r.is_empty()).map(|record| match memchr::memchr(b'=', record) {
+        Some(at) => (&record[..at], &record[at + 1..]),
+        None => (record, &[][..]),
+    })
 }
 
 /// How a module file is stored, from its first bytes.
@@ -211,24 +226,19 @@ fn records(path: &Path, section: std::result::Result<&[u8], NotFound>) -> Result
             },
         )
     })?;
-    let mut info = Modinfo::default();
-    for record in section.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let (key, value) = match memchr::memchr(b'=', record) {
-            Some(at) => (&record[..at], &record[at + 1..]),
-            None => (record, &[][..]),
-        };
-        if key == b"firmware" {
-            let name = std::str::from_utf8(value).map_err(|_| {
-                Error::refused(
-                    path,
-                    format!("firmware name `{}` in .modinfo is not UTF-8", String::from_utf8_lossy(value)),
-                )
-            })?;
-            if !info.firmware.iter().any(|f| f == name) {
-                info.firmware.push(name.to_owned());
-            }
+    let mut info = Modinfo { section: section.to_vec(), firmware: Vec::new() };
+    // Found by a search for the key rather than record by record: a driver's section is
+    // mostly `alias=` records.
+    const KEY: &[u8] = b"firmware=";
+    for at in memchr::memmem::find_iter(section, KEY).filter(|&at| at == 0 || section[at - 1] == 0) {
+        let rest = &section[at + KEY.len()..];
+        let value = &rest[..memchr::memchr(0, rest).unwrap_or(rest.len())];
+        let name = std::str::from_utf8(value).map_err(|_| {
+            Error::refused(path, format!("firmware name `{}` in .modinfo is not UTF-8", String::from_utf8_lossy(value)))
+        })?;
+        if !info.firmware.iter().any(|f| f == name) {
+            info.firmware.push(name.to_owned());
         }
-        info.fields.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
     }
     Ok(info)
 }
@@ -392,12 +402,12 @@ mod tests {
                 let bytes = elf(class64, big_endian, &[(".text", PROGBITS, b"\xc3"), (".modinfo", PROGBITS, RECORDS)]);
                 let got = info(&bytes).unwrap_or_else(|e| panic!("class64 {class64} big {big_endian}: {e}"));
                 assert_eq!(got.firmware, ["rtl_nic/rtl8168h-2.fw", "a.bin"]);
-                assert_eq!(got.get("license"), Some("GPL"));
+                assert_eq!(got.get("license").as_deref(), Some("GPL"));
                 assert_eq!(got.get_all("firmware").count(), 3);
-                assert_eq!(got.get("softdep"), Some("pre: crc32c"));
-                assert_eq!(got.get("intree"), Some(""));
-                assert_eq!(got.get("author"), Some("J\u{fffd}rg"));
-                assert_eq!(got.fields.len(), 8);
+                assert_eq!(got.get("softdep").as_deref(), Some("pre: crc32c"));
+                assert_eq!(got.get("intree").as_deref(), Some(""));
+                assert_eq!(got.get("author").as_deref(), Some("J\u{fffd}rg"));
+                assert_eq!(got.records().count(), 8);
             }
         }
     }

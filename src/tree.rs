@@ -259,7 +259,12 @@ impl Files {
     /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
         let text = std::fs::read_to_string(Files::cache_path(root, tree)).ok()?;
-        let mut lines = text.split('\n');
+        let mut start = 0;
+        let mut lines = memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]).map(|end| {
+            let line = &text[start..end];
+            start = end + 1;
+            line
+        });
         if lines.next()? != CACHE_HEADER {
             return None;
         }

@@ -74,7 +74,7 @@ fn modinfo_agrees_with_kmod_on_every_module_of_a_real_kernel() {
         let values = |key: &str| theirs.get(key).cloned().unwrap_or_default();
         assert_eq!(info.firmware, dedup(&values("firmware")), "firmware of {}", file.display());
         for key in &keys[1..] {
-            let ours: Vec<&str> = info.get_all(key).collect();
+            let ours: Vec<String> = info.get_all(key).map(String::from).collect();
             assert_eq!(ours, values(key), "{key} of {}", file.display());
         }
         names += info.firmware.len();
@@ -96,7 +96,7 @@ fn compressed_real_modules_read_as_the_plain_ones() {
     let wanted = ["iwlwifi", "r8169", "btrtl", "rtl8192ee", "ext4"];
     let paths: Vec<String> = modules_dep_paths(&root, &kver)
         .into_iter()
-        .filter(|p| limopack::name::module_name_of_path(p).is_some_and(|n| wanted.contains(&n.as_str())))
+        .filter(|p| limopack::name::module_name_of_path(p).is_some_and(|n| wanted.contains(&&*n)))
         .collect();
     assert_eq!(paths.len(), wanted.len(), "{paths:?}");
     let tmp = tempfile::tempdir().unwrap();
@@ -187,7 +187,7 @@ fn all_firmware_names() -> (String, BTreeMap<String, Vec<String>>) {
     for path in modules_dep_paths(&root, &kver) {
         let info = modinfo::read(&tree.join(&path)).unwrap();
         if !info.firmware.is_empty() {
-            names.insert(limopack::name::module_name_of_path(&path).unwrap(), info.firmware);
+            names.insert(limopack::name::module_name_of_path(&path).unwrap().into_owned(), info.firmware);
         }
     }
     (kver, names)
