@@ -242,7 +242,12 @@ pub fn real_kernel_deb(flavour: &str) -> PathBuf {
             .args(["-q", "-o", "APT::Sandbox::User=root", "download", image])
             .current_dir(out));
     });
-    let debs: Vec<PathBuf> = fs::read_dir(&dir)
+    only_deb_in(&dir)
+}
+
+/// The one `.deb` a download left in `dir`.
+fn only_deb_in(dir: &Path) -> PathBuf {
+    let debs: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -351,13 +356,7 @@ pub fn firmware_deb(package: &str) -> PathBuf {
         }
         run(Command::new("apt-get").args(&options).args(["download", package]).current_dir(out));
     });
-    let debs: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-        .collect();
-    assert_eq!(debs.len(), 1, "expected one .deb in {}", dir.display());
-    debs.into_iter().next().unwrap()
+    only_deb_in(&dir)
 }
 
 /// The installed `Pkg` of flavour's real kernel image, owning exactly what
