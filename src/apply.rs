@@ -242,8 +242,8 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
         .map(|f| {
             let file = PrunedFile {
                 module: String::new(),
-                package: f.package.to_string(),
-                version: f.version.to_string(),
+                package: f.package.clone(),
+                version: f.version.clone(),
                 size: f.size,
                 archived: config.archive,
             };
@@ -259,15 +259,16 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
     Ok(done)
 }
 
-/// Keep what the walks of this run found, for the next run to read instead of walking again,
-/// for each tree this run left as it found it: a changed tree is walked again next time. A
-/// cache that cannot be written (a read-only or full disk) only means walking next time too.
+/// Keep each tree's files for the next run to read instead of walking: what this run found,
+/// or for a tree this run changed, a fresh walk of it, which after a prune is a short one. A
+/// cache that cannot be written (a read-only or full disk) only means walking next time.
 pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a Files)>, done: &[Done]) {
     for (tree, files) in walked {
         let changed = done.iter().any(|d| d.version == tree.version && (d.removed > 0 || !d.restored.is_empty() || d.depmod));
-        if !changed {
-            let _ = files.save_cache(root, tree);
-        }
+        let _ = match changed {
+            false => files.save_cache(root, tree),
+            true => Files::scan(tree).and_then(|fresh| fresh.save_cache(root, tree)),
+        };
     }
 }
 
@@ -279,8 +280,8 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
         .map(|f| {
             let file = PrunedFile {
                 module: f.module.to_string(),
-                package: f.package.to_string(),
-                version: f.version.to_string(),
+                package: f.package.clone(),
+                version: f.version.clone(),
                 size: f.size,
                 archived: config.archive,
             };

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::mapped::Bytes;
 use crate::name::fnmatch;
 
 const MAGIC: u32 = 0xB007_F457;
@@ -29,11 +30,11 @@ const NODE_MASK: u32 = 0x0FFF_FFFF;
 /// Keys are module names, aliases and paths: kmod bounds them by `PATH_MAX`.
 const MAX_DEPTH: usize = 4096;
 
-/// One depmod binary index, held in memory.
+/// One depmod binary index, mapped.
 #[derive(Debug)]
 pub struct BinaryIndex {
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     root: u32,
     damaged: AtomicBool,
 }
@@ -96,7 +97,7 @@ impl BinaryIndex {
     /// Read the index at `path`; `None` when there is no such file. Only its header is
     /// checked here.
     pub fn read(path: &Path) -> Result<Option<BinaryIndex>> {
-        match std::fs::read(path) {
+        match Bytes::read(path) {
             Ok(bytes) => BinaryIndex::parse(path, bytes).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
@@ -104,7 +105,8 @@ impl BinaryIndex {
     }
 
     /// Take `bytes`, read from `path`, as an index, checking its header.
-    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<BinaryIndex> {
+    pub fn parse(path: &Path, bytes: impl Into<Bytes>) -> Result<BinaryIndex> {
+        let bytes = bytes.into();
         let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let bad = |message: String| Error::refused(path, format!("{message}; run depmod"));
         match (word(0), word(4), word(8)) {
@@ -271,12 +273,12 @@ impl BinaryIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Writes an index of `entries` (key, value) the way depmod lays one out: one node per
     /// character, each with its prefix left empty, which the reader must take as well.
-    fn build(entries: &[(&str, &str)]) -> Vec<u8> {
+    pub(crate) fn build(entries: &[(&str, &str)]) -> Vec<u8> {
         #[derive(Default)]
         struct Trie {
             children: std::collections::BTreeMap<u8, Trie>,

@@ -162,60 +162,51 @@ impl Sources {
     /// Read the index files of `dir` (a module tree, or limopack's saved copy of its index).
     /// Only `modules.dep` is required.
     pub fn read(dir: &Path) -> Result<Sources> {
-        let text = |file: &str| -> Result<Option<(PathBuf, String)>> {
-            let path = dir.join(file);
-            match std::fs::read(&path) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => Ok(Some((path, text))),
-                    Err(e) => {
-                        let at = e.utf8_error().valid_up_to();
-                        let bytes = e.into_bytes();
-                        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-                        Err(Error::syntax(path, line, 1, "not valid UTF-8"))
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::io(path, e)),
-            }
-        };
-        let builtin_modinfo = {
-            let path = dir.join("modules.builtin.modinfo");
-            match std::fs::read(&path) {
-                Ok(bytes) => Some((path, bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io(path, e)),
-            }
-        };
         let alias_bin = BinaryIndex::read(&dir.join("modules.alias.bin"))?;
+        let (builtin, builtin_modinfo) = Sources::read_builtin(dir)?;
         Ok(Sources {
-            dep: text("modules.dep")?,
+            dep: read_text(dir, "modules.dep")?,
             alias: match alias_bin {
                 Some(_) => None,
-                None => text("modules.alias")?,
+                None => read_text(dir, "modules.alias")?,
             },
             alias_bin,
-            softdep: text("modules.softdep")?,
-            weakdep: text("modules.weakdep")?,
-            builtin: text("modules.builtin")?,
+            softdep: read_text(dir, "modules.softdep")?,
+            weakdep: read_text(dir, "modules.weakdep")?,
+            builtin,
             builtin_modinfo,
             config: Vec::new(),
         })
     }
 
+    /// `modules.builtin` and `modules.builtin.modinfo` of the tree at `dir`: what is built
+    /// into its kernel, which no copy of an index has.
+    #[allow(clippy::type_complexity)]
+    fn read_builtin(dir: &Path) -> Result<(Option<(PathBuf, String)>, Option<(PathBuf, Vec<u8>)>)> {
+        let path = dir.join("modules.builtin.modinfo");
+        let modinfo = match std::fs::read(&path) {
+            Ok(bytes) => Some((path, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Ok((read_text(dir, "modules.builtin")?, modinfo))
+    }
+
     /// Split what `depmod -n` prints (all index files, one after the other) into sources.
     /// This is how a dry run reads a fresh index without writing one.
     pub fn from_depmod_output(text: &str, builtin_from: &Path) -> Result<Sources> {
+        // Each file runs from its header line to the next file's; modules.dep has none.
         let mut parts: HashMap<&str, String> = HashMap::default();
-        let mut current = "modules.dep";
-        for line in text.lines() {
+        let (mut current, mut start, mut at) = ("modules.dep", 0, 0);
+        for line in lines(text) {
             if let Some((file, _)) = HEADERS.iter().find(|(_, header)| line.starts_with(header)) {
-                current = file;
+                parts.entry(current).or_default().push_str(&text[start..at]);
+                (current, start) = (file, at);
             }
-            let part = parts.entry(current).or_default();
-            part.push_str(line);
-            part.push('\n');
+            at += line.len() + 1;
         }
-        let mut from_tree = Sources::read(builtin_from).unwrap_or_default();
+        parts.entry(current).or_default().push_str(&text[start..]);
+        let (builtin, builtin_modinfo) = Sources::read_builtin(builtin_from).unwrap_or_default();
         let mut take = |file: &str| {
             parts
                 .remove(file)
@@ -227,10 +218,39 @@ impl Sources {
             alias: take("modules.alias"),
             softdep: take("modules.softdep"),
             weakdep: take("modules.weakdep"),
-            builtin: from_tree.builtin.take(),
-            builtin_modinfo: from_tree.builtin_modinfo.take(),
+            builtin,
+            builtin_modinfo,
             config: Vec::new(),
         })
+    }
+}
+
+/// The lines of `text`, the last one too when it does not end with a line break: `str::lines`
+/// with memchr's search, for the index files and caches of thousands of lines a run reads.
+pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]).map(move |end| {
+        let line = &text[start..end];
+        start = end + 1;
+        line
+    })
+}
+
+/// The text of `file` in `dir`, if there is one; it must be UTF-8.
+fn read_text(dir: &Path, file: &str) -> Result<Option<(PathBuf, String)>> {
+    let path = dir.join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(Some((path, text))),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                Err(Error::syntax(path, line, 1, "not valid UTF-8"))
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
@@ -300,11 +320,9 @@ impl ModuleIndex {
     fn parse_dep(&mut self, path: &Path, text: &str) -> Result<()> {
         let suspicious = may_hide_bad_parts(text);
         // (line number, the line, its module, its dependencies)
-        let mut lines: Vec<(usize, &str, &str, &str)> = Vec::new();
-        let mut start = 0;
-        for (n, end) in memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]).enumerate() {
-            let (line, line_no) = (&text[start..end], n + 1);
-            start = end + 1;
+        let mut entries: Vec<(usize, &str, &str, &str)> = Vec::new();
+        for (n, line) in lines(text).enumerate() {
+            let line_no = n + 1;
             if line.is_empty() || line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
@@ -315,13 +333,13 @@ impl ModuleIndex {
             if suspicious || !has_plain_ends(module) {
                 check_path(path, line_no, module)?;
             }
-            lines.push((line_no, line, module, &line[colon + 1..]));
+            entries.push((line_no, line, module, &line[colon + 1..]));
         }
-        self.modules.reserve(lines.len());
-        self.by_name.reserve(lines.len());
+        self.modules.reserve(entries.len());
+        self.by_name.reserve(entries.len());
         let mut by_path: HashMap<&str, ModId> = HashMap::default();
-        by_path.reserve(lines.len());
-        for &(line_no, _, module, _) in &lines {
+        by_path.reserve(entries.len());
+        for &(line_no, _, module, _) in &entries {
             let name = name::module_name_of_path(module)
                 .ok_or_else(|| Error::syntax(path, line_no, 1, format!("`{module}` is not a module file")))?;
             if let Some(&other) = self.by_name.get(&*name) {
@@ -334,12 +352,12 @@ impl ModuleIndex {
             self.modules.push(Module { name, path: module.into(), deps: Box::default(), present: true });
         }
         let mut ids = Vec::new();
-        for (id, &(line_no, line, _, deps)) in lines.iter().enumerate() {
+        for (id, &(line_no, line, _, deps)) in entries.iter().enumerate() {
             ids.clear();
             for dep in deps.split_ascii_whitespace() {
                 match by_path.get(dep) {
                     Some(&dep_id) => ids.push(dep_id),
-                    None => return Err(bad_dependency(path, &lines, (line_no, column(line, dep), dep))),
+                    None => return Err(bad_dependency(path, &entries, (line_no, column(line, dep), dep))),
                 }
             }
             self.modules[id].deps = ids.as_slice().into();
@@ -428,6 +446,15 @@ impl ModuleIndex {
                 }
             }
             builtin
+        })
+    }
+
+    /// The binary alias table that a lookup found damaged, if one did: lookups since may
+    /// have found fewer modules than it holds, so a plan made with them cannot be trusted.
+    pub fn damaged(&self) -> Option<&Path> {
+        self.aliases.iter().find_map(|table| match table {
+            AliasTable::Binary(index) if index.is_damaged() => Some(index.path()),
+            _ => None,
         })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod binary_index;
+mod mapped;
 pub mod index;
 pub mod name;
 mod yaml;

@@ -105,7 +105,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         }
         Some(Command::Explain { module }) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
-            let plan = gathered.plan();
+            let plan = gathered.plan()?;
             let (text, value) = report::explain(&gathered, &plan, module);
             print_either(out, cli.json, &text, &value);
         }
@@ -154,7 +154,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         }
         Some(Command::Status) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
-            let plan = gathered.plan();
+            let plan = gathered.plan()?;
             for w in report::warnings(&plan, &gathered.state, &[]) {
                 eprintln!("limopack: warning: {w}");
             }

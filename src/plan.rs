@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -423,15 +423,8 @@ fn plan_kernel(
             size,
         });
     }
-    // Every module present is one of the files; more files than that are files the index
-    // does not list.
-    if k.files.regular.len() > index.modules().iter().filter(|m| m.present).count() {
-        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
-        let mut unlisted: Vec<&String> = k.files.regular.keys().filter(|rel| !listed.contains(rel.as_str())).collect();
-        unlisted.sort();
-        for rel in unlisted {
-            warnings.push(format!("{rel}: not in modules.dep; left alone"));
-        }
+    for rel in k.files.unlisted(index) {
+        warnings.push(format!("{rel}: not in modules.dep; left alone"));
     }
     let restore = restore_list(inputs, k, &kept);
     for odd in &k.files.odd {

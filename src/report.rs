@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::apply::{Done, FirmwareDone, Restored, RestoredFrom};
 use crate::index::{Edge, Lookup};
-use crate::name::{self, Shared};
+use crate::name;
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
 use crate::plan_firmware::{self, FirmwareAction, FirmwarePlan, Why};
 use crate::run::Gathered;
@@ -143,7 +143,7 @@ pub fn warnings(plan: &Plan, state: &State, done: &[Done]) -> Vec<String> {
                 continue;
             }
             let package = restore.map(|r| r.package.clone()).or_else(|| {
-                state.kernels.get(&k.version).and_then(|s| s.pruned.get(&*kept.path)).map(|p| Shared::from(p.package.as_str()))
+                state.kernels.get(&k.version).and_then(|s| s.pruned.get(&*kept.path)).map(|p| p.package.clone())
             });
             let why = match failed {
                 Some(n) => format!("; could not restore it: {}", n.reason),

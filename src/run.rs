@@ -64,7 +64,9 @@ impl Gathered {
         Some(&self.kernels[at].0)
     }
 
-    pub fn plan(&self) -> Plan {
+    /// The plan, unless an index turned out damaged while it was made: then the run stops,
+    /// since a lookup that could not finish may have left out modules that are needed.
+    pub fn plan(&self) -> Result<Plan> {
         let inputs = Inputs {
             config: &self.config,
             declarations: &self.declarations,
@@ -96,7 +98,10 @@ impl Gathered {
             can_download: self.can_download,
         };
         plan.firmware = plan_firmware::plan(&plan.kernels, &seen, &cx);
-        plan
+        if let Some(path) = self.kernels.iter().find_map(|(index, _, _)| index.damaged()) {
+            return Err(crate::Error::refused(path, "damaged: a lookup met a part that does not decode; run depmod"));
+        }
+        Ok(plan)
     }
 }
 
@@ -312,7 +317,7 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
         }
     }
     let mut gathered = gather(opts)?;
-    let plan = gathered.plan();
+    let plan = gathered.plan()?;
     let (done, firmware) = match opts.dry_run {
         true => (Vec::new(), FirmwareDone::default()),
         false => {

@@ -9,14 +9,18 @@
 //!
 //! Every file is replaced atomically (write a temporary file, fsync, rename).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
+use crate::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
 use crate::index::{Sources, HEADERS};
+use crate::name::Shared;
 use crate::root::Root;
 use crate::tree::Tree;
 
@@ -40,12 +44,38 @@ pub struct PrunedFile {
     /// The module it is the file of; empty for firmware.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
-    pub package: String,
-    pub version: String,
+    #[serde(deserialize_with = "interned")]
+    pub package: Shared,
+    #[serde(deserialize_with = "interned")]
+    pub version: Shared,
     pub size: u64,
     /// A copy is in limopack's archive.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+}
+
+/// One shared copy of each package name and version read: every file of a package repeats
+/// both, thousands of times in a pruned kernel's state.
+fn interned<'de, D: serde::Deserializer<'de>>(from: D) -> std::result::Result<Shared, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Shared;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Shared, E> {
+            thread_local!(static SEEN: RefCell<FxHashSet<Shared>> = RefCell::default());
+            Ok(SEEN.with_borrow_mut(|seen| match seen.get(text) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared = Shared::from(text);
+                    seen.insert(shared.clone());
+                    shared
+                }
+            }))
+        }
+    }
+    from.deserialize_str(Visitor)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,9 +224,15 @@ fn saved_index_path(root: &Root, version: &str) -> PathBuf {
     root.state_dir().join("index").join(format!("{version}.index"))
 }
 
+/// Where the saved copy of a kernel's `modules.alias.bin` lives, beside its saved index.
+fn saved_aliases_path(root: &Root, version: &str) -> PathBuf {
+    root.state_dir().join("index").join(format!("{version}.alias.bin"))
+}
+
 /// Forget the saved index of a kernel whose tree is gone.
 pub fn forget_index(root: &Root, version: &str) -> Result<()> {
-    remove_if_present(&saved_index_path(root, version))
+    remove_if_present(&saved_index_path(root, version))?;
+    remove_if_present(&saved_aliases_path(root, version))
 }
 
 /// Remove a file limopack wrote; one that is not there is already what was wanted.
@@ -207,19 +243,40 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Save the tree's index files, as one file in `depmod -n` layout, before the first prune.
+/// Save the tree's index before the first prune: `modules.dep`, `modules.softdep` and
+/// `modules.weakdep` as one file in `depmod -n` layout, and `modules.alias.bin` as it is,
+/// which later runs search in place instead of parsing the 1.3 MB text of the aliases. A
+/// tree without the binary file has its `modules.alias` saved in the text instead.
 pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
     let target = saved_index_path(root, &tree.version);
+    let aliases = saved_aliases_path(root, &tree.version);
+    let binary = tree.path.join("modules.alias.bin");
+    // The binary copy goes first: a saved index names no aliases only when it has a copy.
+    let with_binary = match std::fs::read(&binary) {
+        Ok(bytes) => {
+            write_atomic(&aliases, &bytes)?;
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            remove_if_present(&aliases)?;
+            false
+        }
+        Err(e) => return Err(Error::io(binary, e)),
+    };
+    let files: &[&str] = match with_binary {
+        true => &["modules.dep", "modules.softdep", "modules.weakdep"],
+        false => &["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"],
+    };
     // Written file by file: the index of a big kernel is a few MiB, and a prune holds much else.
     write_atomic_with(&target, |out| {
-        for file in ["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"] {
+        for file in files {
             let path = tree.path.join(file);
             let body = match std::fs::read_to_string(&path) {
                 Ok(body) => body,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(path, e)),
             };
-            let header = HEADERS.iter().find(|(name, _)| *name == file).map(|(_, h)| *h);
+            let header = HEADERS.iter().find(|(name, _)| name == file).map(|(_, h)| *h);
             let body = match header {
                 Some(header) => {
                     out.write_all(header.as_bytes()).and_then(|_| out.write_all(b"\n")).map_err(|e| Error::io(&target, e))?;
@@ -236,7 +293,8 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
     })
 }
 
-/// The saved index of a kernel, if limopack saved one.
+/// The saved index of a kernel, if limopack saved one. An index saved by an older limopack
+/// holds the text of the aliases, and is read as it is.
 pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
     let path = saved_index_path(root, &tree.version);
     match std::fs::read_to_string(&path) {
@@ -244,6 +302,9 @@ pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
             let mut sources = Sources::from_depmod_output(&text, &tree.path)?;
             if let Some(dep) = &mut sources.dep {
                 dep.0 = path;
+            }
+            if sources.alias.is_none() {
+                sources.alias_bin = BinaryIndex::read(&saved_aliases_path(root, &tree.version))?;
             }
             Ok(Some(sources))
         }
@@ -362,5 +423,19 @@ mod tests {
         assert_eq!(index.modules().len(), 2);
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::Modules(vec![0]));
         assert_eq!(index.closure(&[0]).len(), 2);
+        assert!(!saved_aliases_path(&root, "6.1").exists(), "no binary aliases to copy");
+
+        // With depmod's binary aliases, those are copied and searched, and the text is not
+        // saved; forgetting the kernel removes both files.
+        let bin = crate::binary_index::tests::build(&[("fs_b", "b")]);
+        std::fs::write(tree.path.join("modules.alias.bin"), bin).unwrap();
+        save_index(&root, &tree).unwrap();
+        let text = std::fs::read_to_string(saved_index_path(&root, "6.1")).unwrap();
+        assert!(!text.contains("alias fs-a"), "{text}");
+        let index = ModuleIndex::parse(saved_index(&root, &tree).unwrap().unwrap()).unwrap();
+        assert_eq!(index.lookup("fs-b"), crate::index::Lookup::Modules(vec![1]));
+        assert_eq!(index.lookup("fs-a"), crate::index::Lookup::NotFound);
+        forget_index(&root, "6.1").unwrap();
+        assert!(!saved_aliases_path(&root, "6.1").exists() && !saved_index_path(&root, "6.1").exists());
     }
 }

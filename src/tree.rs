@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
+use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
+
 use crate::error::{Error, Result};
 use crate::index::{ModuleIndex, Sources};
 use crate::name;
@@ -117,6 +119,10 @@ struct Stamp {
 impl Stamp {
     fn of(meta: &std::fs::Metadata) -> Stamp {
         Stamp { ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) }
+    }
+
+    fn of_statx(st: &Statx) -> Stamp {
+        Stamp { ino: st.stx_ino, ctime: (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec)) }
     }
 }
 
@@ -240,6 +246,20 @@ impl Files {
         Ok(files)
     }
 
+    /// The module files here that `index` does not list, sorted. `index` must have been
+    /// marked with what is present here.
+    pub fn unlisted(&self, index: &ModuleIndex) -> Vec<&str> {
+        // Each module present is one of the files: only more files than that can include
+        // some the index does not list, which spares building the set on every run.
+        if self.regular.len() <= index.modules().iter().filter(|m| m.present).count() {
+            return Vec::new();
+        }
+        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
+        let mut unlisted: Vec<&str> = self.regular.keys().map(String::as_str).filter(|rel| !listed.contains(rel)).collect();
+        unlisted.sort_unstable();
+        unlisted
+    }
+
     /// True when `rel` is a regular file here.
     pub fn has(&self, rel: &str) -> bool {
         self.regular.contains_key(rel)
@@ -259,16 +279,17 @@ impl Files {
     /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
         let text = std::fs::read_to_string(Files::cache_path(root, tree)).ok()?;
-        let mut start = 0;
-        let mut lines = memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]).map(|end| {
-            let line = &text[start..end];
-            start = end + 1;
-            line
-        });
+        let mut lines = crate::index::lines(&text);
         if lines.next()? != CACHE_HEADER {
             return None;
         }
-        let now = |rel: &str| std::fs::symlink_metadata(tree.path.join(rel)).ok();
+        // Looked up from the tree's folder rather than from `/`: a thousand folders are
+        // checked, and each full path would walk the same leading components again.
+        let dir = rustix::fs::open(&tree.path, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let now = |rel: &str, mask: StatxFlags| {
+            let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC;
+            rustix::fs::statx(&dir, if rel.is_empty() { "." } else { rel }, flags, StatxFlags::INO | StatxFlags::CTIME | mask).ok()
+        };
         let mut files = Files { cached: true, ..Files::default() };
         // Nearly every line is a module's.
         files.regular.reserve(memchr::memchr_iter(b'\n', text.as_bytes()).count());
@@ -282,7 +303,7 @@ impl Files {
                 "d " => {
                     let ([ino, secs, nanos], rel) = numbers(rest)?;
                     let stamp = Stamp { ino: ino as u64, ctime: (secs, nanos) };
-                    (now(rel).map(|m| Stamp::of(&m)) == Some(stamp)).then_some(())?;
+                    (now(rel, StatxFlags::empty()).map(|st| Stamp::of_statx(&st)) == Some(stamp)).then_some(())?;
                     files.dirs.push((rel.to_string(), stamp));
                 }
                 "n " => {
@@ -293,8 +314,9 @@ impl Files {
                     let ([size, secs, nanos, ino, csecs, cnanos], _) = numbers(rest)?;
                     let mtime = time(secs, nanos)?;
                     let stamp = Stamp { ino: ino as u64, ctime: (csecs, cnanos) };
-                    let meta = now("modules.dep")?;
-                    let same = Stamp::of(&meta) == stamp && meta.len() == size as u64 && meta.modified().ok() == Some(mtime);
+                    let st = now("modules.dep", StatxFlags::SIZE | StatxFlags::MTIME)?;
+                    let st_mtime = time(st.stx_mtime.tv_sec, i64::from(st.stx_mtime.tv_nsec));
+                    let same = Stamp::of_statx(&st) == stamp && st.stx_size == size as u64 && st_mtime == Some(mtime);
                     same.then_some(())?;
                     files.dep = Some((size as u64, mtime, stamp));
                 }
@@ -353,13 +375,8 @@ pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String
         return Some(format!("{} is newer than modules.dep", newest.rel));
     }
     let index = index?;
-    // Each module present is one of the files: more files than that are files the index
-    // does not list.
-    if files.regular.len() > index.modules().iter().filter(|m| m.present).count() {
-        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
-        if let Some(unlisted) = files.regular.keys().filter(|rel| !listed.contains(rel.as_str())).min() {
-            return Some(format!("{unlisted} is not in modules.dep"));
-        }
+    if let Some(unlisted) = files.unlisted(index).first() {
+        return Some(format!("{unlisted} is not in modules.dep"));
     }
     if let Some(gone) = index.modules().iter().find(|m| !m.present && !files.odd.iter().any(|o| **o == *m.path)) {
         return Some(format!("{} is in modules.dep but not on disk", gone.path));

@@ -800,9 +800,8 @@ fn module_declared_after_pruning_is_reported_missing() {
     );
 }
 
-/// The committed example root gives a real plan, as the README promises.
-#[test]
-fn demo_root_dry_run_is_a_real_plan() {
+/// A copy of the committed example root.
+fn demo_sys() -> Sys {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-root");
     let tmp = tempfile::tempdir().unwrap();
     copy_root(&demo, tmp.path());
@@ -818,11 +817,17 @@ fn demo_root_dry_run_is_a_real_plan() {
         )
         .unwrap();
     }
-    let before = tree_hash(tmp.path());
-    let sys = Sys {
+    Sys {
         root: tmp.path().to_path_buf(),
         _tmp: tmp,
-    };
+    }
+}
+
+/// The committed example root gives a real plan, as the README promises.
+#[test]
+fn demo_root_dry_run_is_a_real_plan() {
+    let sys = demo_sys();
+    let before = tree_hash(&sys.root);
     let out = sys.ok(&["--dry-run"]);
     assert_eq!(
         out.stdout,
@@ -833,6 +838,65 @@ fn demo_root_dry_run_is_a_real_plan() {
     let plan = sys.plan("6.1.0-99-demo-amd64");
     assert_eq!(plan["kept"]["btusb"]["reason"]["package"], "bluez");
     assert_eq!(plan["kept"]["crc32c_generic"]["reason"]["kind"], "pulled");
+}
+
+/// A run that prunes walks the tree again at its end and caches that walk, so the next run
+/// reads the cache: it opens no folder of the tree. Before any real run there is no cache,
+/// and a dry run walks.
+#[test]
+fn a_run_that_prunes_caches_the_tree_it_leaves() {
+    let sys = demo_sys();
+    let kernel_dir = "/lib/modules/6.1.0-99-demo-amd64/kernel";
+    let opened = |log: &str| log.lines().filter(|l| l.contains(kernel_dir) && l.contains("O_DIRECTORY")).count();
+    let (_, log) = sys.traced("openat", &["--dry-run"]);
+    assert!(opened(&log) > 0, "no cache yet, so the dry run walks:\n{log}");
+    let out = sys.ok(&[]);
+    assert!(out.stdout.contains("pruned 10 files"), "{}", out.stdout);
+    let (out, log) = sys.traced("openat", &["--dry-run"]);
+    assert!(out.stdout.contains("nothing to prune"), "{}", out.stdout);
+    assert_eq!(opened(&log), 0, "the pruned tree was walked again:\n{log}");
+}
+
+/// The README's first command, as written there: `cargo run` runs the package's default
+/// binary, which must be the hook, with the arguments after `--`, from the repository, and
+/// prints what the README says it prints.
+#[test]
+fn the_readmes_first_command_does_what_the_readme_says() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(repo.join("README.md")).unwrap();
+    let command = readme.lines().find(|l| l.starts_with("cargo run ")).expect("the README's first command");
+    let (cargo, args) = command.split_once(" -- ").expect("cargo run … -- ARGS");
+    assert_eq!(cargo, "cargo run --release", "{command}");
+    let manifest = fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+    assert!(manifest.lines().any(|l| l == "default-run = \"limopack-hook\""), "cargo run must pick the hook");
+    let out = Command::new(env!("CARGO_BIN_EXE_limopack-hook")).args(args.split_whitespace()).current_dir(repo).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    let promised = readme.split("The first prints one line per kernel, for example:\n\n```\n").nth(1).and_then(|r| r.split("```").next());
+    assert_eq!(Some(stdout.as_str()), promised, "{command}");
+}
+
+/// A `modules.alias.bin` whose nodes do not decode stops the run, real or dry, with the file
+/// named, and nothing is deleted: the softdep lookups of `crc32c` could not finish, so the
+/// plan may lack modules that are needed.
+#[test]
+fn a_damaged_binary_alias_index_stops_the_run() {
+    let sys = demo_sys();
+    let tree = sys.root.join("lib/modules/6.1.0-99-demo-amd64");
+    // kmod's header (magic, version 2.1), and a root node with children that would start
+    // where the file ends.
+    let header: Vec<u8> = [0xB007_F457u32, 0x0002_0001, 0x2000_000C].iter().flat_map(|w| w.to_be_bytes()).collect();
+    fs::write(tree.join("modules.alias.bin"), header).unwrap();
+    let before = tree_hash(&tree);
+    for args in [&["--dry-run"][..], &[]] {
+        let out = sys.fails(args);
+        assert!(
+            out.stderr.contains("/lib/modules/6.1.0-99-demo-amd64/modules.alias.bin: damaged: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(tree_hash(&tree), before, "{args:?} changed the tree");
+    }
 }
 
 /// Warnings name the line of the entry. `line_of` in declaration.rs takes the first line

@@ -54,11 +54,18 @@ fn freeze_from_host_records_what_modprobe_resolves() {
     let root = sys.root.clone();
     let kver = real_kernel_index_root("cloud-amd64", &root);
     let tree = root.join("lib/modules").join(&kver);
-    let builtin: BTreeSet<String> = fs::read_to_string(tree.join("modules.builtin"))
+    // Built in: what modules.builtin lists, and what only modules.builtin.modinfo names, as
+    // tracefs, which modprobe resolves `fs-tracefs` to where it is mounted.
+    let mut builtin: BTreeSet<String> = fs::read_to_string(tree.join("modules.builtin"))
         .unwrap()
         .lines()
         .map(|l| l.rsplit('/').next().unwrap().trim_end_matches(".ko").replace('-', "_"))
         .collect();
+    let modinfo = fs::read(tree.join("modules.builtin.modinfo")).unwrap();
+    builtin.extend(modinfo.split(|&b| b == 0).filter_map(|r| {
+        let record = std::str::from_utf8(r).ok()?;
+        Some(record.split_once('.')?.0.replace('-', "_"))
+    }));
     let baseline = root.join("etc/limopack/modules.d/baseline.yaml");
 
     let stderr = sys.fails(&["freeze"]).stderr;

@@ -1,0 +1,53 @@
+//! The bytes of a file that a run reads whole but looks at only in part: depmod's indexes,
+//! mapped read-only as libkmod maps them, so that a lookup touches only the pages it walks and
+//! nothing is copied.
+
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+
+/// Below this a plain read is cheaper than setting up and tearing down a mapping.
+const MAP_FROM: u64 = 64 * 1024;
+
+/// A file's bytes: mapped, or read into memory (small files, and what tests build).
+#[derive(Debug)]
+pub enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    /// The bytes of the file at `path`.
+    pub fn read(path: &Path) -> io::Result<Bytes> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < MAP_FROM {
+            let mut bytes = Vec::with_capacity(len as usize);
+            io::Read::read_to_end(&mut &file, &mut bytes)?;
+            return Ok(Bytes::Owned(bytes));
+        }
+        // SAFETY: the mapping is read-only and private. depmod, dpkg and limopack replace
+        // these files by renaming a new one over them, which leaves a mapped old inode whole;
+        // only a tool that truncated one in place while a run reads it could fault the run,
+        // and a run that stops so has deleted nothing, since it plans before it deletes.
+        // libkmod maps the same files on the same terms.
+        unsafe { memmap2::Mmap::map(&file) }.map(Bytes::Mapped)
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map) => map,
+            Bytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(bytes: Vec<u8>) -> Bytes {
+        Bytes::Owned(bytes)
+    }
+}
