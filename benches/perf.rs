@@ -151,22 +151,27 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
     let fx = Fixture::new(&scratch, true);
     let first = run(&mut hook(&fx.root, &["--dry-run"]));
     as_after_a_real_run(&fx.root);
-    let (mut plan, mut kmod) = (Vec::new(), Vec::new());
-    for _ in 0..PAIRS {
-        plan.push(run(&mut hook(&fx.root, &["--dry-run"])));
-        let started = Instant::now();
-        for module in REQUESTED {
-            run(&mut modprobe(&fx.root, &fx.kver, module));
-        }
-        kmod.push(started.elapsed());
-    }
-    let (p, k) = (stats(&plan), stats(&kmod));
-    println!("plan (dry run, {} modules, 25 requested):", count_modules(&fx.tree()));
+    let (p, k) = plan_against_kmod(&fx);
+    let all = count_modules(&fx.tree());
+    println!("plan (dry run, {all} modules, 25 requested):");
     println!("  limopack-hook --dry-run   median {:7.1} ms  (min {:.1}, max {:.1})", p.0, p.1, p.2);
     println!("  kmod, modprobe -D x 25    median {:7.1} ms  (min {:.1}, max {:.1})", k.0, k.1, k.2);
     println!("  ratio {:.3}", p.0 / k.0);
     println!("  (the first dry run on a new tree, before any real run has cached its files: {:.1} ms)", ms(first));
     report.target(&format!("plan <= 0.15 x the kmod loop ({:.3})", p.0 / k.0), p.0 / k.0 <= 0.15);
+
+    // The same after a prune, as every run after the first one is: the tree holds the kept
+    // modules, and limopack's state and saved index hold the pruned ones.
+    let pruned = Fixture::new(&scratch, true);
+    run(&mut hook(&pruned.root, &[]));
+    let (p, k) = plan_against_kmod(&pruned);
+    let left = count_modules(&pruned.tree());
+    println!("plan on the pruned tree ({left} modules left, {} pruned in the state):", all - left);
+    println!("  limopack-hook --dry-run   median {:7.1} ms  (min {:.1}, max {:.1})", p.0, p.1, p.2);
+    println!("  kmod, modprobe -D x 25    median {:7.1} ms  (min {:.1}, max {:.1})", k.0, k.1, k.2);
+    println!("  ratio {:.3}", p.0 / k.0);
+    report.target(&format!("plan on the pruned tree <= 0.15 x the kmod loop ({:.3})", p.0 / k.0), p.0 / k.0 <= 0.15);
+    drop(pruned);
 
     // Memory of each.
     let hook_mib = peak_mib(&hook(&fx.root, &["--dry-run"]));
@@ -240,6 +245,20 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
     report.target(&format!("apply <= 1.2 x the floor ({:.3})", a.0 / f.0), a.0 / f.0 <= 1.2);
     let peak = hook_mib.max(noop_mib).max(apply_mib);
     report.target(&format!("peak memory <= 20 MiB ({peak:.1} MiB)"), peak <= 20.0);
+}
+
+/// Dry runs and kmod loops over the requested modules, interleaved: the stats of each.
+fn plan_against_kmod(fx: &Fixture) -> ((f64, f64, f64), (f64, f64, f64)) {
+    let (mut plan, mut kmod) = (Vec::new(), Vec::new());
+    for _ in 0..PAIRS {
+        plan.push(run(&mut hook(&fx.root, &["--dry-run"])));
+        let started = Instant::now();
+        for module in REQUESTED {
+            run(&mut modprobe(&fx.root, &fx.kver, module));
+        }
+        kmod.push(started.elapsed());
+    }
+    (stats(&plan), stats(&kmod))
 }
 
 /// The plan on synthetic trees of growing size.
