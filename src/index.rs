@@ -183,13 +183,7 @@ impl Sources {
     /// into its kernel, which no copy of an index has.
     #[allow(clippy::type_complexity)]
     fn read_builtin(dir: &Path) -> Result<(Option<(PathBuf, String)>, Option<(PathBuf, Vec<u8>)>)> {
-        let path = dir.join("modules.builtin.modinfo");
-        let modinfo = match std::fs::read(&path) {
-            Ok(bytes) => Some((path, bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        Ok((read_text(dir, "modules.builtin")?, modinfo))
+        Ok((read_text(dir, "modules.builtin")?, read_bytes(dir, "modules.builtin.modinfo")?))
     }
 
     /// Split what `depmod -n` prints (all index files, one after the other) into sources.
@@ -236,21 +230,27 @@ pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The text of `file` in `dir`, if there is one; it must be UTF-8.
-fn read_text(dir: &Path, file: &str) -> Result<Option<(PathBuf, String)>> {
+/// The bytes of `file` in `dir`, if there is one.
+fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(file);
     match std::fs::read(&path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => Ok(Some((path, text))),
-            Err(e) => {
-                let at = e.utf8_error().valid_up_to();
-                let bytes = e.into_bytes();
-                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-                Err(Error::syntax(path, line, 1, "not valid UTF-8"))
-            }
-        },
+        Ok(bytes) => Ok(Some((path, bytes))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// The text of `file` in `dir`, if there is one; it must be UTF-8.
+fn read_text(dir: &Path, file: &str) -> Result<Option<(PathBuf, String)>> {
+    let Some((path, bytes)) = read_bytes(dir, file)? else { return Ok(None) };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(Error::syntax(path, line, 1, "not valid UTF-8"))
+        }
     }
 }
 
