@@ -315,24 +315,23 @@ fn delete<'a>(
     pruned: &mut BTreeMap<String, PrunedFile>,
 ) -> Result<(usize, u64, Vec<String>)> {
     let (mut count, mut bytes, mut skipped) = (0, 0, Vec::new());
-    let mut removed: Vec<PathBuf> = Vec::new();
-    let mut confined = tree::Confined::new(place.dir);
+    let mut confined = tree::Confined::open(place.dir).map_err(|e| Error::io(place.dir, e))?;
     for (key, rel, file) in files {
-        match confined.check(rel).map_err(|e| Error::io(place.dir.join(rel), e))? {
-            Some(path) => {
+        let path = || place.dir.join(rel);
+        match confined.check(rel).map_err(|e| Error::io(path(), e))? {
+            true => {
                 if file.archived {
-                    archive::store(root, place.archive, rel, &path)?;
+                    archive::store(root, place.archive, rel, &path())?;
                 }
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                confined.remove(rel).map_err(|e| Error::io(path(), e))?;
                 pruned.insert(key.to_owned(), file.clone());
                 count += 1;
                 bytes += file.size;
-                removed.push(path);
             }
-            None => skipped.push(key.to_owned()),
+            false => skipped.push(key.to_owned()),
         }
     }
-    tree::remove_empty_parents(place.dir, &removed);
+    confined.finish();
     Ok((count, bytes, skipped))
 }
 

@@ -12,7 +12,7 @@ use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::index::{ModuleIndex, Sources};
 use crate::loaded;
-use crate::packages::Packages;
+use crate::packages::{Database, Packages};
 use crate::plan::{self, Inputs, KernelInput, Plan};
 use crate::plan_firmware;
 use crate::root::Root;
@@ -109,12 +109,18 @@ impl Gathered {
 /// run reads what depmod would write (`depmod -n`) and writes nothing.
 pub fn gather(opts: &Options) -> Result<Gathered> {
     let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
+    // A dry run reads the state on a thread of its own, beside everything else: a pruned
+    // kernel's state lists thousands of files. A real run reads it first, since it may fold
+    // a killed run's journal into it and must know the state is sound before it runs depmod.
+    let reading = opts.dry_run.then(|| {
+        let root = root.clone();
+        std::thread::spawn(move || State::load(&root))
+    });
     let mut config = Config::load(&root)?;
     if let Some(package) = &opts.package {
         config = config.limited_to(package)?;
     }
     let declarations = Declarations::load(&root)?;
-    let mut state = State::load(&root)?;
     let mut notes = Vec::new();
 
     let mut trees = tree::discover(&root, &mut notes)?;
@@ -125,29 +131,29 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         }
         managed
     });
-    let gone: Vec<String> = state
-        .kernels
-        .keys()
-        .filter(|k| !trees.iter().any(|t| &t.version == *k))
-        .cloned()
-        .collect();
     // The kernel a killed run was pruning: its depmod may have stopped half way, leaving a
     // fresh modules.dep beside stale other index files, so its index is rebuilt regardless.
     let mut interrupted = None;
     let mut changed = false;
-    if !opts.dry_run {
-        // Before --kernel narrows the trees: the journal may be another kernel's.
-        if let Some(journal) = Journal::load(&root)? {
-            let tree = trees.iter().find(|t| t.version == journal.kernel);
-            notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
-            interrupted = Some(journal.kernel.clone());
-            state.absorb(journal, tree);
-            changed = true;
-            state.save(&root)?;
-            Journal::clear(&root)?;
+    let state = match reading {
+        Some(handle) => Later::Reading(handle),
+        None => {
+            let mut state = State::load(&root)?;
+            // Before --kernel narrows the trees: the journal may be another kernel's.
+            if let Some(journal) = Journal::load(&root)? {
+                let tree = trees.iter().find(|t| t.version == journal.kernel);
+                notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
+                interrupted = Some(journal.kernel.clone());
+                state.absorb(journal, tree);
+                changed = true;
+                state.save(&root)?;
+                Journal::clear(&root)?;
+            }
+            changed |= state.absorb_firmware(&root)?;
+            Later::Ready(state)
         }
-        changed |= state.absorb_firmware(&root)?;
-    }
+    };
+    let all_trees: Vec<String> = trees.iter().map(|t| t.version.clone()).collect();
     if let Some(only) = &opts.kernel {
         trees.retain(|t| &t.version == only);
         if trees.is_empty() {
@@ -155,23 +161,24 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         }
     }
 
-    // With no tree and no vendor declaration, there is nothing to ask dpkg about.
+    // With no tree and no vendor declaration, there is nothing to ask dpkg about. The
+    // firmware folder's owners matter only when firmware is pruned or was.
     let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
-    let read_packages = || match vendor || !trees.is_empty() {
-        true => {
-            let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
-            prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
-            if config.firmware == crate::config::FirmwareMode::Prune || !state.firmware.is_empty() {
-                prefixes.extend(crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR)));
-            }
-            Packages::read(&root, &prefixes)
+    let read_packages = || -> Result<(Packages, State)> {
+        let db = (vendor || !trees.is_empty()).then(|| Database::read(&root)).transpose()?;
+        let state = state.get()?;
+        let Some(db) = db else { return Ok((Packages::default(), state)) };
+        let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
+        prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
+        if config.firmware == crate::config::FirmwareMode::Prune || !state.firmware.is_empty() {
+            prefixes.extend(crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR)));
         }
-        false => Ok(Packages::default()),
+        Ok((Packages::from_database(&db, &prefixes)?, state))
     };
     let config_files = tree::modprobe_config(&root)?;
     let running = root.is_host().then(loaded::running_kernel);
     // dpkg's database is read while the trees are.
-    let (packages, kernels) = std::thread::scope(|s| {
+    let ((packages, state), kernels) = std::thread::scope(|s| {
         let packages = s.spawn(read_packages);
         let mut kernels = Vec::new();
         for tree in &trees {
@@ -186,6 +193,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         }
         Ok::<_, crate::Error>((joined(packages)?, kernels))
     })?;
+    let gone: Vec<String> = state.kernels.keys().filter(|k| !all_trees.contains(k)).cloned().collect();
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.
@@ -277,6 +285,21 @@ fn load_index(
         index.merge_pruned(saved);
     }
     Ok((index, files, ran_depmod))
+}
+
+/// The state, read now or still being read (see [`gather`]).
+enum Later {
+    Ready(State),
+    Reading(std::thread::JoinHandle<Result<State>>),
+}
+
+impl Later {
+    fn get(self) -> Result<State> {
+        match self {
+            Later::Ready(state) => Ok(state),
+            Later::Reading(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        }
+    }
 }
 
 /// What a scoped thread returned; its panic, if it panicked, goes on in this one.

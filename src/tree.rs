@@ -189,57 +189,74 @@ impl Files {
     /// Walk the tree. Each folder is stamped before it is read, so that a change made during
     /// the walk shows at the next check of the cache. A file or folder that vanishes between
     /// listing and `lstat` was never there as far as this run is concerned: a depmod left
-    /// running by a killed run renames its temporary files away under the walk.
+    /// running by a killed run renames its temporary files away under the walk. Entries are
+    /// looked at from their folder's descriptor (std's `DirEntry::metadata`), not by a path
+    /// from `/` each: a tree has thousands.
     pub fn scan(tree: &Tree) -> Result<Files> {
         let mut files = Files::default();
         let top = std::fs::symlink_metadata(&tree.path).map_err(|e| Error::io(&tree.path, e))?;
         files.dirs.push((String::new(), Stamp::of(&top)));
-        let base = tree.path.as_os_str().len();
-        let walk_error = |e: walkdir::Error| {
-            let path = e.path().unwrap_or(&tree.path).to_path_buf();
-            let error = e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed"));
-            match error.kind() {
-                std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(Error::io(path, error)),
-            }
+        let tolerated = |e: std::io::Error, at: &Path| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(Error::io(at, e)),
         };
-        for entry in walkdir::WalkDir::new(&tree.path).follow_links(false).min_depth(1) {
-            let entry = match entry {
-                Ok(entry) => entry,
+        let mut pending = vec![(tree.path.clone(), String::new())];
+        while let Some((dir, rel_dir)) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
                 Err(e) => {
-                    walk_error(e)?;
+                    tolerated(e, &dir)?;
                     continue;
                 }
             };
-            // The walk starts at the tree, so every path begins with it and a `/`.
-            let path = std::os::unix::ffi::OsStrExt::as_bytes(entry.path().as_os_str());
-            let Some(rel) = path.get(base + 1..).and_then(|r| std::str::from_utf8(r).ok()) else { continue };
-            let kind = entry.file_type();
-            let module = name::is_module_file(rel);
-            if !(module || kind.is_dir() || rel == "modules.dep") {
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) => {
-                    walk_error(e)?;
-                    continue;
-                }
-            };
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if kind.is_dir() {
-                files.dirs.push((rel.to_string(), Stamp::of(&meta)));
-            }
-            match (kind.is_file(), module) {
-                (true, true) => {
-                    if files.newest.as_ref().is_none_or(|n| mtime > n.mtime) {
-                        files.newest = Some(Newest { rel: rel.to_string(), mtime });
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tolerated(e, &dir)?;
+                        continue;
                     }
-                    files.regular.insert(rel.to_string(), meta.len());
+                };
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let kind = match entry.file_type() {
+                    Ok(kind) => kind,
+                    Err(e) => {
+                        tolerated(e, &entry.path())?;
+                        continue;
+                    }
+                };
+                let module = name::is_module_file(name);
+                if !(module || kind.is_dir() || (rel_dir.is_empty() && name == "modules.dep")) {
+                    continue;
                 }
-                (true, false) => files.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
-                (false, true) => files.odd.push(rel.to_string()),
-                (false, false) => {}
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        tolerated(e, &entry.path())?;
+                        continue;
+                    }
+                };
+                let rel = match rel_dir.is_empty() {
+                    true => name.to_string(),
+                    false => format!("{rel_dir}/{name}"),
+                };
+                let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                if kind.is_dir() {
+                    files.dirs.push((rel.clone(), Stamp::of(&meta)));
+                    pending.push((entry.path(), rel.clone()));
+                }
+                match (kind.is_file(), module) {
+                    (true, true) => {
+                        if files.newest.as_ref().is_none_or(|n| mtime > n.mtime) {
+                            files.newest = Some(Newest { rel: rel.clone(), mtime });
+                        }
+                        files.regular.insert(rel, meta.len());
+                    }
+                    (true, false) => files.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
+                    (false, true) => files.odd.push(rel),
+                    (false, false) => {}
+                }
             }
         }
         files.odd.sort();
@@ -470,47 +487,117 @@ pub fn remove_empty_parents(tree: &Path, removed: &[PathBuf]) {
     }
 }
 
-/// Checks, just before each delete, that `tree/rel` is still a regular file reached through
-/// real folders inside the tree, so that a delete never follows a symlink. Each folder on the
-/// way is looked at once (`lstat`: a folder, not a symlink to one) and then remembered: a
-/// prune deletes thousands of files from a few hundred folders.
-pub struct Confined<'a> {
-    tree: &'a Path,
-    real_dirs: HashSet<PathBuf>,
+/// Deletes files under a tree without ever going through a symlink. Each folder on the way
+/// is opened from its parent's descriptor with `O_NOFOLLOW`, and each file is looked at
+/// (`lstat`) and unlinked from its folder's descriptor, so a folder swapped for a symlink
+/// after it was looked at cannot redirect a delete. Folders stay open while they are on the
+/// way to the files given, which in sorted order share them: a prune deletes thousands of
+/// files from a few hundred folders, and only the handful on the current path is open at once.
+/// A folder left empty is removed when the deletes move on from it.
+pub struct Confined {
+    /// From the tree's own folder (`""`) down to the folder of the last file given.
+    open: Vec<OpenDir>,
 }
 
-impl<'a> Confined<'a> {
-    pub fn new(tree: &'a Path) -> Confined<'a> {
-        Confined { tree, real_dirs: HashSet::default() }
+struct OpenDir {
+    /// Relative to the tree.
+    rel: String,
+    fd: rustix::fd::OwnedFd,
+    /// Something in it was deleted: when left, it may be empty.
+    emptied: bool,
+}
+
+impl Confined {
+    pub fn open(tree: &Path) -> std::io::Result<Confined> {
+        let fd = rustix::fs::open(tree, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Confined { open: vec![OpenDir { rel: String::new(), fd, emptied: false }] })
     }
 
-    /// The path of `rel` when it is safe to delete, `None` when it is gone or not a regular
-    /// file reached through real folders.
-    pub fn check(&mut self, rel: &str) -> std::io::Result<Option<PathBuf>> {
-        let path = self.tree.join(rel);
-        if !path.parent().is_some_and(|p| self.is_real_dir(p)) {
-            return Ok(None);
+    /// True when `rel` is a regular file reached through real folders inside the tree, and so
+    /// safe to [`remove`](Self::remove); false when it is gone or anything else.
+    pub fn check(&mut self, rel: &str) -> std::io::Result<bool> {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if !self.enter(dir)? || !plain(name) {
+            return Ok(false);
         }
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => Ok(Some(path)),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC;
+        match rustix::fs::statx(&self.current().fd, name, flags, StatxFlags::TYPE) {
+            Ok(st) => Ok(rustix::fs::FileType::from_raw_mode(st.stx_mode.into()) == rustix::fs::FileType::RegularFile),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
-    fn is_real_dir(&mut self, dir: &Path) -> bool {
-        if dir == self.tree || self.real_dirs.contains(dir) {
-            return true;
+    /// Delete `rel`, which [`check`](Self::check) just found safe to delete.
+    pub fn remove(&mut self, rel: &str) -> std::io::Result<()> {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if !self.enter(dir)? {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "its folder is gone"));
         }
-        let inside = dir.starts_with(self.tree) && dir.parent().is_some_and(|p| self.is_real_dir(p));
-        // symlink_metadata does not follow: a symlink to a folder is not a folder here.
-        let real = inside && std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
-        if real {
-            self.real_dirs.insert(dir.to_path_buf());
-        }
-        real
+        rustix::fs::unlinkat(&self.current().fd, name, AtFlags::empty())?;
+        self.current_mut().emptied = true;
+        Ok(())
     }
+
+    /// Remove the folders still open that the deletes left empty, bottom up.
+    pub fn finish(mut self) {
+        while self.open.len() > 1 {
+            self.leave();
+        }
+    }
+
+    fn current(&self) -> &OpenDir {
+        self.open.last().expect("the tree's own folder stays open")
+    }
+
+    fn current_mut(&mut self) -> &mut OpenDir {
+        self.open.last_mut().expect("the tree's own folder stays open")
+    }
+
+    /// Make `dir` the current folder: leave the open ones not on its way, open the rest of
+    /// the way. False when a part of the way is not a real folder (or not there).
+    fn enter(&mut self, dir: &str) -> std::io::Result<bool> {
+        let on_the_way = |open: &str| open.is_empty() || dir == open || dir.strip_prefix(open).is_some_and(|r| r.starts_with('/'));
+        while self.open.len() > 1 && !on_the_way(&self.current().rel) {
+            self.leave();
+        }
+        loop {
+            let at = &self.current().rel;
+            if at == dir {
+                return Ok(true);
+            }
+            let rest = if at.is_empty() { dir } else { &dir[at.len() + 1..] };
+            let part = rest.split('/').next().unwrap_or(rest);
+            if !plain(part) {
+                return Ok(false);
+            }
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = match rustix::fs::openat(&self.current().fd, part, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                // Gone, a symlink (ELOOP), or not a folder.
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            let rel = if at.is_empty() { part.to_string() } else { format!("{at}/{part}") };
+            self.open.push(OpenDir { rel, fd, emptied: false });
+        }
+    }
+
+    /// Close the current folder, and remove it if deletes may have left it empty; removing
+    /// fails when it is not, which is what stops the climb.
+    fn leave(&mut self) {
+        let Some(left) = self.open.pop() else { return };
+        let name = left.rel.rsplit('/').next().unwrap_or(&left.rel);
+        drop(left.fd);
+        if left.emptied && rustix::fs::unlinkat(&self.current().fd, name, AtFlags::REMOVEDIR).is_ok() {
+            self.current_mut().emptied = true;
+        }
+    }
+}
+
+/// A name that stays in its folder: not empty, `.` or `..`.
+fn plain(part: &str) -> bool {
+    !matches!(part, "" | "." | "..")
 }
 
 /// Where to put `rel` back under `tree`: the folders on the way are made as needed and must
@@ -609,5 +696,46 @@ mod tests {
         for bad in ["", "-1 x", "1x 2", "99999999999999999999 x"] {
             assert_eq!(numbers::<1>(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn confined_deletes_never_go_through_a_symlink_and_leave_no_empty_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, outside) = (dir.path().join("tree"), dir.path().join("outside"));
+        for rel in ["a/b/x.ko", "a/b/y.ko", "a/keep.ko", "c/d/z.ko", "e/w.ko"] {
+            std::fs::create_dir_all(tree.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(tree.join(rel), rel).unwrap();
+        }
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("y.ko"), "precious").unwrap();
+        std::fs::write(outside.join("w.ko"), "precious").unwrap();
+        std::fs::remove_dir_all(tree.join("e")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("e")).unwrap();
+
+        let mut confined = Confined::open(&tree).unwrap();
+        assert!(confined.check("a/b/x.ko").unwrap());
+        confined.remove("a/b/x.ko").unwrap();
+        // The folder is swapped for a symlink once it is open: the delete stays in the
+        // folder that was looked at.
+        std::fs::rename(tree.join("a/b"), tree.join("a/moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/b")).unwrap();
+        assert!(confined.check("a/b/y.ko").unwrap());
+        confined.remove("a/b/y.ko").unwrap();
+        assert!(confined.check("c/d/z.ko").unwrap());
+        confined.remove("c/d/z.ko").unwrap();
+        // A symlink on the way from the start: not a file of the tree.
+        assert!(!confined.check("e/w.ko").unwrap());
+        for odd in ["a", "a/../a/keep.ko", "gone/x.ko", "a/b/../keep.ko", "a//keep.ko"] {
+            assert!(!confined.check(odd).unwrap(), "{odd}");
+        }
+        confined.finish();
+
+        assert_eq!(std::fs::read_to_string(outside.join("y.ko")).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(outside.join("w.ko")).unwrap(), "precious");
+        // The folder is removed by its name, which is now the symlink's: both stay.
+        assert!(!tree.join("a/moved/y.ko").exists() && tree.join("a/moved").is_dir());
+        assert!(tree.join("a/b").is_symlink());
+        assert!(!tree.join("c").exists(), "emptied folders go, bottom up");
+        assert!(tree.join("a/keep.ko").is_file() && tree.is_dir());
     }
 }

@@ -660,9 +660,9 @@ enum Kill {
     After(Duration),
     /// As soon as this file (one the run prunes; they go in sorted order) is gone.
     WhenGone(String),
-    /// At a step boundary: strace kills the run as it enters the `when`-th call of one of
-    /// `syscalls`, before the call does anything.
-    AtSyscall { step: &'static str, syscalls: &'static str, when: usize },
+    /// At a step boundary: strace kills the run as it enters the `when`-th call of
+    /// `syscall`, before the call does anything.
+    AtSyscall { step: &'static str, syscall: String, when: usize },
 }
 
 const UNLINK: &str = "unlink,unlinkat";
@@ -697,19 +697,26 @@ fn step_trace(fx: &Fixture) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// The step boundaries of a first prune, each as the `when`-th call of its class in `trace`;
+/// The step boundaries of a first prune, each as the `when`-th call of its syscall in `trace`;
 /// and three points among the deletes.
 fn step_kills(trace: &[(&'static str, String)], deletes: usize, rng: &mut Rng) -> Vec<Kill> {
+    let syscall = |line: &str| line.split('(').next().unwrap_or_default().to_owned();
+    // strace counts the calls of each syscall apart (`when=` of `-e inject`), so a kill is
+    // at the how-many-th call of the very syscall the trace shows there.
+    let at_call = |step: &'static str, at: usize| {
+        let call = syscall(&trace[at].1);
+        let when = trace[..=at].iter().filter(|(_, l)| syscall(l) == call).count();
+        Kill::AtSyscall { step, syscall: call, when }
+    };
     let find = |step: &'static str, class: &'static str, from_end: bool, what: &dyn Fn(&str) -> bool| {
-        let calls: Vec<&String> = trace.iter().filter(|(c, _)| *c == class).map(|(_, l)| l).collect();
-        let at = if from_end { calls.iter().rposition(|l| what(l)) } else { calls.iter().position(|l| what(l)) };
-        let at = at.unwrap_or_else(|| panic!("no call {step} in the reference run: {trace:#?}"));
-        Kill::AtSyscall { step, syscalls: class, when: at + 1 }
+        let matches = |(c, l): &(&'static str, String)| *c == class && what(l);
+        let at = if from_end { trace.iter().rposition(matches) } else { trace.iter().position(matches) };
+        at_call(step, at.unwrap_or_else(|| panic!("no call {step} in the reference run: {trace:#?}")))
     };
     let state = |l: &str| l.contains("/state.json\"");
     let module = |l: &str| l.contains(".ko\"");
-    let module_deletes = trace.iter().filter(|(c, l)| *c == UNLINK && module(l)).count();
-    assert_eq!(module_deletes, deletes, "the reference run deleted other than the plan");
+    let module_deletes: Vec<usize> = (0..trace.len()).filter(|&i| trace[i].0 == UNLINK && module(&trace[i].1)).collect();
+    assert_eq!(module_deletes.len(), deletes, "the reference run deleted other than the plan");
     let mut kills = vec![
         find("before the first state write", RENAME, false, &state),
         find("before the journal", RENAME, false, &|l| l.contains("/journal.json\"")),
@@ -720,14 +727,13 @@ fn step_kills(trace: &[(&'static str, String)], deletes: usize, rng: &mut Rng) -
         find("before the initramfs mark is cleared", RENAME, true, &state),
         find("before the journal is cleared", UNLINK, false, &|l| l.contains("/journal.json\"")),
     ];
-    // The state write after depmod: the first one after the spawn.
+    // The state write after depmod: the first write after the spawn.
     let spawn = trace.iter().position(|(c, _)| *c == SPAWN).unwrap();
-    let renames_before = trace[..spawn].iter().filter(|(c, _)| *c == RENAME).count();
-    kills.push(Kill::AtSyscall { step: "before the state write", syscalls: RENAME, when: renames_before + 1 });
-    let first_delete = trace.iter().filter(|(c, _)| *c == UNLINK).position(|(_, l)| module(l)).unwrap() + 1;
+    let write = spawn + trace[spawn..].iter().position(|(c, _)| *c == RENAME).unwrap();
+    kills.push(at_call("before the state write", write));
     for _ in 0..3 {
-        let when = first_delete + 1 + rng.below(deletes as u64 - 2) as usize;
-        kills.push(Kill::AtSyscall { step: "mid-delete", syscalls: UNLINK, when });
+        let nth = 1 + rng.below(deletes as u64 - 2) as usize;
+        kills.push(at_call("mid-delete", module_deletes[nth]));
     }
     kills
 }
@@ -800,13 +806,13 @@ fn killed_runs_are_completed_by_the_next() {
         let mut command = match &kill {
             // strace follows only limopack itself: a kill is meant for the run, not for the
             // programs it starts.
-            Kill::AtSyscall { syscalls, when, .. } => {
+            Kill::AtSyscall { syscall, when, .. } => {
                 let mut strace = Command::new("strace");
                 strace
                     .args(["-qq", "-o", "/dev/null", "-e"])
-                    .arg(format!("trace={syscalls}"))
+                    .arg(format!("trace={syscall}"))
                     .arg("-e")
-                    .arg(format!("inject={syscalls}:signal=KILL:when={when}"))
+                    .arg(format!("inject={syscall}:signal=KILL:when={when}"))
                     .arg(hook.get_program())
                     .args(hook.get_args())
                     .envs(hook.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
