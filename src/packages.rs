@@ -61,7 +61,8 @@ struct Record<'a> {
 }
 
 /// The files of dpkg's database a run reads, by name: `status`, the journal entries in order,
-/// and the `.list` file of each package by the name dpkg gives the file (`pkg` or `pkg:arch`).
+/// and of the `.list` file of each package (by the name dpkg gives the file, `pkg` or
+/// `pkg:arch`) the lines that can matter.
 #[derive(Debug, Default)]
 pub struct Database {
     pub status: (PathBuf, String),
@@ -70,9 +71,10 @@ pub struct Database {
 }
 
 impl Database {
-    /// Read the database of `root`. On the running system `DPKG_ADMINDIR` points elsewhere
-    /// when set, as it does for dpkg-query; an image's database is always its own.
-    pub fn read(root: &Root) -> Result<Database> {
+    /// Read the database of `root`, keeping of each file list only the paths under one of
+    /// `prefixes`. On the running system `DPKG_ADMINDIR` points elsewhere when set, as it
+    /// does for dpkg-query; an image's database is always its own.
+    pub fn read(root: &Root, prefixes: &[String]) -> Result<Database> {
         let admin = match std::env::var_os("DPKG_ADMINDIR").filter(|_| root.is_host()) {
             Some(dir) => PathBuf::from(dir),
             None => root.join(ADMIN_DIR),
@@ -93,18 +95,57 @@ impl Database {
         for (_, path) in numbered(&admin.join("updates"))? {
             updates.push(read(path)?);
         }
+        // A system has a list per package, megabytes in all, and nearly none names a path
+        // under the prefixes: each is searched whole before it is split in lines, for the
+        // last folder of each prefix (`/6.1.0-50-amd64/`, `/firmware/`), which is rare in
+        // file lists, where `/usr/lib/` is everywhere.
+        let mut needles: Vec<String> = prefixes
+            .iter()
+            .map(|p| format!("/{}/", p.trim_end_matches('/').rsplit('/').next().unwrap_or_default()))
+            .collect();
+        needles.sort();
+        needles.dedup();
+        let finders: Vec<memchr::memmem::Finder> = needles.iter().map(|n| memchr::memmem::Finder::new(n.as_bytes())).collect();
         let mut lists = Vec::new();
+        let mut bytes = Vec::new();
         let info = admin.join("info");
         let entries = std::fs::read_dir(&info).map_err(|e| Error::io(&info, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&info, e))?;
             let file = entry.file_name();
             let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".list")) else { continue };
-            let (_, text) = read(entry.path())?;
-            lists.push((name.to_string(), text));
+            let path = entry.path();
+            bytes.clear();
+            std::io::Read::read_to_end(&mut std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?, &mut bytes)
+                .map_err(|e| Error::io(&path, e))?;
+            if let Some(kept) = lines_under(&path, &bytes, prefixes, &finders)? {
+                lists.push((name.to_string(), kept));
+            }
         }
         Ok(Database { status, updates, lists })
     }
+}
+
+/// The lines of a file list that start with one of `prefixes`, each ending in a newline;
+/// none when no line does. `finders` search for a part of each prefix.
+fn lines_under(path: &Path, list: &[u8], prefixes: &[String], finders: &[memchr::memmem::Finder]) -> Result<Option<String>> {
+    let in_a_kept_line = |at: usize| {
+        let start = memchr::memrchr(b'\n', &list[..at]).map_or(0, |newline| newline + 1);
+        prefixes.iter().any(|p| list[start..].starts_with(p.as_bytes()))
+    };
+    if !finders.iter().any(|f| f.find_iter(list).any(in_a_kept_line)) {
+        return Ok(None);
+    }
+    let mut kept = String::new();
+    for line in list.split(|&b| b == b'\n') {
+        if prefixes.iter().any(|p| line.starts_with(p.as_bytes())) {
+            let line = std::str::from_utf8(line)
+                .map_err(|_| Error::refused(path, "a path that is not valid UTF-8; dpkg's database cannot be read"))?;
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    Ok(Some(kept))
 }
 
 /// The files of `dir` named by a number, in numeric order; none when `dir` is missing.
@@ -130,7 +171,7 @@ impl Packages {
     /// (folders as dpkg lists them, ending in `/`). Every owner is kept, not only module
     /// packages, so that a file shared with another package is known to be shared.
     pub fn read(root: &Root, prefixes: &[String]) -> Result<Packages> {
-        Packages::from_database(&Database::read(root)?, prefixes)
+        Packages::from_database(&Database::read(root, prefixes)?, prefixes)
     }
 
     /// Build from the text of dpkg's database files.
@@ -401,5 +442,39 @@ Version: 3
             let p = Package { name: "p".into(), version: "1".into(), status: status.into() };
             assert_eq!(p.is_present(), present, "{status}");
         }
+    }
+
+    #[test]
+    fn only_the_lines_under_the_prefixes_are_read_from_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = dir.path().join("var/lib/dpkg");
+        std::fs::create_dir_all(admin.join("info")).unwrap();
+        std::fs::write(admin.join("status"), STATUS).unwrap();
+        let lists: [(&str, &[u8]); 4] = [
+            // A path that is not UTF-8 where it does not matter is no reason to stop.
+            ("kernel", b"/.\n/usr/share/doc/caf\xe9\n/lib/modules/6.1.0-50-amd64\n/lib/modules/6.1.0-50-amd64/kernel/a.ko\n/boot/vmlinuz"),
+            // The prefix's last folder, but not at the start of a line, nor under the prefix.
+            ("docs", b"/usr/share/doc/kernel/6.1.0-50-amd64/notes\n/usr/lib/limopack/x.yaml\n"),
+            ("vendor", b"/usr/share/limopack/vendor.yaml"),
+            ("bad", b"/lib/modules/6.1.0-50-amd64/caf\xe9.ko\n"),
+        ];
+        for (name, text) in lists {
+            std::fs::write(admin.join(format!("info/{name}.list")), text).unwrap();
+        }
+        let root = Root::new(dir.path()).unwrap();
+        let prefixes = PREFIXES.map(String::from);
+        let err = Database::read(&root, &prefixes).unwrap_err().to_string();
+        assert!(err.contains("bad.list") && err.contains("not valid UTF-8"), "{err}");
+
+        std::fs::remove_file(admin.join("info/bad.list")).unwrap();
+        let mut db = Database::read(&root, &prefixes).unwrap();
+        db.lists.sort();
+        assert_eq!(
+            db.lists,
+            [
+                ("kernel".to_string(), "/lib/modules/6.1.0-50-amd64/kernel/a.ko\n".to_string()),
+                ("vendor".to_string(), "/usr/share/limopack/vendor.yaml\n".to_string()),
+            ]
+        );
     }
 }

@@ -165,13 +165,15 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     // firmware folder's owners matter only when firmware is pruned or was.
     let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
     let read_packages = || -> Result<(Packages, State)> {
-        let db = (vendor || !trees.is_empty()).then(|| Database::read(&root)).transpose()?;
-        let state = state.get()?;
-        let Some(db) = db else { return Ok((Packages::default(), state)) };
         let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
         prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
+        let firmware = crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR));
+        let all: Vec<String> = prefixes.iter().chain(&firmware).cloned().collect();
+        let db = (vendor || !trees.is_empty()).then(|| Database::read(&root, &all)).transpose()?;
+        let state = state.get()?;
+        let Some(db) = db else { return Ok((Packages::default(), state)) };
         if config.firmware == crate::config::FirmwareMode::Prune || !state.firmware.is_empty() {
-            prefixes.extend(crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR)));
+            prefixes.extend(firmware);
         }
         Ok((Packages::from_database(&db, &prefixes)?, state))
     };
