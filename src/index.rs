@@ -377,24 +377,22 @@ impl ModuleIndex {
     /// that this index no longer lists because their files are gone, so that a pruned module
     /// can still be named, kept, and restored.
     pub fn merge_pruned(&mut self, older: ModuleIndex) {
+        // Each of the older modules by its id here, found or added in one look-up by name.
+        let mut here = Vec::with_capacity(older.modules.len());
         let mut added = Vec::new();
+        self.modules.reserve(older.modules.len());
+        self.by_name.reserve(older.modules.len());
         for (old_id, module) in older.modules.iter().enumerate() {
-            if !self.by_name.contains_key(&module.name) {
-                self.by_name.insert(module.name.clone(), self.modules.len());
-                added.push((old_id, self.modules.len()));
-                self.modules.push(Module {
-                    deps: Box::default(),
-                    present: false,
-                    ..module.clone()
-                });
+            let next = self.modules.len();
+            let id = *self.by_name.entry(module.name.clone()).or_insert(next);
+            if id == next {
+                added.push(old_id);
+                self.modules.push(Module { name: module.name.clone(), path: module.path.clone(), deps: Box::default(), present: false });
             }
+            here.push(id);
         }
-        for (old_id, new_id) in added {
-            self.modules[new_id].deps = older.modules[old_id]
-                .deps
-                .iter()
-                .filter_map(|&d| self.by_name.get(&older.modules[d].name).copied())
-                .collect();
+        for old_id in added {
+            self.modules[here[old_id]].deps = older.modules[old_id].deps.iter().map(|&d| here[d]).collect();
         }
         // Looked up after this tree's own: a name resolves to what it did before the prune
         // as well as to what it does now.

@@ -170,12 +170,22 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         let firmware = crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR));
         let all: Vec<String> = prefixes.iter().chain(&firmware).cloned().collect();
         let db = (vendor || !trees.is_empty()).then(|| Database::read(&root, &all)).transpose()?;
-        let state = state.get()?;
-        let Some(db) = db else { return Ok((Packages::default(), state)) };
-        if config.firmware == crate::config::FirmwareMode::Prune || !state.firmware.is_empty() {
-            prefixes.extend(firmware);
+        let Some(db) = db else { return Ok((Packages::default(), state.get()?)) };
+        // Firmware's owners matter when firmware is pruned, or was: only the second needs the
+        // state, which a dry run may still be reading, and it is rare.
+        let pruning_firmware = config.firmware == crate::config::FirmwareMode::Prune;
+        if pruning_firmware {
+            prefixes.extend_from_slice(&firmware);
         }
-        Ok((Packages::from_database(&db, &prefixes)?, state))
+        let packages = Packages::from_database(&db, &prefixes)?;
+        let state = state.get()?;
+        match pruning_firmware || state.firmware.is_empty() {
+            true => Ok((packages, state)),
+            false => {
+                prefixes.extend(firmware);
+                Ok((Packages::from_database(&db, &prefixes)?, state))
+            }
+        }
     };
     let config_files = tree::modprobe_config(&root)?;
     let running = root.is_host().then(loaded::running_kernel);
