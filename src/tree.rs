@@ -189,78 +189,121 @@ impl Files {
     /// Walk the tree. Each folder is stamped before it is read, so that a change made during
     /// the walk shows at the next check of the cache. A file or folder that vanishes between
     /// listing and `lstat` was never there as far as this run is concerned: a depmod left
-    /// running by a killed run renames its temporary files away under the walk. Entries are
-    /// looked at from their folder's descriptor (std's `DirEntry::metadata`), not by a path
-    /// from `/` each: a tree has thousands.
+    /// running by a killed run renames its temporary files away under the walk.
+    ///
+    /// The first folders are read breadth first until there are enough to share; two threads
+    /// then take them one at a time and walk each whole. A tree has a thousand folders and
+    /// four thousand files to look at, and the first run on a new kernel waits for all of it.
     pub fn scan(tree: &Tree) -> Result<Files> {
+        const SHARED_OUT: usize = 64;
         let mut files = Files::default();
         let top = std::fs::symlink_metadata(&tree.path).map_err(|e| Error::io(&tree.path, e))?;
         files.dirs.push((String::new(), Stamp::of(&top)));
-        let tolerated = |e: std::io::Error, at: &Path| match e.kind() {
-            std::io::ErrorKind::NotFound => Ok(()),
-            _ => Err(Error::io(at, e)),
+        let mut first = std::collections::VecDeque::from([(tree.path.clone(), String::new())]);
+        while first.len() < SHARED_OUT {
+            let Some((dir, rel)) = first.pop_front() else { break };
+            let mut found = Vec::new();
+            files.read_folder(&dir, &rel, &mut found)?;
+            first.extend(found);
+        }
+        let shared: Vec<(PathBuf, String)> = first.into();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let walk = || -> Result<Files> {
+            let mut part = Files::default();
+            let mut pending = Vec::new();
+            while let Some(start) = shared.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                pending.push(start.clone());
+                while let Some((dir, rel)) = pending.pop() {
+                    part.read_folder(&dir, &rel, &mut pending)?;
+                }
+            }
+            Ok(part)
         };
-        let mut pending = vec![(tree.path.clone(), String::new())];
-        while let Some((dir, rel_dir)) = pending.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    tolerated(e, &dir)?;
-                    continue;
-                }
-            };
-            for entry in entries {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        tolerated(e, &dir)?;
-                        continue;
-                    }
-                };
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let kind = match entry.file_type() {
-                    Ok(kind) => kind,
-                    Err(e) => {
-                        tolerated(e, &entry.path())?;
-                        continue;
-                    }
-                };
-                let module = name::is_module_file(name);
-                if !(module || kind.is_dir() || (rel_dir.is_empty() && name == "modules.dep")) {
-                    continue;
-                }
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
-                    Err(e) => {
-                        tolerated(e, &entry.path())?;
-                        continue;
-                    }
-                };
-                let rel = match rel_dir.is_empty() {
-                    true => name.to_string(),
-                    false => format!("{rel_dir}/{name}"),
-                };
-                let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                if kind.is_dir() {
-                    files.dirs.push((rel.clone(), Stamp::of(&meta)));
-                    pending.push((entry.path(), rel.clone()));
-                }
-                match (kind.is_file(), module) {
-                    (true, true) => {
-                        if files.newest.as_ref().is_none_or(|n| mtime > n.mtime) {
-                            files.newest = Some(Newest { rel: rel.clone(), mtime });
-                        }
-                        files.regular.insert(rel, meta.len());
-                    }
-                    (true, false) => files.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
-                    (false, true) => files.odd.push(rel),
-                    (false, false) => {}
-                }
+        let (mine, other) = std::thread::scope(|s| {
+            let other = s.spawn(walk);
+            let mine = walk();
+            (mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        for part in [mine?, other?] {
+            files.regular.extend(part.regular);
+            files.odd.extend(part.odd);
+            files.dirs.extend(part.dirs);
+            if let Some(newest) = part.newest {
+                files.note_written(newest);
             }
         }
         files.odd.sort();
         Ok(files)
+    }
+
+    /// Add what `dir` holds, and its folders to `pending`. Entries are looked at from the
+    /// folder's descriptor (std's `DirEntry::metadata`), not by a path from `/` each.
+    fn read_folder(&mut self, dir: &Path, rel_dir: &str, pending: &mut Vec<(PathBuf, String)>) -> Result<()> {
+        let tolerated = |e: std::io::Error, at: &Path| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(Error::io(at, e)),
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => return tolerated(e, dir),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tolerated(e, dir)?;
+                    continue;
+                }
+            };
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let kind = match entry.file_type() {
+                Ok(kind) => kind,
+                Err(e) => {
+                    tolerated(e, &entry.path())?;
+                    continue;
+                }
+            };
+            let module = name::is_module_file(name);
+            if !(module || kind.is_dir() || (rel_dir.is_empty() && name == "modules.dep")) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) => {
+                    tolerated(e, &entry.path())?;
+                    continue;
+                }
+            };
+            let rel = match rel_dir.is_empty() {
+                true => name.to_string(),
+                false => format!("{rel_dir}/{name}"),
+            };
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if kind.is_dir() {
+                self.dirs.push((rel.clone(), Stamp::of(&meta)));
+                pending.push((entry.path(), rel.clone()));
+            }
+            match (kind.is_file(), module) {
+                (true, true) => {
+                    self.note_written(Newest { rel: rel.clone(), mtime });
+                    self.regular.insert(rel, meta.len());
+                }
+                (true, false) => self.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
+                (false, true) => self.odd.push(rel),
+                (false, false) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep `file` as the newest module file if it is; of two written at the same time, the
+    /// first by name, so that every walk of the same tree names the same one.
+    fn note_written(&mut self, file: Newest) {
+        let newer = |n: &Newest| (file.mtime, std::cmp::Reverse(&file.rel)) > (n.mtime, std::cmp::Reverse(&n.rel));
+        if self.newest.as_ref().is_none_or(newer) {
+            self.newest = Some(file);
+        }
     }
 
     /// The module files here that `index` does not list, sorted. `index` must have been

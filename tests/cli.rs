@@ -949,6 +949,30 @@ fn pruned_then_btrfs_declared(config: &str) -> Sys {
 
 const BTRFS_CLOSURE: [&str; 4] = ["kernel/fs/btrfs/btrfs.ko", "kernel/lib/raid6/raid6_pq.ko", "kernel/crypto/xor.ko", "kernel/lib/libcrc32c.ko"];
 
+/// A delete that fails stops the run: the other deleting thread stops at its next file, what
+/// went is in the journal, and the next run, once the cause is gone, finishes the job.
+#[test]
+fn a_failed_archive_copy_stops_the_deletes() {
+    let sys = Sys::standard();
+    sys.config("prune: true\ndepmod: false\narchive: true\n");
+    // The archive's folder for the kernel is a file: no copy can be made.
+    let in_the_way = sys.p(&format!("var/lib/limopack/archive/{K}"));
+    fs::create_dir_all(in_the_way.parent().unwrap()).unwrap();
+    fs::write(&in_the_way, "in the way\n").unwrap();
+    let before = tree_hash(&sys.tree(K));
+
+    let out = sys.fails(&[]);
+    assert!(out.stderr.contains(&format!("archive/{K}")), "{}", out.stderr);
+    assert_eq!(tree_hash(&sys.tree(K)), before, "no file went without its copy");
+    assert!(sys.p("var/lib/limopack/journal.json").exists());
+
+    fs::remove_file(&in_the_way).unwrap();
+    sys.ok(&[]);
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    assert!(sys.p(&format!("var/lib/limopack/archive/{K}/kernel/fs/btrfs/btrfs.ko.zst")).exists());
+    assert!(!sys.p("var/lib/limopack/journal.json").exists());
+}
+
 /// Case 19: with `archive: true`, pruned files are kept compressed and come back from there,
 /// byte for byte, when something needs them again.
 #[test]

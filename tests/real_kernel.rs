@@ -660,6 +660,9 @@ enum Kill {
     After(Duration),
     /// As soon as this file (one the run prunes; they go in sorted order) is gone.
     WhenGone(String),
+    /// As soon as depmod has replaced `modules.dep`: every delete is done, and the state
+    /// written after depmod may or may not be.
+    WhenIndexReplaced,
     /// At a step boundary: strace kills the run as it enters the `when`-th call of
     /// `syscall`, before the call does anything.
     AtSyscall { step: &'static str, syscall: String, when: usize },
@@ -698,7 +701,8 @@ fn step_trace(fx: &Fixture) -> Vec<(&'static str, String)> {
 }
 
 /// The step boundaries of a first prune, each as the `when`-th call of its syscall in `trace`;
-/// and three points among the deletes.
+/// and three points among the deletes. strace follows limopack's first thread alone (see
+/// below), which deletes the first half of the files; another thread deletes the rest.
 fn step_kills(trace: &[(&'static str, String)], deletes: usize, rng: &mut Rng) -> Vec<Kill> {
     let syscall = |line: &str| line.split('(').next().unwrap_or_default().to_owned();
     // strace counts the calls of each syscall apart (`when=` of `-e inject`), so a kill is
@@ -715,24 +719,26 @@ fn step_kills(trace: &[(&'static str, String)], deletes: usize, rng: &mut Rng) -
     };
     let state = |l: &str| l.contains("/state.json\"");
     let module = |l: &str| l.contains(".ko\"");
+    // A thread is a clone with CLONE_THREAD; depmod is started without.
+    let process = |l: &str| !l.contains("CLONE_THREAD");
     let module_deletes: Vec<usize> = (0..trace.len()).filter(|&i| trace[i].0 == UNLINK && module(&trace[i].1)).collect();
-    assert_eq!(module_deletes.len(), deletes, "the reference run deleted other than the plan");
+    assert_eq!(module_deletes.len(), deletes / 2, "the reference run's first thread deleted other than its half of the plan");
     let mut kills = vec![
         find("before the first state write", RENAME, false, &state),
         find("before the journal", RENAME, false, &|l| l.contains("/journal.json\"")),
         find("before the saved index", RENAME, false, &|l| l.contains(".index\"")),
         find("after the journal, before the first delete", UNLINK, false, &module),
-        find("before the last delete", UNLINK, true, &module),
-        find("before depmod", SPAWN, false, &|_| true),
+        find("before the first half's last delete", UNLINK, true, &module),
+        find("before depmod", SPAWN, false, &process),
         find("before the initramfs mark is cleared", RENAME, true, &state),
         find("before the journal is cleared", UNLINK, false, &|l| l.contains("/journal.json\"")),
     ];
     // The state write after depmod: the first write after the spawn.
-    let spawn = trace.iter().position(|(c, _)| *c == SPAWN).unwrap();
+    let spawn = trace.iter().position(|(c, l)| *c == SPAWN && process(l)).unwrap();
     let write = spawn + trace[spawn..].iter().position(|(c, _)| *c == RENAME).unwrap();
     kills.push(at_call("before the state write", write));
     for _ in 0..3 {
-        let nth = 1 + rng.below(deletes as u64 - 2) as usize;
+        let nth = 1 + rng.below(module_deletes.len() as u64 - 2) as usize;
         kills.push(at_call("mid-delete", module_deletes[nth]));
     }
     kills
@@ -785,7 +791,7 @@ fn killed_runs_are_completed_by_the_next() {
         }
         // Even trials: a delay, each in its own slice of the window, so that the window is
         // covered whatever the seed. Odd trials: a point in the deletes, whatever the
-        // machine's speed; the last one kills after the last delete (depmod, state). Then
+        // machine's speed; the last one kills once depmod replaced the index. Then
         // one trial at each step boundary.
         let kill = if trial >= RANDOM_TRIALS {
             match steps.pop() {
@@ -796,7 +802,7 @@ fn killed_runs_are_completed_by_the_next() {
             let slice = MAX_DELAY_MS * 2 / RANDOM_TRIALS;
             Kill::After(Duration::from_millis(trial / 2 * slice + rng.below(slice + 1)))
         } else if trial == RANDOM_TRIALS - 1 {
-            Kill::WhenGone(prune.last().unwrap().clone())
+            Kill::WhenIndexReplaced
         } else {
             Kill::WhenGone(prune[rng.below(prune.len() as u64) as usize].clone())
         };
@@ -804,8 +810,9 @@ fn killed_runs_are_completed_by_the_next() {
         let started = Instant::now();
         let hook = hook_command(&fx.root, &[]);
         let mut command = match &kill {
-            // strace follows only limopack itself: a kill is meant for the run, not for the
-            // programs it starts.
+            // strace follows only limopack's first thread (no -f): a kill is meant for the
+            // run, not for the programs it starts, and strace counts each tracee's calls
+            // apart, so depmod's renames would meet the count first.
             Kill::AtSyscall { syscall, when, .. } => {
                 let mut strace = Command::new("strace");
                 strace
@@ -820,6 +827,7 @@ fn killed_runs_are_completed_by_the_next() {
             }
             _ => hook,
         };
+        let index_before = fs::metadata(tree.join("modules.dep")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
         // A group of its own, so that its depmod, which outlives it, can be waited for below.
         let mut child = command
             .process_group(0)
@@ -832,6 +840,14 @@ fn killed_runs_are_completed_by_the_next() {
             Kill::WhenGone(rel) => {
                 let path = tree.join(rel);
                 while path.exists() && child.try_wait().unwrap().is_none() {
+                    assert!(started.elapsed() < Duration::from_secs(30), "the run hangs");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            Kill::WhenIndexReplaced => {
+                let index = tree.join("modules.dep");
+                let ino = || fs::metadata(&index).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+                while ino() == index_before && child.try_wait().unwrap().is_none() {
                     assert!(started.elapsed() < Duration::from_secs(30), "the run hangs");
                     std::thread::sleep(Duration::from_micros(200));
                 }
