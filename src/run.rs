@@ -161,8 +161,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         }
     }
 
-    // With no tree and no vendor declaration, there is nothing to ask dpkg about. The
-    // firmware folder's owners matter only when firmware is pruned or was.
+    // With no tree and no vendor declaration, there is nothing to ask dpkg about.
     let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
     let read_packages = || -> Result<(Packages, State)> {
         let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
