@@ -327,7 +327,7 @@ fn delete<'a>(
     let halves = std::thread::scope(|s| {
         let other = s.spawn(|| delete_some(root, dir, archive, second, &failed));
         let mine = delete_some(root, dir, archive, first, &failed);
-        [mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))]
+        [mine, crate::joined(other)]
     });
     let (mut count, mut bytes, mut skipped, mut error) = (0, 0, Vec::new(), None);
     // What went is recorded even when the other half stopped on an error.

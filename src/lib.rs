@@ -32,3 +32,8 @@ pub mod freeze;
 pub mod compat;
 pub mod modinfo;
 pub mod firmware;
+
+/// What a scoped thread returned; its panic, if it panicked, goes on in this one.
+pub(crate) fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

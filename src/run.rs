@@ -10,6 +10,7 @@ use crate::fingerprint::{Fingerprint, Saved};
 use crate::report;
 use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
+use crate::joined;
 use crate::index::{ModuleIndex, Sources};
 use crate::loaded;
 use crate::packages::{Database, Packages};
@@ -313,10 +314,6 @@ impl Later {
     }
 }
 
-/// What a scoped thread returned; its panic, if it panicked, goes on in this one.
-fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
 
 /// What a sync did.
 pub enum Synced {

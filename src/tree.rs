@@ -222,7 +222,7 @@ impl Files {
         let (mine, other) = std::thread::scope(|s| {
             let other = s.spawn(walk);
             let mine = walk();
-            (mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            (mine, crate::joined(other))
         });
         for part in [mine?, other?] {
             files.regular.extend(part.regular);
