@@ -48,7 +48,7 @@ pub fn open(root: &Root, version: &str, rel: &str) -> Result<Option<impl Read + 
 pub fn forget(root: &Root, version: &str, rel: &str) -> Result<()> {
     let path = path(root, version, rel);
     crate::state::remove_if_present(&path)?;
-    crate::tree::remove_empty_parents(&kernel_dir(root, version), &[path]);
+    crate::tree::remove_empty_parents(&kernel_dir(root, version), &path);
     Ok(())
 }
 

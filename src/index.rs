@@ -231,7 +231,7 @@ pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The bytes of `file` in `dir`, if there is one.
-fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
+pub(crate) fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(file);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(Some((path, bytes))),

@@ -250,18 +250,16 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
 pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
     let target = saved_index_path(root, &tree.version);
     let aliases = saved_aliases_path(root, &tree.version);
-    let binary = tree.path.join("modules.alias.bin");
     // The binary copy goes first: a saved index names no aliases only when it has a copy.
-    let with_binary = match std::fs::read(&binary) {
-        Ok(bytes) => {
+    let with_binary = match crate::index::read_bytes(&tree.path, "modules.alias.bin")? {
+        Some((_, bytes)) => {
             write_atomic(&aliases, &bytes)?;
             true
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             remove_if_present(&aliases)?;
             false
         }
-        Err(e) => return Err(Error::io(binary, e)),
     };
     let files: &[&str] = match with_binary {
         true => &["modules.dep", "modules.softdep", "modules.weakdep"],

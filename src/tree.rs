@@ -508,24 +508,13 @@ pub fn modprobe_config(root: &Root) -> Result<Vec<(PathBuf, String)>> {
     Ok(config)
 }
 
-/// Remove the folders left empty under `tree` by deleting `removed` files, bottom up. The tree
-/// folder itself and anything not empty stay.
-pub fn remove_empty_parents(tree: &Path, removed: &[PathBuf]) {
-    let mut dirs: Vec<&Path> = removed.iter().filter_map(|p| p.parent()).collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    dirs.dedup();
-    let mut tried = HashSet::default();
-    for dir in dirs {
-        let mut current = Some(dir);
-        while let Some(d) = current {
-            if d == tree || !d.starts_with(tree) || !tried.insert(d.to_path_buf()) {
-                break;
-            }
-            // Fails when not empty, which is what stops the climb.
-            if std::fs::remove_dir(d).is_err() {
-                break;
-            }
-            current = d.parent();
+/// Remove the folders left empty under `top` by deleting the file `removed`, bottom up. `top`
+/// itself and anything not empty stay.
+pub fn remove_empty_parents(top: &Path, removed: &Path) {
+    for dir in removed.ancestors().skip(1).take_while(|d| *d != top && d.starts_with(top)) {
+        // Fails when not empty, which is what stops the climb.
+        if std::fs::remove_dir(dir).is_err() {
+            break;
         }
     }
 }
