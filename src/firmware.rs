@@ -587,12 +587,13 @@ pub fn look(
     for k in &plan.kernels {
         let Some(tree) = trees.iter().find(|t| t.version == k.version) else { continue };
         let modules = seen.modules.entry(k.version.clone()).or_default();
-        for (module, kept) in &k.kept {
-            if !kept.present {
-                modules.insert(module.clone(), Err("its file is missing; its firmware is read once it is back".into()));
-                continue;
-            }
-            let firmware = modinfo::read(&tree.path.join(&*kept.path)).and_then(|info| {
+        let (present, missing): (Vec<_>, Vec<_>) = k.kept.iter().partition(|(_, kept)| kept.present);
+        for (module, _) in missing {
+            modules.insert(module.clone(), Err("its file is missing; its firmware is read once it is back".into()));
+        }
+        let paths: Vec<_> = present.iter().map(|(_, kept)| tree.path.join(&*kept.path)).collect();
+        for ((module, _), info) in present.into_iter().zip(modinfo::read_all(&paths)) {
+            let firmware = info.and_then(|info| {
                 info.firmware.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect()
             });
             modules.insert(module.clone(), firmware.map_err(|e| e.to_string()));

@@ -33,6 +33,8 @@ pub struct Module {
     /// False when the file is gone from disk (pruned earlier); such modules come from
     /// limopack's copy of the index taken before it pruned.
     pub present: bool,
+    /// The size of its file on disk, when present.
+    pub size: u64,
 }
 
 /// How the closure reached a module.
@@ -230,6 +232,17 @@ pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The dependencies of a `modules.dep` line, split at spaces and tabs as libkmod splits them
+/// (`strtok_r(…, " \t")`), searched with memchr: ten thousand of them are split on every run.
+fn dep_words(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr2_iter(b' ', b'\t', text.as_bytes()).chain([text.len()]).filter_map(move |end| {
+        let word = &text[start..end];
+        start = end + 1;
+        (!word.is_empty()).then_some(word)
+    })
+}
+
 /// The bytes of `file` in `dir`, if there is one.
 pub(crate) fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(file);
@@ -349,12 +362,12 @@ impl ModuleIndex {
             by_path.insert(module, self.modules.len());
             let name = Shared::from(name);
             self.by_name.insert(name.clone(), self.modules.len());
-            self.modules.push(Module { name, path: module.into(), deps: Box::default(), present: true });
+            self.modules.push(Module { name, path: module.into(), deps: Box::default(), present: true, size: 0 });
         }
         let mut ids = Vec::new();
         for (id, &(line_no, line, _, deps)) in entries.iter().enumerate() {
             ids.clear();
-            for dep in deps.split_ascii_whitespace() {
+            for dep in dep_words(deps) {
                 match by_path.get(dep) {
                     Some(&dep_id) => ids.push(dep_id),
                     None => return Err(bad_dependency(path, &entries, (line_no, column(line, dep), dep))),
@@ -365,11 +378,12 @@ impl ModuleIndex {
         Ok(())
     }
 
-    /// Say which listed modules have their file on disk. Parsing does not ask, so that it can
-    /// run while the tree's files are being read.
-    pub fn mark_present(&mut self, present: impl Fn(&str) -> bool) {
+    /// Say which listed modules have their file on disk, and its size. Parsing does not ask,
+    /// so that it can run while the tree's files are being read.
+    pub fn mark_present(&mut self, size_on_disk: impl Fn(&str) -> Option<u64>) {
         for module in &mut self.modules {
-            module.present = present(&module.path);
+            let size = size_on_disk(&module.path);
+            (module.present, module.size) = (size.is_some(), size.unwrap_or(0));
         }
     }
 
@@ -387,7 +401,7 @@ impl ModuleIndex {
             let id = *self.by_name.entry(module.name.clone()).or_insert(next);
             if id == next {
                 added.push(old_id);
-                self.modules.push(Module { name: module.name.clone(), path: module.path.clone(), deps: Box::default(), present: false });
+                self.modules.push(Module { name: module.name.clone(), path: module.path.clone(), deps: Box::default(), present: false, size: 0 });
             }
             here.push(id);
         }

@@ -49,6 +49,10 @@ pub struct Packages {
     /// allocations for the few paths that need one.
     owner: FxHashMap<String, usize>,
     co_owners: FxHashMap<String, Vec<usize>>,
+    /// The prefixes read for under which some package lists a path: a tree is listed under
+    /// `/lib/modules` or `/usr/lib/modules`, seldom both, and a look-up under the other is
+    /// spared.
+    listed_under: Vec<String>,
 }
 
 /// A package's record in `status` or the journal, borrowed from the text it was read from.
@@ -188,8 +192,18 @@ impl Packages {
         let native = records.values().find(|r| r.name == "dpkg").map(|r| r.arch);
 
         let mut packages = Packages::default();
+        let mut used = vec![false; prefixes.len()];
         for (list_name, text) in &db.lists {
-            let mut owned = text.lines().filter(|line| prefixes.iter().any(|p| line.starts_with(p.as_str()))).peekable();
+            let mut owned = text
+                .lines()
+                .filter(|line| match prefixes.iter().position(|p| line.starts_with(p.as_str())) {
+                    Some(at) => {
+                        used[at] = true;
+                        true
+                    }
+                    None => false,
+                })
+                .peekable();
             if owned.peek().is_none() {
                 continue;
             }
@@ -204,7 +218,14 @@ impl Packages {
                 }
             }
         }
+        packages.listed_under = prefixes.iter().zip(used).filter(|(_, used)| *used).map(|(p, _)| p.clone()).collect();
         Ok(packages)
+    }
+
+    /// Whether some package lists a path under `prefix`, one of those the database was read
+    /// for.
+    pub fn lists_under(&self, prefix: &str) -> bool {
+        self.listed_under.iter().any(|p| p == prefix)
     }
 
     /// The packages that own a path, as dpkg lists it.

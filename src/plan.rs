@@ -414,13 +414,12 @@ fn plan_kernel(
     // In modules.dep's order, which is stable from run to run.
     for (id, module) in index.modules().iter().enumerate() {
         let (Some(owner), false) = (owned_by[id], closure.contains_key(&id)) else { continue };
-        let Some(&size) = k.files.regular.get(&*module.path) else { continue };
         prune.push(PruneFile {
             path: module.path.clone(),
             module: module.name.clone(),
             package: owner.name.clone(),
             version: owner.version.clone(),
-            size,
+            size: module.size,
         });
     }
     for rel in k.files.unlisted(index) {
@@ -466,8 +465,9 @@ fn plan_kernel(
 /// in the way, if any.
 struct Owners<'a> {
     inputs: &'a Inputs<'a>,
-    /// `/lib/modules/KVER/` and `/usr/lib/modules/KVER/`: the ways dpkg may list the tree.
-    prefixes: [String; 2],
+    /// Of `/lib/modules/KVER/` and `/usr/lib/modules/KVER/`, the ways dpkg may list the tree,
+    /// those some package lists files under.
+    prefixes: Vec<String>,
     path: String,
     /// Whether a package's files may be pruned, by name: a glob match per package, not per file.
     prunable: HashMap<&'a str, bool>,
@@ -475,7 +475,7 @@ struct Owners<'a> {
 
 impl<'a> Owners<'a> {
     fn new(inputs: &'a Inputs<'a>, tree: &Tree) -> Owners<'a> {
-        let prefixes = tree.dpkg_paths("");
+        let prefixes = tree.dpkg_paths("").into_iter().filter(|p| inputs.packages.lists_under(p)).collect();
         Owners { inputs, prefixes, path: String::new(), prunable: HashMap::default() }
     }
 
@@ -593,7 +593,7 @@ kernel/fs/btrfs/btrfs.ko:
             ..Sources::default()
         };
         let mut index = ModuleIndex::parse(sources).unwrap();
-        index.mark_present(present);
+        index.mark_present(|rel| present(rel).then_some(1000));
         index
     }
 

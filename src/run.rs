@@ -259,7 +259,7 @@ fn load_index(
     });
     let (mut files, mut index, saved) = (files?, index?, saved?);
     if let Some(index) = &mut index {
-        index.mark_present(|rel| files.has(rel));
+        index.mark_present(|rel| files.size(rel));
     }
     let mut ran_depmod = false;
     let stale = match rebuild {
@@ -272,7 +272,7 @@ fn load_index(
         } else if dry_run {
             notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
             let mut fresh = parse(tree::depmod_dry(root, tree)?)?;
-            fresh.mark_present(|rel| files.has(rel));
+            fresh.mark_present(|rel| files.size(rel));
             index = Some(fresh);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
@@ -280,7 +280,7 @@ fn load_index(
             ran_depmod = true;
             files = Files::scan(tree)?;
             let mut fresh = parse(Sources::read(&tree.path)?)?;
-            fresh.mark_present(|rel| files.has(rel));
+            fresh.mark_present(|rel| files.size(rel));
             index = Some(fresh);
         }
     }

@@ -24,7 +24,8 @@ use crate::name::Shared;
 use crate::root::Root;
 use crate::tree::Tree;
 
-const FORMAT: u32 = 1;
+/// The state's format: 2 groups pruned files by package (see [`grouped`]); 1 is still read.
+const FORMAT: u32 = 2;
 
 /// A static entry, once seen in a declaration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,13 +79,124 @@ fn interned<'de, D: serde::Deserializer<'de>>(from: D) -> std::result::Result<Sh
     from.deserialize_str(Visitor)
 }
 
+/// The written form of a set of pruned files: since format 2, grouped by package, version and
+/// whether a copy is archived, with each file one line of path and size, its module being the
+/// name its path gives. Format 1 wrote an object of five fields per file: a pruned kernel's
+/// state was 800 KB, and parsing it was most of a dry run. Both forms are read, and journals
+/// an older limopack left are read as well.
+mod grouped {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    use super::{interned, PrunedFile};
+    use crate::name::{module_name_of_path, Shared};
+
+    #[derive(Serialize)]
+    struct GroupOut<'a> {
+        package: &'a str,
+        version: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        archived: bool,
+        files: FilesOut<'a>,
+    }
+
+    /// Paths and sizes, written as one object.
+    #[derive(Default)]
+    struct FilesOut<'a>(Vec<(&'a str, u64)>);
+
+    impl Serialize for FilesOut<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (path, size) in &self.0 {
+                map.serialize_entry(path, size)?;
+            }
+            map.end()
+        }
+    }
+
+    pub fn serialize<S: Serializer>(files: &BTreeMap<String, PrunedFile>, s: S) -> Result<S::Ok, S::Error> {
+        let mut groups: BTreeMap<(&str, &str, bool), FilesOut> = BTreeMap::new();
+        for (path, file) in files {
+            groups.entry((&file.package, &file.version, file.archived)).or_default().0.push((path, file.size));
+        }
+        s.collect_seq(groups.into_iter().map(|((package, version, archived), files)| GroupOut { package, version, archived, files }))
+    }
+
+    #[derive(Deserialize)]
+    struct GroupIn {
+        #[serde(deserialize_with = "interned")]
+        package: Shared,
+        #[serde(deserialize_with = "interned")]
+        version: Shared,
+        #[serde(default)]
+        archived: bool,
+        files: FilesIn,
+    }
+
+    struct FilesIn(Vec<(String, u64)>);
+
+    impl<'de> Deserialize<'de> for FilesIn {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> de::Visitor<'de> for Visitor {
+                type Value = FilesIn;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an object of paths and sizes")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FilesIn, A::Error> {
+                    let mut files = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                    while let Some(entry) = map.next_entry()? {
+                        files.push(entry);
+                    }
+                    Ok(FilesIn(files))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, PrunedFile>, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = BTreeMap<String, PrunedFile>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of pruned files by package, or (format 1) an object of them by path")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(group) = seq.next_element::<GroupIn>()? {
+                    all.extend(group.files.0.into_iter().map(|(path, size)| {
+                        let module = module_name_of_path(&path).map(|m| m.into_owned()).unwrap_or_default();
+                        let file = PrunedFile { module, package: group.package.clone(), version: group.version.clone(), size, archived: group.archived };
+                        (path, file)
+                    }));
+                }
+                // Sorted once and built whole, not inserted one by one.
+                Ok(all.into_iter().collect())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut all = BTreeMap::new();
+                while let Some((path, file)) = map.next_entry()? {
+                    all.insert(path, file);
+                }
+                Ok(all)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelState {
     /// Module name to the declarations naming it, as of the last run.
     #[serde(default)]
     pub refcounts: BTreeMap<String, Vec<PathBuf>>,
     /// Pruned files by path relative to the tree.
-    #[serde(default)]
+    #[serde(default, with = "grouped")]
     pub pruned: BTreeMap<String, PrunedFile>,
     /// The tree changed and its initramfs is still to be refreshed: set before the change,
     /// cleared once update-initramfs succeeded, so a run killed between the two is finished.
@@ -100,7 +212,7 @@ pub struct State {
     #[serde(default)]
     pub kernels: BTreeMap<String, KernelState>,
     /// Pruned firmware by in-root path (`/lib/firmware/rtl_nic/rtl8125a-3.fw`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "grouped")]
     pub firmware: BTreeMap<String, PrunedFile>,
 }
 
@@ -119,6 +231,7 @@ impl Default for State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub kernel: String,
+    #[serde(with = "grouped")]
     pub files: BTreeMap<String, PrunedFile>,
 }
 
@@ -127,6 +240,7 @@ pub struct Journal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirmwareJournal {
     pub dir: String,
+    #[serde(with = "grouped")]
     pub files: BTreeMap<String, PrunedFile>,
 }
 
@@ -155,13 +269,14 @@ impl State {
         let Some(state) = read_json::<State>(&path)? else {
             return Ok(State::default());
         };
-        if state.format != FORMAT {
+        if !(1..=FORMAT).contains(&state.format) {
             return Err(Error::refused(
                 path,
-                format!("state format {} is not the {FORMAT} this limopack understands", state.format),
+                format!("state format {} is not one this limopack understands (1 to {FORMAT})", state.format),
             ));
         }
-        Ok(state)
+        // Written back in the format of today.
+        Ok(State { format: FORMAT, ..state })
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
@@ -369,6 +484,50 @@ mod tests {
         std::fs::write(State::path(&root), "{\"format\": 1,\n  oops").unwrap();
         let e = State::load(&root).unwrap_err().to_string();
         assert!(e.contains("state.json:2:3:"), "{e}");
+    }
+
+    #[test]
+    fn pruned_files_are_written_by_package_and_a_format_1_state_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let file = |package: &str, size, archived| PrunedFile {
+            module: String::new(),
+            package: package.into(),
+            version: "1".into(),
+            size,
+            archived,
+        };
+        let mut state = State::default();
+        let kernel = state.kernels.entry("6.1".into()).or_default();
+        for (rel, f) in [
+            ("kernel/fs/a-b.ko", file("linux-image-6.1", 10, false)),
+            ("kernel/fs/c.ko", file("linux-image-6.1", 20, true)),
+            ("extra/d.ko", file("linux-modules-extra-6.1", 30, false)),
+        ] {
+            let module = crate::name::module_name_of_path(rel).unwrap().into_owned();
+            kernel.pruned.insert(rel.into(), PrunedFile { module, ..f });
+        }
+        state.firmware.insert("/lib/firmware/x.fw".into(), file("firmware-misc", 40, true));
+        state.save(&root).unwrap();
+        let text = std::fs::read_to_string(State::path(&root)).unwrap();
+        assert_eq!(State::load(&root).unwrap(), state, "{text}");
+        // One group per package, version and archiving; one line per file, module left out.
+        assert!(text.contains("\"format\": 2"), "{text}");
+        assert!(text.contains("\n            \"kernel/fs/a-b.ko\": 10\n"), "{text}");
+        assert_eq!(text.matches("\"package\": \"linux-image-6.1\"").count(), 2, "{text}");
+        assert!(!text.contains("\"module\""), "{text}");
+
+        // The same state as format 1 wrote it: read with its modules, written back as format 2.
+        let v1 = r#"{"format": 1, "statics": [], "kernels": {"6.1": {"refcounts": {}, "pruned": {
+            "kernel/fs/a-b.ko": {"module": "a_b", "package": "linux-image-6.1", "version": "1", "size": 10},
+            "kernel/fs/c.ko": {"module": "c", "package": "linux-image-6.1", "version": "1", "size": 20, "archived": true},
+            "extra/d.ko": {"module": "d", "package": "linux-modules-extra-6.1", "version": "1", "size": 30}}}},
+            "firmware": {"/lib/firmware/x.fw": {"package": "firmware-misc", "version": "1", "size": 40, "archived": true}}}"#;
+        std::fs::write(State::path(&root), v1).unwrap();
+        let read = State::load(&root).unwrap();
+        assert_eq!(read, state);
+        read.save(&root).unwrap();
+        assert_eq!(std::fs::read_to_string(State::path(&root)).unwrap(), text);
     }
 
     #[test]

@@ -320,9 +320,9 @@ impl Files {
         unlisted
     }
 
-    /// True when `rel` is a regular file here.
-    pub fn has(&self, rel: &str) -> bool {
-        self.regular.contains_key(rel)
+    /// The size of `rel` when it is a regular file here.
+    pub fn size(&self, rel: &str) -> Option<u64> {
+        self.regular.get(rel).copied()
     }
 
     /// When `modules.dep` was written, if there is one.
@@ -701,7 +701,7 @@ mod tests {
         std::fs::write(tree.path.join("updates/dkms/zfs.ko"), "zfs").unwrap();
         let after = Files::load(&root, &tree).unwrap();
         assert!(!after.cached);
-        assert!(after.has("updates/dkms/zfs.ko"));
+        assert!(after.size("updates/dkms/zfs.ko").is_some());
         after.save_cache(&root, &tree).unwrap();
         assert!(Files::load(&root, &tree).unwrap().cached);
 

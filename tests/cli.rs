@@ -36,10 +36,7 @@ fn default_config_deletes_nothing() {
     assert_eq!(sys.plan(K)["action"], "pruning-off");
     // The static entry is recorded even while pruning is off.
     assert_eq!(sys.state()["statics"][0]["entry"], "ext4");
-    assert!(sys.state()["kernels"][K]["pruned"]
-        .as_object()
-        .unwrap()
-        .is_empty());
+    assert!(pruned_in(&sys.state(), K).is_empty());
 }
 
 /// Case 2: A kernel with no static module is left whole, even with pruning on.
@@ -127,12 +124,9 @@ fn prune_keeps_the_closure_and_nothing_else() {
     }
 
     let state = sys.state();
-    let pruned = state["kernels"][K]["pruned"].as_object().unwrap();
+    let pruned = pruned_in(&state, K);
     assert_eq!(pruned.len(), 10, "{state:#}");
-    let pruned_names: BTreeSet<String> = pruned
-        .values()
-        .map(|f| f["module"].as_str().unwrap().to_string())
-        .collect();
+    let pruned_names: BTreeSet<String> = pruned.keys().map(|rel| name_of(rel)).collect();
     assert_eq!(pruned_names, &all_modules() - &set(&KEPT_EXT4_BTUSB));
     assert_eq!(pruned["kernel/fs/btrfs/btrfs.ko"]["package"], KPKG);
     assert_eq!(pruned["kernel/fs/btrfs/btrfs.ko"]["version"], "6.1.99-1");
@@ -573,8 +567,8 @@ fn journal_of_a_killed_run_is_repaired() {
     );
     assert!(!sys.p("var/lib/limopack/journal.json").exists());
     let state = sys.state();
-    let pruned = &state["kernels"][K]["pruned"];
-    assert_eq!(pruned[rel]["module"], "btrfs", "{state:#}");
+    let pruned = pruned_in(&state, K);
+    assert!(pruned.contains_key(rel), "{state:#}");
     assert_eq!(pruned[rel]["package"], KPKG);
     assert_eq!(pruned[rel]["size"], 5);
     // xor.ko was still on disk: this run pruned it, with its real size.
@@ -744,9 +738,7 @@ fn kernel_option_limits_the_run() {
     );
     assert_eq!(tree_hash(&sys.tree(K)), k_before);
     assert!(!sys.m(K2, "kernel/fs/btrfs/btrfs.ko").exists());
-    assert!(sys.state()["kernels"]
-        .get(K)
-        .is_none_or(|k| k["pruned"].as_object().unwrap().is_empty()));
+    assert!(pruned_in(&sys.state(), K).is_empty());
 
     let before = tree_hash(&sys.p("lib"));
     let out = sys.fails(&["--kernel", "9.9.9-nope"]);
@@ -930,9 +922,7 @@ fn journal_of_another_kernel_records_only_files_that_are_gone() {
     assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file());
     let state = sys.state();
     assert!(
-        state["kernels"][K]["pruned"]
-            .get("kernel/fs/btrfs/btrfs.ko")
-            .is_none(),
+        !pruned_in(&state, K).contains_key("kernel/fs/btrfs/btrfs.ko"),
         "{state:#}"
     );
 }
@@ -980,7 +970,7 @@ fn archive_restores_what_was_pruned() {
     let sys = pruned_then_btrfs_declared("prune: true\ndepmod: false\narchive: true\n");
     let copy = sys.p(&format!("var/lib/limopack/archive/{K}/kernel/fs/btrfs/btrfs.ko.zst"));
     assert!(copy.exists());
-    assert_eq!(sys.state()["kernels"][K]["pruned"]["kernel/fs/btrfs/btrfs.ko"]["archived"], true);
+    assert_eq!(pruned_in(&sys.state(), K)["kernel/fs/btrfs/btrfs.ko"]["archived"], true);
 
     let dry = sys.ok(&["--dry-run"]);
     assert!(dry.stdout.contains(", would restore 4 files"), "{}", dry.stdout);
@@ -991,7 +981,7 @@ fn archive_restores_what_was_pruned() {
         assert_eq!(fs::read_to_string(sys.m(K, rel)).unwrap(), format!("fake module {}\n", name_of(rel)));
         let mode = fs::metadata(sys.m(K, rel)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o644, "{rel}");
-        assert!(sys.state()["kernels"][K]["pruned"].get(rel).is_none(), "{rel} is no longer pruned");
+        assert!(!pruned_in(&sys.state(), K).contains_key(rel), "{rel} is no longer pruned");
     }
     assert!(out.stdout.contains(&format!("limopack: {K}: restored btrfs (kernel/fs/btrfs/btrfs.ko) from limopack's archive")), "{}", out.stdout);
     assert!(!copy.exists(), "the copy goes once the file is back");

@@ -525,3 +525,18 @@ pub fn tree_hash(dir: &Path) -> String {
     }
     format!("{:016x}", h.finish())
 }
+
+/// The files a state file records as pruned in `kver`, by path, each with its package,
+/// version, size and whether a copy is archived: the state groups them by package.
+pub fn pruned_in(state: &serde_json::Value, kver: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut files = serde_json::Map::new();
+    let Some(groups) = state["kernels"].get(kver).and_then(|k| k.get("pruned")) else { return files };
+    for group in groups.as_array().expect("pruned files grouped by package") {
+        for (path, size) in group["files"].as_object().expect("files by path") {
+            let archived = group.get("archived").cloned().unwrap_or(false.into());
+            let file = serde_json::json!({"package": group["package"], "version": group["version"], "size": size, "archived": archived});
+            files.insert(path.clone(), file);
+        }
+    }
+    files
+}
