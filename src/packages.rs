@@ -192,6 +192,9 @@ impl Packages {
         let native = records.values().find(|r| r.name == "dpkg").map(|r| r.arch);
 
         let mut packages = Packages::default();
+        // The lists hold only lines under the prefixes read for, nearly all of them paths to
+        // own: one table of the right size instead of growing it through its doublings.
+        packages.owner.reserve(db.lists.iter().map(|(_, text)| memchr::memchr_iter(b'\n', text.as_bytes()).count()).sum());
         let mut used = vec![false; prefixes.len()];
         for (list_name, text) in &db.lists {
             let mut owned = text
