@@ -28,8 +28,8 @@ pub struct Module {
     pub name: Shared,
     /// Path relative to the tree, as in `modules.dep` (`kernel/fs/ext4/ext4.ko`).
     pub path: Shared,
-    /// Hard dependencies, in depmod's order.
-    pub deps: Box<[ModId]>,
+    /// Where its hard dependencies are in the index's list of them ([`ModuleIndex::deps`]).
+    deps: std::ops::Range<usize>,
     /// False when the file is gone from disk (pruned earlier); such modules come from
     /// limopack's copy of the index taken before it pruned.
     pub present: bool,
@@ -278,6 +278,9 @@ struct Builtin {
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
     modules: Vec<Module>,
+    /// Every module's hard dependencies, one module's after another: one list, not one
+    /// allocation for each of four thousand modules.
+    deps: Vec<ModId>,
     by_name: HashMap<Shared, ModId>,
     /// `modules.builtin` and `modules.builtin.modinfo` as read, parsed on first use
     /// (`builtin`): a run whose names all resolve to modules never asks.
@@ -362,18 +365,17 @@ impl ModuleIndex {
             by_path.insert(module, self.modules.len());
             let name = Shared::from(name);
             self.by_name.insert(name.clone(), self.modules.len());
-            self.modules.push(Module { name, path: module.into(), deps: Box::default(), present: true, size: 0 });
+            self.modules.push(Module { name, path: module.into(), deps: 0..0, present: true, size: 0 });
         }
-        let mut ids = Vec::new();
         for (id, &(line_no, line, _, deps)) in entries.iter().enumerate() {
-            ids.clear();
+            let start = self.deps.len();
             for dep in dep_words(deps) {
                 match by_path.get(dep) {
-                    Some(&dep_id) => ids.push(dep_id),
+                    Some(&dep_id) => self.deps.push(dep_id),
                     None => return Err(bad_dependency(path, &entries, (line_no, column(line, dep), dep))),
                 }
             }
-            self.modules[id].deps = ids.as_slice().into();
+            self.modules[id].deps = start..self.deps.len();
         }
         Ok(())
     }
@@ -401,12 +403,14 @@ impl ModuleIndex {
             let id = *self.by_name.entry(module.name.clone()).or_insert(next);
             if id == next {
                 added.push(old_id);
-                self.modules.push(Module { name: module.name.clone(), path: module.path.clone(), deps: Box::default(), present: false, size: 0 });
+                self.modules.push(Module { name: module.name.clone(), path: module.path.clone(), deps: 0..0, present: false, size: 0 });
             }
             here.push(id);
         }
         for old_id in added {
-            self.modules[here[old_id]].deps = older.modules[old_id].deps.iter().map(|&d| here[d]).collect();
+            let start = self.deps.len();
+            self.deps.extend(older.deps(old_id).iter().map(|&d| here[d]));
+            self.modules[here[old_id]].deps = start..self.deps.len();
         }
         // Looked up after this tree's own: a name resolves to what it did before the prune
         // as well as to what it does now.
@@ -425,6 +429,11 @@ impl ModuleIndex {
 
     pub fn module(&self, id: ModId) -> &Module {
         &self.modules[id]
+    }
+
+    /// The hard dependencies of a module, in depmod's order.
+    pub fn deps(&self, id: ModId) -> &[ModId] {
+        &self.deps[self.modules[id].deps.clone()]
     }
 
     pub fn by_name(&self, name: &str) -> Option<ModId> {
@@ -535,7 +544,7 @@ impl ModuleIndex {
                     queue.push_back(target);
                 }
             };
-            for &dep in &module.deps {
+            for &dep in self.deps(id) {
                 reach(dep, Edge::Dependency, &mut queue);
             }
             if let Some(soft) = self.softdeps.get(&*module.name) {
@@ -567,7 +576,7 @@ fn column(line: &str, part: &str) -> usize {
 /// inside the tree, which is where a file cut short ends; else `unknown` itself.
 fn bad_dependency(path: &Path, lines: &[(usize, &str, &str, &str)], unknown: (usize, usize, &str)) -> Error {
     let deps = lines.iter().flat_map(|&(line_no, line, _, deps)| {
-        deps.split(' ').filter(|d| !d.is_empty()).map(move |dep| (line_no, column(line, dep), dep))
+        dep_words(deps).map(move |dep| (line_no, column(line, dep), dep))
     });
     for (line_no, column, dep) in deps {
         if let Err(e) = check_path(path, line_no, dep) {
@@ -862,7 +871,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
         let Lookup::Modules(ids) = live.lookup("fs-btrfs") else { panic!() };
         let btrfs = live.module(ids[0]);
         assert!(!btrfs.present);
-        assert_eq!(names(&live, btrfs.deps.clone()), ["libcrc32c"]);
+        assert_eq!(names(&live, live.deps(ids[0]).iter().copied()), ["libcrc32c"]);
         assert!(live.module(0).present);
     }
 

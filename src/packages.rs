@@ -141,7 +141,10 @@ fn lines_under(path: &Path, list: &[u8], prefixes: &[String], finders: &[memchr:
         return Ok(None);
     }
     let mut kept = String::new();
-    for line in list.split(|&b| b == b'\n') {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', list).chain([list.len()]) {
+        let line = &list[start..end];
+        start = end + 1;
         if prefixes.iter().any(|p| line.starts_with(p.as_bytes())) {
             let line = std::str::from_utf8(line)
                 .map_err(|_| Error::refused(path, "a path that is not valid UTF-8; dpkg's database cannot be read"))?;
@@ -197,8 +200,7 @@ impl Packages {
         packages.owner.reserve(db.lists.iter().map(|(_, text)| memchr::memchr_iter(b'\n', text.as_bytes()).count()).sum());
         let mut used = vec![false; prefixes.len()];
         for (list_name, text) in &db.lists {
-            let mut owned = text
-                .lines()
+            let mut owned = crate::index::lines(text)
                 .filter(|line| match prefixes.iter().position(|p| line.starts_with(p.as_str())) {
                     Some(at) => {
                         used[at] = true;

@@ -380,7 +380,7 @@ fn keep_set_covers_modprobe(flavour: &str) {
         match wanted {
             Err(e) => violations.push(format!("{name}: modprobe failed: {e}")),
             Ok(paths) => {
-                let deps = index.module(id).deps.len() + 1;
+                let deps = index.deps(id).len() + 1;
                 if paths.len() > deps {
                     softdeps_seen += 1;
                 }
