@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use globset::GlobMatcher;
 
 use crate::binary_index::BinaryIndex;
+use crate::mapped::Bytes;
 use crate::error::{Error, Result};
 use crate::name::{self, fnmatch, normalize, Shared};
 
@@ -148,7 +149,8 @@ pub const HEADERS: [(&str, &str); 5] = [
 /// The index files of one tree, as text, with the paths to name in errors.
 #[derive(Debug, Default)]
 pub struct Sources {
-    pub dep: Option<(PathBuf, String)>,
+    /// `modules.dep`, mapped: half a megabyte, read once.
+    pub dep: Option<(PathBuf, Bytes)>,
     /// `modules.alias.bin`; when there is one, the text `modules.alias` is not read.
     pub alias_bin: Option<BinaryIndex>,
     pub alias: Option<(PathBuf, String)>,
@@ -167,7 +169,11 @@ impl Sources {
         let alias_bin = BinaryIndex::read(&dir.join("modules.alias.bin"))?;
         let (builtin, builtin_modinfo) = Sources::read_builtin(dir)?;
         Ok(Sources {
-            dep: read_text(dir, "modules.dep")?,
+            dep: match Bytes::read(&dir.join("modules.dep")) {
+                Ok(bytes) => Some((dir.join("modules.dep"), bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(dir.join("modules.dep"), e)),
+            },
             alias: match alias_bin {
                 Some(_) => None,
                 None => read_text(dir, "modules.alias")?,
@@ -189,19 +195,28 @@ impl Sources {
     }
 
     /// Split what `depmod -n` prints (all index files, one after the other) into sources.
-    /// This is how a dry run reads a fresh index without writing one.
-    pub fn from_depmod_output(text: &str, builtin_from: &Path) -> Result<Sources> {
+    /// This is how a dry run reads a fresh index without writing one, and how limopack's
+    /// saved copy of an index is read. `modules.dep` comes first and is most of it: it is
+    /// what is left of `text` once the others are copied out.
+    pub fn from_depmod_output(mut text: String, builtin_from: &Path) -> Result<Sources> {
         // Each file runs from its header line to the next file's; modules.dep has none.
         let mut parts: HashMap<&str, String> = HashMap::default();
+        let mut dep_end = text.len();
         let (mut current, mut start, mut at) = ("modules.dep", 0, 0);
-        for line in lines(text) {
+        for line in lines(&text) {
             if let Some((file, _)) = HEADERS.iter().find(|(_, header)| line.starts_with(header)) {
-                parts.entry(current).or_default().push_str(&text[start..at]);
+                match current {
+                    "modules.dep" => dep_end = at,
+                    _ => parts.entry(current).or_default().push_str(&text[start..at]),
+                }
                 (current, start) = (file, at);
             }
             at += line.len() + 1;
         }
-        parts.entry(current).or_default().push_str(&text[start..]);
+        if current != "modules.dep" {
+            parts.entry(current).or_default().push_str(&text[start..]);
+        }
+        text.truncate(dep_end);
         let (builtin, builtin_modinfo) = Sources::read_builtin(builtin_from).unwrap_or_default();
         let mut take = |file: &str| {
             parts
@@ -209,7 +224,7 @@ impl Sources {
                 .map(|text| (PathBuf::from(format!("depmod -n ({file})")), text))
         };
         Ok(Sources {
-            dep: Some(take("modules.dep").unwrap_or_else(|| ("depmod -n".into(), String::new()))),
+            dep: Some(("depmod -n (modules.dep)".into(), text.into())),
             alias_bin: None,
             alias: take("modules.alias"),
             softdep: take("modules.softdep"),
@@ -258,13 +273,18 @@ fn read_text(dir: &Path, file: &str) -> Result<Option<(PathBuf, String)>> {
     let Some((path, bytes)) = read_bytes(dir, file)? else { return Ok(None) };
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Some((path, text))),
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let bytes = e.into_bytes();
-            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            Err(Error::syntax(path, line, 1, "not valid UTF-8"))
-        }
+        Err(e) => Err(not_utf8(&path, e.as_bytes(), e.utf8_error())),
     }
+}
+
+/// `bytes` as text, or an error at the line of the first byte that is not UTF-8.
+fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| not_utf8(path, bytes, e))
+}
+
+fn not_utf8(path: &Path, bytes: &[u8], e: std::str::Utf8Error) -> Error {
+    let line = memchr::memchr_iter(b'\n', &bytes[..e.valid_up_to()]).count() + 1;
+    Error::syntax(path, line, 1, "not valid UTF-8")
 }
 
 /// Modules built into the kernel, by name and by alias.
@@ -304,11 +324,11 @@ impl ModuleIndex {
     /// [`mark_present`](Self::mark_present) says otherwise.
     pub fn parse(sources: Sources) -> Result<ModuleIndex> {
         let mut index = ModuleIndex::default();
-        let (dep_path, dep_text) = sources
+        let (dep_path, dep_bytes) = sources
             .dep
             .as_ref()
             .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
-        index.parse_dep(dep_path, dep_text)?;
+        index.parse_dep(dep_path, utf8(dep_path, dep_bytes)?)?;
         if let Some(bin) = sources.alias_bin {
             index.aliases.push(AliasTable::Binary(bin));
         } else if let Some((path, text)) = &sources.alias {
@@ -878,7 +898,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     #[test]
     fn depmod_output_splits_into_its_files() {
         let out = format!("{DEP}{ALIAS}# Soft dependencies extracted from modules themselves.\nsoftdep ext4 pre: crypto-crc32c\n# Aliases for symbols, used by symbol_request().\nalias symbol:foo ext4\n# Device nodes to trigger on-demand module loading.\nfuse fuse c10:229\n");
-        let s = Sources::from_depmod_output(&out, Path::new("/nonexistent")).unwrap();
+        let s = Sources::from_depmod_output(out, Path::new("/nonexistent")).unwrap();
         let index = ModuleIndex::parse(s).unwrap();
         assert_eq!(index.modules().len(), 9);
         assert!(index.closure(&[0]).contains_key(&5));

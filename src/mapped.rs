@@ -1,6 +1,8 @@
-//! The bytes of a file that a run reads whole but looks at only in part: depmod's indexes,
-//! mapped read-only as libkmod maps them, so that a lookup touches only the pages it walks and
-//! nothing is copied.
+//! The bytes of a file that a run reads whole but looks at only in part, or once: depmod's
+//! indexes and `modules.dep`, limopack's cache of a tree's files. Mapped read-only as libkmod
+//! maps them, so that a lookup touches only the pages it walks and nothing is copied: a page
+//! of the page cache is mapped sixteen at a time, where each page a read copies into is a
+//! fault of its own.
 
 use std::io;
 use std::ops::Deref;
@@ -49,5 +51,23 @@ impl Deref for Bytes {
 impl From<Vec<u8>> for Bytes {
     fn from(bytes: Vec<u8>) -> Bytes {
         Bytes::Owned(bytes)
+    }
+}
+
+impl Default for Bytes {
+    fn default() -> Bytes {
+        Bytes::Owned(Vec::new())
+    }
+}
+
+impl From<String> for Bytes {
+    fn from(text: String) -> Bytes {
+        Bytes::Owned(text.into_bytes())
+    }
+}
+
+impl From<&str> for Bytes {
+    fn from(text: &str) -> Bytes {
+        Bytes::Owned(text.as_bytes().to_vec())
     }
 }

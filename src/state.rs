@@ -412,7 +412,7 @@ pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
     let path = saved_index_path(root, &tree.version);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let mut sources = Sources::from_depmod_output(&text, &tree.path)?;
+            let mut sources = Sources::from_depmod_output(text, &tree.path)?;
             if let Some(dep) = &mut sources.dep {
                 dep.0 = path;
             }

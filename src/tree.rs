@@ -338,8 +338,9 @@ impl Files {
     /// and every folder have the stamps the walk saw. A folder's stamp changes with any entry
     /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
-        let text = std::fs::read_to_string(Files::cache_path(root, tree)).ok()?;
-        let mut lines = crate::index::lines(&text);
+        let bytes = crate::mapped::Bytes::read(&Files::cache_path(root, tree)).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let mut lines = crate::index::lines(text);
         if lines.next()? != CACHE_HEADER {
             return None;
         }
@@ -452,7 +453,7 @@ pub fn depmod(root: &Root, version: &str) -> Result<()> {
 /// What depmod would write for one kernel, without writing it (`depmod -n`).
 pub fn depmod_dry(root: &Root, tree: &Tree) -> Result<Sources> {
     let out = run_depmod(root, &tree.version, true)?;
-    Sources::from_depmod_output(&out, &tree.path)
+    Sources::from_depmod_output(out, &tree.path)
 }
 
 fn run_depmod(root: &Root, version: &str, dry: bool) -> Result<String> {
