@@ -16,7 +16,7 @@ pub fn index_with(name: &str, data: &[u8]) {
         Some((std::path::PathBuf::from(this), body))
     };
     let sources = Sources {
-        dep: file("modules.dep", DEP),
+        dep: file("modules.dep", DEP).map(|(path, text)| (path, text.into())),
         alias: file("modules.alias", ALIAS),
         softdep: file("modules.softdep", SOFTDEP),
         ..Sources::default()
