@@ -144,6 +144,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
     for gone in &plan.forget_kernels {
         archive::forget_kernel(root, gone)?;
         state::forget_index(root, gone)?;
+        crate::index_cache::IndexCache::forget(root, gone)?;
     }
     let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 
@@ -241,7 +242,6 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
         .iter()
         .map(|f| {
             let file = PrunedFile {
-                module: String::new(),
                 package: f.package.clone(),
                 version: f.version.clone(),
                 size: f.size,
@@ -279,7 +279,6 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
         .iter()
         .map(|f| {
             let file = PrunedFile {
-                module: f.module.to_string(),
                 package: f.package.clone(),
                 version: f.version.clone(),
                 size: f.size,

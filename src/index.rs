@@ -151,6 +151,9 @@ pub const HEADERS: [(&str, &str); 5] = [
 pub struct Sources {
     /// `modules.dep`, mapped: half a megabyte, read once.
     pub dep: Option<(PathBuf, Bytes)>,
+    /// `modules.dep` as a run parsed it before, from limopack's cache (`index_cache`): when
+    /// there is one, `dep` is not parsed again.
+    pub parsed_dep: Option<DepList>,
     /// `modules.alias.bin`; when there is one, the text `modules.alias` is not read.
     pub alias_bin: Option<BinaryIndex>,
     pub alias: Option<(PathBuf, String)>,
@@ -178,6 +181,7 @@ impl Sources {
                 Some(_) => None,
                 None => read_text(dir, "modules.alias")?,
             },
+            parsed_dep: None,
             alias_bin,
             softdep: read_text(dir, "modules.softdep")?,
             weakdep: read_text(dir, "modules.weakdep")?,
@@ -196,35 +200,42 @@ impl Sources {
 
     /// Split what `depmod -n` prints (all index files, one after the other) into sources.
     /// This is how a dry run reads a fresh index without writing one, and how limopack's
-    /// saved copy of an index is read. `modules.dep` comes first and is most of it: it is
-    /// what is left of `text` once the others are copied out.
-    pub fn from_depmod_output(mut text: String, builtin_from: &Path) -> Result<Sources> {
+    /// saved copy of an index is read. `modules.dep` comes first and is most of it: it stays
+    /// where it is, in `text`, once the others are copied out. `label` names `text` in errors.
+    pub fn from_depmod_output(mut text: Bytes, label: &Path, builtin_from: &Path) -> Result<Sources> {
         // Each file runs from its header line to the next file's; modules.dep has none.
         let mut parts: HashMap<&str, String> = HashMap::default();
         let mut dep_end = text.len();
-        let (mut current, mut start, mut at) = ("modules.dep", 0, 0);
-        for line in lines(&text) {
-            if let Some((file, _)) = HEADERS.iter().find(|(_, header)| line.starts_with(header)) {
-                match current {
-                    "modules.dep" => dep_end = at,
-                    _ => parts.entry(current).or_default().push_str(&text[start..at]),
-                }
-                (current, start) = (file, at);
+        let (mut current, mut start) = ("modules.dep", 0);
+        let mut take_part = |file: &'static str, from: usize, to: usize| -> Result<()> {
+            match file {
+                "modules.dep" => dep_end = to,
+                _ => parts.entry(file).or_default().push_str(utf8(label, &text[from..to])?),
             }
-            at += line.len() + 1;
+            Ok(())
+        };
+        let mut at = 0;
+        for end in memchr::memchr_iter(b'\n', &text).chain([text.len()]) {
+            let line = &text[at..end];
+            if line.first() == Some(&b'#') {
+                if let Some((file, _)) = HEADERS.iter().find(|(_, header)| line.starts_with(header.as_bytes())) {
+                    take_part(current, start, at)?;
+                    (current, start) = (file, at);
+                }
+            }
+            at = end + 1;
         }
-        if current != "modules.dep" {
-            parts.entry(current).or_default().push_str(&text[start..]);
-        }
+        take_part(current, start, text.len())?;
         text.truncate(dep_end);
         let (builtin, builtin_modinfo) = Sources::read_builtin(builtin_from).unwrap_or_default();
         let mut take = |file: &str| {
             parts
                 .remove(file)
-                .map(|text| (PathBuf::from(format!("depmod -n ({file})")), text))
+                .map(|text| (PathBuf::from(format!("{} ({file})", label.display())), text))
         };
         Ok(Sources {
-            dep: Some(("depmod -n (modules.dep)".into(), text.into())),
+            dep: Some((PathBuf::from(format!("{} (modules.dep)", label.display())), text)),
+            parsed_dep: None,
             alias_bin: None,
             alias: take("modules.alias"),
             softdep: take("modules.softdep"),
@@ -294,6 +305,46 @@ struct Builtin {
     aliases: Aliases,
 }
 
+/// What a `modules.dep` says: its modules in its order, by name, and their hard dependencies,
+/// one module's after another. The cache of parsed indexes keeps this (`index_cache`).
+#[derive(Debug, Default)]
+pub struct DepList {
+    modules: Vec<Module>,
+    deps: Vec<ModId>,
+    by_name: HashMap<Shared, ModId>,
+}
+
+impl DepList {
+    pub(crate) fn with_capacity(modules: usize, deps: usize) -> DepList {
+        let mut by_name = HashMap::default();
+        by_name.reserve(modules);
+        DepList { modules: Vec::with_capacity(modules), deps: Vec::with_capacity(deps), by_name }
+    }
+
+    /// Add the next module, unless one of its name is in the list already. Its dependencies
+    /// are positions in the list (see [`is_whole`](Self::is_whole)).
+    pub(crate) fn push(&mut self, name: &str, path: &str, deps: impl IntoIterator<Item = ModId>) -> bool {
+        let id = self.modules.len();
+        let name = match self.by_name.entry(name.into()) {
+            std::collections::hash_map::Entry::Occupied(_) => return false,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let name = entry.key().clone();
+                entry.insert(id);
+                name
+            }
+        };
+        let start = self.deps.len();
+        self.deps.extend(deps);
+        self.modules.push(Module { name, path: path.into(), deps: start..self.deps.len(), present: true, size: 0 });
+        true
+    }
+
+    /// True when every dependency is a module of the list.
+    pub(crate) fn is_whole(&self) -> bool {
+        self.deps.iter().all(|&d| d < self.modules.len())
+    }
+}
+
 /// The parsed index of one kernel tree.
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
@@ -328,7 +379,10 @@ impl ModuleIndex {
             .dep
             .as_ref()
             .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
-        index.parse_dep(dep_path, utf8(dep_path, dep_bytes)?)?;
+        match sources.parsed_dep {
+            Some(list) => (index.modules, index.deps, index.by_name) = (list.modules, list.deps, list.by_name),
+            None => index.parse_dep(dep_path, utf8(dep_path, dep_bytes)?)?,
+        }
         if let Some(bin) = sources.alias_bin {
             index.aliases.push(AliasTable::Binary(bin));
         } else if let Some((path, text)) = &sources.alias {
@@ -411,36 +465,46 @@ impl ModuleIndex {
 
     /// Add the modules of `older` (limopack's copy of this tree's index from before it pruned)
     /// that this index no longer lists because their files are gone, so that a pruned module
-    /// can still be named, kept, and restored.
+    /// can still be named, kept, and restored. A pruned tree lists a few dozen modules and its
+    /// copy thousands, so this index goes into the copy: each of its modules takes the place of
+    /// the copy's module of that name, and the copy's others stay, absent.
     pub fn merge_pruned(&mut self, older: ModuleIndex) {
-        // Each of the older modules by its id here, found or added in one look-up by name.
-        let mut here = Vec::with_capacity(older.modules.len());
-        let mut added = Vec::new();
-        self.modules.reserve(older.modules.len());
-        self.by_name.reserve(older.modules.len());
-        for (old_id, module) in older.modules.iter().enumerate() {
-            let next = self.modules.len();
-            let id = *self.by_name.entry(module.name.clone()).or_insert(next);
-            if id == next {
-                added.push(old_id);
-                self.modules.push(Module { name: module.name.clone(), path: module.path.clone(), deps: 0..0, present: false, size: 0 });
-            }
+        let live = std::mem::replace(self, older);
+        for module in &mut self.modules {
+            (module.present, module.size) = (false, 0);
+        }
+        // Each of this index's modules by its id in the merged one.
+        let mut here = Vec::with_capacity(live.modules.len());
+        let mut live_deps = Vec::with_capacity(live.modules.len());
+        for module in live.modules {
+            live_deps.push(module.deps.clone());
+            let module = Module { deps: 0..0, ..module };
+            let id = match self.by_name.get(&*module.name) {
+                Some(&id) => {
+                    self.modules[id] = module;
+                    id
+                }
+                None => {
+                    self.by_name.insert(module.name.clone(), self.modules.len());
+                    self.modules.push(module);
+                    self.modules.len() - 1
+                }
+            };
             here.push(id);
         }
-        for old_id in added {
+        for (live_id, range) in live_deps.into_iter().enumerate() {
             let start = self.deps.len();
-            self.deps.extend(older.deps(old_id).iter().map(|&d| here[d]));
-            self.modules[here[old_id]].deps = start..self.deps.len();
+            self.deps.extend(live.deps[range].iter().map(|&d| here[d]));
+            self.modules[here[live_id]].deps = start..self.deps.len();
         }
-        // Looked up after this tree's own: a name resolves to what it did before the prune
-        // as well as to what it does now.
-        self.aliases.extend(older.aliases);
-        for (module, soft) in older.softdeps {
-            self.softdeps.entry(module).or_insert(soft);
-        }
-        for (module, weak) in older.weakdeps {
-            self.weakdeps.entry(module).or_insert(weak);
-        }
+        // Looked up before the copy's: a name resolves to what it does now as well as to what
+        // it did before the prune.
+        let older_aliases = std::mem::replace(&mut self.aliases, live.aliases);
+        self.aliases.extend(older_aliases);
+        self.softdeps.extend(live.softdeps);
+        self.weakdeps.extend(live.weakdeps);
+        // What is built in, and the admin's modprobe.d, are the tree's as it is now.
+        (self.builtin_sources, self.builtin, self.config_aliases) = (live.builtin_sources, live.builtin, live.config_aliases);
     }
 
     pub fn modules(&self) -> &[Module] {
@@ -898,7 +962,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
     #[test]
     fn depmod_output_splits_into_its_files() {
         let out = format!("{DEP}{ALIAS}# Soft dependencies extracted from modules themselves.\nsoftdep ext4 pre: crypto-crc32c\n# Aliases for symbols, used by symbol_request().\nalias symbol:foo ext4\n# Device nodes to trigger on-demand module loading.\nfuse fuse c10:229\n");
-        let s = Sources::from_depmod_output(out, Path::new("/nonexistent")).unwrap();
+        let s = Sources::from_depmod_output(out.into(), Path::new("depmod -n"), Path::new("/nonexistent")).unwrap();
         let index = ModuleIndex::parse(s).unwrap();
         assert_eq!(index.modules().len(), 9);
         assert!(index.closure(&[0]).contains_key(&5));

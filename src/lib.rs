@@ -5,6 +5,7 @@ pub mod error;
 pub mod binary_index;
 mod mapped;
 pub mod index;
+pub mod index_cache;
 pub mod name;
 mod yaml;
 

@@ -14,7 +14,8 @@ const MAP_FROM: u64 = 64 * 1024;
 /// A file's bytes: mapped, or read into memory (small files, and what tests build).
 #[derive(Debug)]
 pub enum Bytes {
-    Mapped(memmap2::Mmap),
+    /// A mapping, and how much of it is taken (see [`truncate`](Self::truncate)).
+    Mapped(memmap2::Mmap, usize),
     Owned(Vec<u8>),
 }
 
@@ -33,7 +34,19 @@ impl Bytes {
         // only a tool that truncated one in place while a run reads it could fault the run,
         // and a run that stops so has deleted nothing, since it plans before it deletes.
         // libkmod maps the same files on the same terms.
-        unsafe { memmap2::Mmap::map(&file) }.map(Bytes::Mapped)
+        unsafe { memmap2::Mmap::map(&file) }.map(|map| {
+            let len = map.len();
+            Bytes::Mapped(map, len)
+        })
+    }
+
+    /// Keep the first `len` bytes only: what is left of a file once its other parts were
+    /// copied out, kept in place.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Bytes::Mapped(_, taken) => *taken = len.min(*taken),
+            Bytes::Owned(bytes) => bytes.truncate(len),
+        }
     }
 }
 
@@ -42,7 +55,7 @@ impl Deref for Bytes {
 
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(map) => map,
+            Bytes::Mapped(map, len) => &map[..*len],
             Bytes::Owned(bytes) => bytes,
         }
     }

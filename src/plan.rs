@@ -808,7 +808,7 @@ kernel/fs/btrfs/btrfs.ko:
     fn restore_sources_come_in_order_archive_cache_download() {
         let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e, btusb]\n")], &[]);
         remove_files(&mut w, &["kernel/drivers/net/e1000e.ko", "kernel/drivers/bluetooth/btusb.ko", "kernel/extra/dkms.ko"]);
-        let file = crate::state::PrunedFile { module: "e1000e".into(), package: "linux-image-6.1.0-1-test".into(), version: "1".into(), size: 1, archived: true };
+        let file = crate::state::PrunedFile { package: "linux-image-6.1.0-1-test".into(), version: "1".into(), size: 1, archived: true };
         w.state.kernels.entry(KVER.into()).or_default().pruned.insert("kernel/drivers/net/e1000e.ko".into(), file);
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("var/cache/apt/archives");

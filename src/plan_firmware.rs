@@ -426,7 +426,7 @@ mod tests {
         seen.modules.get_mut(KVER).unwrap().insert("r8168".into(), Ok(vec![w]));
         seen.on_disk.retain(|(p, _, _)| *p != back);
         let mut state = State::default();
-        let record = |package: &str| PrunedFile { module: String::new(), package: package.into(), version: "2".into(), size: 100, archived: true };
+        let record = |package: &str| PrunedFile { package: package.into(), version: "2".into(), size: 100, archived: true };
         state.firmware.insert(back.clone(), record("firmware-realtek"));
         state.firmware.insert(gone.clone(), record("firmware-removed"));
         let fp = run(&Config::default(), &state, &[kernel(Action::Prune)], &seen);

@@ -1,6 +1,7 @@
 //! What limopack says: one line per kernel the way a good apt hook speaks, `explain` for one
 //! module, `status` for the whole picture, and the same as JSON (`"schema": 1`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::name;
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
 use crate::plan_firmware::{self, FirmwareAction, FirmwarePlan, Why};
 use crate::run::Gathered;
-use crate::state::State;
+use crate::state::{PrunedFile, State};
 
 /// Version of the JSON shapes; bumped when a field changes meaning or goes away.
 pub const SCHEMA: u32 = 1;
@@ -263,7 +264,7 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
         .state
         .kernels
         .get(&k.version)
-        .and_then(|s| s.pruned.iter().find(|(_, p)| p.module == wanted))
+        .and_then(|s| s.pruned.iter().find(|(rel, _)| name::module_name_of_path(rel).is_some_and(|m| m == wanted)))
     {
         return ("pruned", Vec::new(), format!("pruned ({rel} of {}); nothing needs it", p.package));
     }
@@ -276,6 +277,19 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
         return ("whole", Vec::new(), "stays: this kernel has no baseline, so it is left whole".into());
     }
     ("unknown", Vec::new(), "no such module in this kernel".into())
+}
+
+/// A kernel's pruned files as `status --json` shows them: each with its module, which the
+/// state leaves to the path.
+fn pruned_json(pruned: &BTreeMap<String, PrunedFile>) -> serde_json::Value {
+    let files = pruned.iter().map(|(rel, file)| {
+        let mut shown = json!(file);
+        if let Some(module) = name::module_name_of_path(rel) {
+            shown["module"] = json!(module);
+        }
+        (rel.clone(), shown)
+    });
+    serde_json::Value::Object(files.collect())
 }
 
 /// Per kernel: kept, pruned (with owning package), missing, warnings.
@@ -311,7 +325,7 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (String, serde_json:
         kernels.push(json!({
             "version": k.version, "running": k.running, "action": k.action, "baseline": k.baseline,
             "modules_total": k.modules_total, "declarations": k.declarations,
-            "kept": k.kept, "pruned": pruned.map_or(json!({}), |p| json!(p)), "missing": missing, "to_prune": k.prune, "warnings": k.warnings,
+            "kept": k.kept, "pruned": pruned.map_or(json!({}), pruned_json), "missing": missing, "to_prune": k.prune, "warnings": k.warnings,
         }));
     }
     let fw = &plan.firmware;

@@ -12,6 +12,7 @@ use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::joined;
 use crate::index::{ModuleIndex, Sources};
+use crate::index_cache::{IndexCache, Key};
 use crate::loaded;
 use crate::packages::{Database, Packages};
 use crate::plan::{self, Inputs, KernelInput, Plan};
@@ -243,21 +244,34 @@ fn load_index(
     let parse = |sources: Sources| {
         ModuleIndex::parse(Sources { config: config_files.to_vec(), ..sources })
     };
+    // A modules.dep whose text a run parsed before is taken from the cache: the index, with
+    // the key of its text and whether it was there.
+    let cache = IndexCache::read(root, &tree.version);
+    let parse_cached = |mut sources: Sources| -> Result<(ModuleIndex, Key, bool)> {
+        let key = Key::of(sources.dep.as_ref().map_or(&[][..], |(_, text)| text));
+        sources.parsed_dep = cache.lookup(key);
+        let cached = sources.parsed_dep.is_some();
+        Ok((parse(sources)?, key, cached))
+    };
     // The index, limopack's copy of it from before a prune, and the tree's files are read at
     // once: none needs the others until all are in.
     let (files, index, saved) = std::thread::scope(|s| {
-        let index = s.spawn(|| -> Result<Option<ModuleIndex>> {
+        let index = s.spawn(|| {
             let sources = Sources::read(&tree.path)?;
             match sources.dep.is_some() && !rebuild {
-                true => Ok(Some(parse(sources)?)),
+                true => parse_cached(sources).map(Some),
                 false => Ok(None),
             }
         });
-        let saved = s.spawn(|| state::saved_index(root, tree)?.map(parse).transpose());
+        let saved = s.spawn(|| state::saved_index(root, tree)?.map(parse_cached).transpose());
         let files = Files::load(root, tree);
         (files, joined(index), joined(saved))
     });
-    let (mut files, mut index, saved) = (files?, index?, saved?);
+    let (mut files, index, saved) = (files?, index?, saved?);
+    let (mut index, mut key) = match index {
+        Some((index, key, cached)) => (Some(index), Some((key, cached))),
+        None => (None, None),
+    };
     if let Some(index) = &mut index {
         index.mark_present(|rel| files.size(rel));
     }
@@ -267,6 +281,8 @@ fn load_index(
         false => tree::stale_reason(&files, index.as_ref()),
     };
     if let Some(reason) = stale {
+        // What is planned with is not the text that was keyed.
+        key = None;
         if !config.depmod {
             notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
         } else if dry_run {
@@ -293,7 +309,14 @@ fn load_index(
             })
         }
     };
-    if let Some(saved) = saved {
+    // A real run keeps what it parsed for the next, when the cache did not have it all.
+    let parsed: Vec<_> = key.map(|key| (key, &index)).into_iter().chain(saved.as_ref().map(|(saved, key, cached)| ((*key, *cached), saved))).collect();
+    if !dry_run && parsed.iter().any(|((_, cached), _)| !cached) {
+        let kept: Vec<_> = parsed.iter().map(|((key, _), index)| (*key, *index)).collect();
+        // One that cannot be written only means parsing again next time.
+        let _ = IndexCache::save(root, &tree.version, &kept);
+    }
+    if let Some((saved, _, _)) = saved {
         index.merge_pruned(saved);
     }
     Ok((index, files, ran_depmod))

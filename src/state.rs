@@ -39,12 +39,11 @@ pub struct StaticRecord {
     pub declaration: PathBuf,
 }
 
-/// A file limopack deleted, and what owned it.
+/// A file limopack deleted, and what owned it. A module file's module is not kept: it is
+/// its path's (`name::module_name_of_path`), and the state of a pruned kernel has thousands.
+/// Format 1 wrote it, and reading one ignores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrunedFile {
-    /// The module it is the file of; empty for firmware.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub module: String,
     #[serde(deserialize_with = "interned")]
     pub package: Shared,
     #[serde(deserialize_with = "interned")]
@@ -93,7 +92,7 @@ mod grouped {
     use serde::{Deserialize, Serialize};
 
     use super::{interned, PrunedFile};
-    use crate::name::{module_name_of_path, Shared};
+    use crate::name::Shared;
 
     #[derive(Serialize)]
     struct GroupOut<'a> {
@@ -170,8 +169,7 @@ mod grouped {
                 let mut all = Vec::new();
                 while let Some(group) = seq.next_element::<GroupIn>()? {
                     all.extend(group.files.0.into_iter().map(|(path, size)| {
-                        let module = module_name_of_path(&path).map(|m| m.into_owned()).unwrap_or_default();
-                        let file = PrunedFile { module, package: group.package.clone(), version: group.version.clone(), size, archived: group.archived };
+                        let file = PrunedFile { package: group.package.clone(), version: group.version.clone(), size, archived: group.archived };
                         (path, file)
                     }));
                 }
@@ -410,9 +408,9 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
 /// holds the text of the aliases, and is read as it is.
 pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
     let path = saved_index_path(root, &tree.version);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let mut sources = Sources::from_depmod_output(text, &tree.path)?;
+    match crate::mapped::Bytes::read(&path) {
+        Ok(bytes) => {
+            let mut sources = Sources::from_depmod_output(bytes, &path, &tree.path)?;
             if let Some(dep) = &mut sources.dep {
                 dep.0 = path;
             }
@@ -426,8 +424,9 @@ pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
     }
 }
 
+/// Read a JSON file limopack wrote; mapped, as a pruned kernel's state is a few hundred KB.
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::mapped::Bytes::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
@@ -477,7 +476,7 @@ mod tests {
         state.statics.push(StaticRecord { entry: "ext4".into(), kernels: None, declaration: "/etc/limopack/modules.d/b.yaml".into() });
         state.kernels.entry("6.1".into()).or_default().pruned.insert(
             "kernel/a.ko".into(),
-            PrunedFile { module: "a".into(), package: "linux-image-6.1".into(), version: "1".into(), size: 10, archived: true },
+            PrunedFile { package: "linux-image-6.1".into(), version: "1".into(), size: 10, archived: true },
         );
         state.save(&root).unwrap();
         assert_eq!(State::load(&root).unwrap(), state);
@@ -491,7 +490,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         let file = |package: &str, size, archived| PrunedFile {
-            module: String::new(),
             package: package.into(),
             version: "1".into(),
             size,
@@ -504,8 +502,7 @@ mod tests {
             ("kernel/fs/c.ko", file("linux-image-6.1", 20, true)),
             ("extra/d.ko", file("linux-modules-extra-6.1", 30, false)),
         ] {
-            let module = crate::name::module_name_of_path(rel).unwrap().into_owned();
-            kernel.pruned.insert(rel.into(), PrunedFile { module, ..f });
+            kernel.pruned.insert(rel.into(), f);
         }
         state.firmware.insert("/lib/firmware/x.fw".into(), file("firmware-misc", 40, true));
         state.save(&root).unwrap();
@@ -517,7 +514,7 @@ mod tests {
         assert_eq!(text.matches("\"package\": \"linux-image-6.1\"").count(), 2, "{text}");
         assert!(!text.contains("\"module\""), "{text}");
 
-        // The same state as format 1 wrote it: read with its modules, written back as format 2.
+        // The same state as format 1 wrote it, modules and all: written back as format 2.
         let v1 = r#"{"format": 1, "statics": [], "kernels": {"6.1": {"refcounts": {}, "pruned": {
             "kernel/fs/a-b.ko": {"module": "a_b", "package": "linux-image-6.1", "version": "1", "size": 10},
             "kernel/fs/c.ko": {"module": "c", "package": "linux-image-6.1", "version": "1", "size": 20, "archived": true},
@@ -535,7 +532,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = Tree { version: "6.1".into(), path: dir.path().into(), shown: "/lib/modules/6.1".into() };
         std::fs::write(dir.path().join("still-here.ko"), "").unwrap();
-        let file = PrunedFile { module: "m".into(), package: "p".into(), version: "1".into(), size: 1, archived: false };
+        let file = PrunedFile { package: "p".into(), version: "1".into(), size: 1, archived: false };
         let journal = Journal {
             kernel: "6.1".into(),
             files: [("gone.ko".to_string(), file.clone()), ("still-here.ko".to_string(), file)].into(),
@@ -552,7 +549,7 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("usr/lib/firmware/rtl_nic")).unwrap();
         std::fs::write(dir.path().join("usr/lib/firmware/rtl_nic/still-here.fw"), "").unwrap();
-        let file = PrunedFile { module: String::new(), package: "firmware-realtek".into(), version: "1".into(), size: 1, archived: false };
+        let file = PrunedFile { package: "firmware-realtek".into(), version: "1".into(), size: 1, archived: false };
         let files = ["gone.fw", "still-here.fw"].map(|f| (format!("/lib/firmware/rtl_nic/{f}"), file.clone()));
         FirmwareJournal { dir: "/usr/lib/firmware".into(), files: files.into() }.save(&root).unwrap();
         let mut state = State::default();

@@ -453,7 +453,7 @@ pub fn depmod(root: &Root, version: &str) -> Result<()> {
 /// What depmod would write for one kernel, without writing it (`depmod -n`).
 pub fn depmod_dry(root: &Root, tree: &Tree) -> Result<Sources> {
     let out = run_depmod(root, &tree.version, true)?;
-    Sources::from_depmod_output(out, &tree.path)
+    Sources::from_depmod_output(out.into(), Path::new("depmod -n"), &tree.path)
 }
 
 fn run_depmod(root: &Root, version: &str, dry: bool) -> Result<String> {

@@ -518,6 +518,24 @@ fn prune_real_tree_with_declarations() {
     assert_eq!(mtime(&dep), dep_mtime, "modules.dep was rewritten: depmod ran");
     assert_eq!(tree_hash(&tree), dep_hash, "the second run changed the tree");
 
+    // The runs kept their parses of modules.dep: the tree's now, and the tree's before the
+    // prune, which is the text of limopack's saved copy. A plan made with them is the plan
+    // made from the texts.
+    let cache = fx.root.join("var/cache/limopack").join(format!("{}.index", fx.kver));
+    let kept_parses = fs::read_to_string(&cache).unwrap();
+    let counts: BTreeSet<usize> = kept_parses
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| line.split(' ').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts, BTreeSet::from([pristine_names.len(), after_modules.len()]), "{}", &kept_parses[..200]);
+    let with_cache = fx.dry_plan();
+    fs::remove_file(&cache).unwrap();
+    assert_eq!(fx.dry_plan(), with_cache);
+
     // status names the pruned files and their package.
     let out = fx.run(&["status", "--json"]);
     assert_ok(&out, "status");
