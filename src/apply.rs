@@ -145,6 +145,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         archive::forget_kernel(root, gone)?;
         state::forget_index(root, gone)?;
         crate::index_cache::IndexCache::forget(root, gone)?;
+        crate::modinfo::FirmwareNames::forget(root, gone)?;
     }
     let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 

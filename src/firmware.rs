@@ -23,7 +23,7 @@
 //! in `/lib/firmware` spelled that way even when `/lib` is a link to `usr/lib` (usr-merged
 //! systems); [`dpkg_paths`] gives both spellings dpkg may list a file under.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -35,7 +35,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use crate::config::{Config, FirmwareMode};
 use crate::declaration::Declarations;
 use crate::error::{Error, Result};
-use crate::modinfo;
+use crate::modinfo::FirmwareNames;
 use crate::plan::Plan;
 use crate::plan_firmware::{DeclaredGlob, Seen, Wanted};
 use crate::root::Root;
@@ -556,7 +556,10 @@ fn join(dir: &str, name: &str) -> String {
 /// files are there (one read of each module's file, no process), the files each resolves
 /// to, the declarations' `firmware:` globs, and, with `firmware: prune`, every file under
 /// `/lib/firmware`. Nothing fails the run here: what cannot be read is reported in the
-/// [`Seen`], and a plan that cannot be sure prunes no firmware.
+/// [`Seen`], and a plan that cannot be sure prunes no firmware. A module's names come from
+/// `names`, the caches of each kernel's, when its file is the one read before; the caches
+/// are filled here from the others, and the caller decides whether to keep them.
+#[allow(clippy::too_many_arguments)]
 pub fn look(
     root: &Root,
     plan: &Plan,
@@ -565,6 +568,7 @@ pub fn look(
     config: &Config,
     state: &State,
     narrowed: bool,
+    names: &mut BTreeMap<String, FirmwareNames>,
 ) -> Seen {
     let mut seen = Seen { narrowed, ..Seen::default() };
     let fw = match FirmwareDir::new(root) {
@@ -591,10 +595,11 @@ pub fn look(
         for (module, _) in missing {
             modules.insert(module.clone(), Err("its file is missing; its firmware is read once it is back".into()));
         }
-        let paths: Vec<_> = present.iter().map(|(_, kept)| tree.path.join(&*kept.path)).collect();
-        for ((module, _), info) in present.into_iter().zip(modinfo::read_all(&paths)) {
-            let firmware = info.and_then(|info| {
-                info.firmware.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect()
+        let rels: Vec<&str> = present.iter().map(|(_, kept)| &*kept.path).collect();
+        let cache = names.entry(k.version.clone()).or_insert_with(|| FirmwareNames::read(root, &k.version));
+        for ((module, _), found) in present.into_iter().zip(cache.of(&tree.path, &rels)) {
+            let firmware = found.and_then(|found| {
+                found.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect()
             });
             modules.insert(module.clone(), firmware.map_err(|e| e.to_string()));
         }

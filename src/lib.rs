@@ -4,6 +4,7 @@
 pub mod error;
 pub mod binary_index;
 mod mapped;
+mod paths;
 pub mod index;
 pub mod index_cache;
 pub mod name;

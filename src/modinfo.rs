@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use object::elf::{self, FileHeader32, FileHeader64};
 use object::read::elf::{FileHeader, SectionHeader};
@@ -25,6 +25,8 @@ use object::read::{ReadCache, ReadCacheOps, ReadRef};
 use object::Endianness;
 
 use crate::error::{Error, Result};
+use crate::root::{Root, CACHE_DIR};
+use crate::tree::Stamp;
 
 /// The largest module accepted once decompressed. Debian's largest (amdgpu) is about 40 MiB;
 /// this only stops a compressed file that would fill the memory.
@@ -129,6 +131,10 @@ pub fn read(path: &Path) -> Result<Modinfo> {
 /// [`read`] each of `paths`, on two threads: a run reads the modules it keeps, about a
 /// hundred, and each read is an open and a few small reads that wait on the kernel.
 pub fn read_all(paths: &[std::path::PathBuf]) -> Vec<Result<Modinfo>> {
+    // A thread costs more than a few reads.
+    if paths.len() < 8 {
+        return paths.iter().map(|p| read(p)).collect();
+    }
     let (first, second) = paths.split_at(paths.len() / 2);
     std::thread::scope(|s| {
         let other = s.spawn(|| second.iter().map(|p| read(p)).collect::<Vec<_>>());
@@ -136,6 +142,106 @@ pub fn read_all(paths: &[std::path::PathBuf]) -> Vec<Result<Modinfo>> {
         infos.extend(crate::joined(other));
         infos
     })
+}
+
+/// The `firmware=` names of a tree's modules as a run read them, each with the stamp of its
+/// file (inode and change time, which any write or rename changes), kept between runs in
+/// `/var/cache/limopack/KVER.firmware`. A run asks for the names of every kept module: one
+/// `statx` shows a file is the one read before, where reading it takes an open, a stat, four
+/// reads and a close (and all of a compressed module). A real run keeps what it read.
+#[derive(Debug, Default)]
+pub struct FirmwareNames {
+    by_path: rustc_hash::FxHashMap<String, (Stamp, Vec<String>)>,
+    /// Some names were read anew: the cache is worth writing.
+    changed: bool,
+}
+
+const NAMES_HEADER: &str = "limopack firmware names 1";
+
+impl FirmwareNames {
+    fn path(root: &Root, version: &str) -> PathBuf {
+        root.join(CACHE_DIR).join(format!("{version}.firmware"))
+    }
+
+    /// The cache of kernel `version`; an empty one when there is none or a line of it does not
+    /// read back whole. A line is `INO CTIME_S CTIME_NS PATH`, then each name after a tab.
+    pub fn read(root: &Root, version: &str) -> FirmwareNames {
+        let text = std::fs::read_to_string(FirmwareNames::path(root, version)).unwrap_or_default();
+        let mut lines = text.lines();
+        let read = |lines: std::str::Lines| -> Option<FirmwareNames> {
+            let mut names = FirmwareNames::default();
+            for line in lines {
+                let mut fields = line.split('\t');
+                let mut head = fields.next()?.splitn(4, ' ');
+                let [ino, secs, nanos] = [head.next()?, head.next()?, head.next()?].map(str::parse::<i64>);
+                let stamp = Stamp { ino: u64::try_from(ino.ok()?).ok()?, ctime: (secs.ok()?, nanos.ok()?) };
+                names.by_path.insert(head.next()?.to_string(), (stamp, fields.map(str::to_string).collect()));
+            }
+            Some(names)
+        };
+        match lines.next() == Some(NAMES_HEADER) {
+            true => read(lines).unwrap_or_default(),
+            false => FirmwareNames::default(),
+        }
+    }
+
+    /// The firmware names of each module at `rels` in the tree at `dir`: kept ones for a file
+    /// whose stamp is the same, the others read (see [`read_all`]).
+    pub fn of(&mut self, dir: &Path, rels: &[&str]) -> Vec<Result<Vec<String>>> {
+        use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+        let fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok();
+        let stamp = |rel: &str| {
+            let st = rustix::fs::statx(fd.as_ref()?, rel, AtFlags::STATX_DONT_SYNC, StatxFlags::INO | StatxFlags::CTIME).ok()?;
+            Some(Stamp::of_statx(&st))
+        };
+        let stamps: Vec<Option<Stamp>> = rels.iter().map(|rel| stamp(rel)).collect();
+        let mut results: Vec<Option<Result<Vec<String>>>> = rels
+            .iter()
+            .zip(&stamps)
+            .map(|(rel, now)| match (self.by_path.get(*rel), now) {
+                (Some((was, names)), Some(now)) if was == now => Some(Ok(names.clone())),
+                _ => None,
+            })
+            .collect();
+        let unread: Vec<usize> = (0..rels.len()).filter(|&n| results[n].is_none()).collect();
+        let infos = read_all(&unread.iter().map(|&n| dir.join(rels[n])).collect::<Vec<_>>());
+        for (n, info) in unread.into_iter().zip(infos) {
+            let names = info.map(|info| info.firmware);
+            if let (Ok(names), Some(stamp)) = (&names, stamps[n]) {
+                let clean = names.iter().all(|name| !name.contains(['\t', '\n']));
+                if clean && !rels[n].contains(['\t', '\n']) {
+                    self.by_path.insert(rels[n].to_string(), (stamp, names.clone()));
+                    self.changed = true;
+                }
+            }
+            results[n] = Some(names);
+        }
+        results.into_iter().map(|r| r.expect("every module kept or read")).collect()
+    }
+
+    /// Keep the names for the next run, when some were read anew.
+    pub fn save(&self, root: &Root, version: &str) -> Result<()> {
+        use std::fmt::Write as _;
+        if !self.changed {
+            return Ok(());
+        }
+        let mut text = format!("{NAMES_HEADER}\n");
+        for (rel, (stamp, names)) in &self.by_path {
+            let _ = write!(text, "{} {} {} {rel}", stamp.ino, stamp.ctime.0, stamp.ctime.1);
+            for name in names {
+                let _ = write!(text, "\t{name}");
+            }
+            text.push('\n');
+        }
+        let dir = root.join(CACHE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        crate::state::write_atomic(&FirmwareNames::path(root, version), text.as_bytes())
+    }
+
+    /// Forget the cache of a kernel whose tree is gone.
+    pub fn forget(root: &Root, version: &str) -> Result<()> {
+        crate::state::remove_if_present(&FirmwareNames::path(root, version))
+    }
 }
 
 /// Read the `.modinfo` of the uncompressed ELF object `elf_bytes`; `path_for_errors` names it
@@ -509,5 +615,55 @@ mod tests {
         assert!(read(&not_elf).unwrap_err().to_string().ends_with("zstd data is not an ELF object once decompressed"));
         let missing = dir.path().join("missing.ko");
         assert!(matches!(read(&missing), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn firmware_names_are_kept_for_the_file_they_were_read_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let tree = dir.path().join("lib/modules/6.1");
+        std::fs::create_dir_all(tree.join("kernel")).unwrap();
+        let module = |names: &[&str]| {
+            let records: Vec<u8> = names.iter().flat_map(|n| format!("firmware={n}\0").into_bytes()).collect();
+            elf(true, false, &[(".modinfo", PROGBITS, &records)])
+        };
+        std::fs::write(tree.join("kernel/a.ko"), module(&["a.fw", "b.fw"])).unwrap();
+        std::fs::write(tree.join("kernel/c.ko"), module(&[])).unwrap();
+        let rels = ["kernel/a.ko", "kernel/c.ko", "kernel/gone.ko"];
+        let names_of = |found: Vec<Result<Vec<String>>>| -> Vec<String> {
+            found.into_iter().map(|r| r.map_or_else(|e| format!("error: {e}"), |n| n.join(" "))).collect()
+        };
+
+        let mut cache = FirmwareNames::read(&root, "6.1");
+        let first = names_of(cache.of(&tree, &rels));
+        assert_eq!(first[..2], ["a.fw b.fw", ""]);
+        assert!(first[2].starts_with("error:"), "{first:?}");
+        cache.save(&root, "6.1").unwrap();
+
+        // Kept: a module whose file has the stamp it had is not read again; the names come
+        // from the cache (here edited to tell them apart). One written in place, or replaced,
+        // has a new stamp and is read.
+        let path = FirmwareNames::path(&root, "6.1");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\ta.fw", "\tkept.fw")).unwrap();
+        let mut kept = FirmwareNames::read(&root, "6.1");
+        assert_eq!(names_of(kept.of(&tree, &rels[..2])), ["kept.fw b.fw", ""]);
+        std::fs::write(tree.join("kernel/c.ko"), module(&["c.fw"])).unwrap();
+        assert_eq!(names_of(kept.of(&tree, &rels[1..2])), ["c.fw"]);
+        let a = tree.join("kernel/a.ko");
+        let before = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&a).unwrap());
+        std::fs::write(tree.join("kernel/a.ko.new"), module(&["new.fw"])).unwrap();
+        std::fs::rename(tree.join("kernel/a.ko.new"), &a).unwrap();
+        assert_ne!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&a).unwrap()), before);
+        assert_eq!(names_of(kept.of(&tree, &rels[..1])), ["new.fw"]);
+
+        // A cache that does not read back whole is none.
+        let good = std::fs::read_to_string(&path).unwrap();
+        for broken in [good.replacen("limopack firmware names 1", "limopack firmware names 2", 1), good.replacen(' ', "x", 1)] {
+            std::fs::write(&path, &broken).unwrap();
+            assert!(FirmwareNames::read(&root, "6.1").by_path.is_empty(), "{broken}");
+        }
+        FirmwareNames::forget(&root, "6.1").unwrap();
+        assert!(!path.exists());
     }
 }

@@ -5,7 +5,6 @@
 //! its last checkpoint make it current, as they do for dpkg-query. Reading the files in place
 //! spares each run two dpkg-query processes, which cost more than the rest of a plan.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::name::Shared;
+use crate::paths::PathTable;
 use crate::root::Root;
 
 /// dpkg's database folder, as the system sees it.
@@ -47,7 +47,7 @@ pub struct Packages {
     /// In-root path (as dpkg lists it) to the package that owns it, and to the others when
     /// more than one does (a folder, mostly): one vector per path would be thousands of
     /// allocations for the few paths that need one.
-    owner: FxHashMap<String, usize>,
+    owner: PathTable<usize>,
     co_owners: FxHashMap<String, Vec<usize>>,
     /// The prefixes read for under which some package lists a path: a tree is listed under
     /// `/lib/modules` or `/usr/lib/modules`, seldom both, and a look-up under the other is
@@ -111,7 +111,8 @@ impl Database {
         needles.dedup();
         let finders: Vec<memchr::memmem::Finder> = needles.iter().map(|n| memchr::memmem::Finder::new(n.as_bytes())).collect();
         let mut lists = Vec::new();
-        let mut bytes = Vec::new();
+        // One buffer for every list: most are a few KB, and it grows to the largest once.
+        let mut bytes = Vec::with_capacity(64 * 1024);
         let info = admin.join("info");
         let entries = std::fs::read_dir(&info).map_err(|e| Error::io(&info, e))?;
         for entry in entries {
@@ -140,19 +141,22 @@ fn lines_under(path: &Path, list: &[u8], prefixes: &[String], finders: &[memchr:
     if !finders.iter().any(|f| f.find_iter(list).any(in_a_kept_line)) {
         return Ok(None);
     }
-    let mut kept = String::new();
+    // Room for the whole list, given back once filled: a kernel's list is nearly all kept.
+    let mut kept = Vec::with_capacity(list.len() + 1);
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', list).chain([list.len()]) {
         let line = &list[start..end];
         start = end + 1;
         if prefixes.iter().any(|p| line.starts_with(p.as_bytes())) {
-            let line = std::str::from_utf8(line)
-                .map_err(|_| Error::refused(path, "a path that is not valid UTF-8; dpkg's database cannot be read"))?;
-            kept.push_str(line);
-            kept.push('\n');
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
         }
     }
-    Ok(Some(kept))
+    kept.shrink_to_fit();
+    match String::from_utf8(kept) {
+        Ok(kept) => Ok(Some(kept)),
+        Err(_) => Err(Error::refused(path, "a path that is not valid UTF-8; dpkg's database cannot be read")),
+    }
 }
 
 /// The files of `dir` named by a number, in numeric order; none when `dir` is missing.
@@ -197,7 +201,8 @@ impl Packages {
         let mut packages = Packages::default();
         // The lists hold only lines under the prefixes read for, nearly all of them paths to
         // own: one table of the right size instead of growing it through its doublings.
-        packages.owner.reserve(db.lists.iter().map(|(_, text)| memchr::memchr_iter(b'\n', text.as_bytes()).count()).sum());
+        let lines = db.lists.iter().map(|(_, text)| memchr::memchr_iter(b'\n', text.as_bytes()).count()).sum();
+        packages.owner = PathTable::with_capacity(lines, db.lists.iter().map(|(_, text)| text.len()).sum());
         let mut used = vec![false; prefixes.len()];
         for (list_name, text) in &db.lists {
             let mut owned = crate::index::lines(text)
@@ -215,11 +220,8 @@ impl Packages {
             let id = packages.packages.len();
             packages.packages.push(package_of(list_name, &records, native));
             for path in owned {
-                match packages.owner.entry(path.to_string()) {
-                    Entry::Vacant(entry) => {
-                        entry.insert(id);
-                    }
-                    Entry::Occupied(_) => packages.co_owners.entry(path.to_string()).or_default().push(id),
+                if packages.owner.insert_new(path, id).is_err() {
+                    packages.co_owners.entry(path.to_string()).or_default().push(id);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! One run: gather what is installed, plan, and (unless dry) apply. The binary's commands are
 //! thin wrappers around these functions.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::apply::{self, Done, FirmwareDone};
@@ -57,6 +58,8 @@ pub struct Gathered {
     pub changed: bool,
     /// Only some kernels are looked at (`--kernel`): firmware, shared by all, is not pruned.
     narrowed: bool,
+    /// A real run: what it reads anew is kept in limopack's caches for the next.
+    keeps_caches: bool,
 }
 
 impl Gathered {
@@ -91,7 +94,14 @@ impl Gathered {
         };
         let mut plan = plan::plan(&inputs);
         plan.warnings.splice(0..0, self.notes.iter().cloned());
-        let seen = crate::firmware::look(&self.root, &plan, &self.trees, &self.declarations, &self.config, &self.state, self.narrowed);
+        let mut names = BTreeMap::new();
+        let seen = crate::firmware::look(&self.root, &plan, &self.trees, &self.declarations, &self.config, &self.state, self.narrowed, &mut names);
+        if self.keeps_caches {
+            for (version, names) in &names {
+                // One that cannot be written only means reading the modules again next time.
+                let _ = names.save(&self.root, version);
+            }
+        }
         let cx = plan_firmware::Context {
             config: &self.config,
             packages: &self.packages,
@@ -225,6 +235,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         notes,
         changed,
         narrowed: opts.kernel.is_some(),
+        keeps_caches: !opts.dry_run,
     })
 }
 

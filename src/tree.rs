@@ -1,7 +1,7 @@
 //! Kernel module trees on disk: finding them, walking their files, and keeping their index
 //! fresh with depmod.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +12,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
 use crate::error::{Error, Result};
 use crate::index::{ModuleIndex, Sources};
 use crate::name;
+use crate::paths::PathTable;
 use crate::root::Root;
 
 /// One `/lib/modules/<kver>` folder.
@@ -111,9 +112,9 @@ pub struct Newest {
 /// What changes whenever a folder's entries do (one added, removed or renamed): its inode and
 /// change time. Unlike the modification time, no tool can set the change time back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    ctime: (i64, i64),
+pub(crate) struct Stamp {
+    pub(crate) ino: u64,
+    pub(crate) ctime: (i64, i64),
 }
 
 impl Stamp {
@@ -121,7 +122,7 @@ impl Stamp {
         Stamp { ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) }
     }
 
-    fn of_statx(st: &Statx) -> Stamp {
+    pub(crate) fn of_statx(st: &Statx) -> Stamp {
         Stamp { ino: st.stx_ino, ctime: (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec)) }
     }
 }
@@ -131,7 +132,7 @@ impl Stamp {
 #[derive(Debug, Default)]
 pub struct Files {
     /// Module files, with their sizes, by path relative to the tree.
-    pub regular: HashMap<String, u64>,
+    pub regular: PathTable<u64>,
     /// Module-named paths that are not regular files (folders, FIFOs, symlinks): never touched.
     pub odd: Vec<String>,
     /// The module file written last.
@@ -225,7 +226,9 @@ impl Files {
             (mine, crate::joined(other))
         });
         for part in [mine?, other?] {
-            files.regular.extend(part.regular);
+            for (rel, size) in part.regular.iter() {
+                let _ = files.regular.insert_new(rel, *size);
+            }
             files.odd.extend(part.odd);
             files.dirs.extend(part.dirs);
             if let Some(newest) = part.newest {
@@ -287,7 +290,7 @@ impl Files {
             match (kind.is_file(), module) {
                 (true, true) => {
                     self.note_written(Newest { rel: rel.clone(), mtime });
-                    self.regular.insert(rel, meta.len());
+                    let _ = self.regular.insert_new(&rel, meta.len());
                 }
                 (true, false) => self.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
                 (false, true) => self.odd.push(rel),
@@ -315,7 +318,7 @@ impl Files {
             return Vec::new();
         }
         let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
-        let mut unlisted: Vec<&str> = self.regular.keys().map(String::as_str).filter(|rel| !listed.contains(rel)).collect();
+        let mut unlisted: Vec<&str> = self.regular.iter().map(|(rel, _)| rel).filter(|rel| !listed.contains(rel)).collect();
         unlisted.sort_unstable();
         unlisted
     }
@@ -353,13 +356,13 @@ impl Files {
         };
         let mut files = Files { cached: true, ..Files::default() };
         // Nearly every line is a module's.
-        files.regular.reserve(memchr::memchr_iter(b'\n', text.as_bytes()).count());
+        files.regular = PathTable::with_capacity(memchr::memchr_iter(b'\n', text.as_bytes()).count(), text.len());
         for line in lines.filter(|l| !l.is_empty()) {
             let (kind, rest) = line.split_at_checked(2)?;
             match kind {
                 "m " => {
                     let ([size], rel) = numbers(rest)?;
-                    files.regular.insert(rel.to_string(), size as u64);
+                    files.regular.insert_new(rel, size as u64).ok()?;
                 }
                 "d " => {
                     let ([ino, secs, nanos], rel) = numbers(rest)?;
@@ -394,8 +397,8 @@ impl Files {
     pub fn save_cache(&self, root: &Root, tree: &Tree) -> Result<()> {
         use std::fmt::Write as _;
         let path = Files::cache_path(root, tree);
-        let all = self.dirs.iter().map(|(r, _)| r).chain(self.regular.keys()).chain(&self.odd);
-        if self.cached || all.clone().any(|rel| rel.contains('\n')) {
+        let mut all = self.dirs.iter().map(|(r, _)| r.as_str()).chain(self.regular.iter().map(|(rel, _)| rel)).chain(self.odd.iter().map(String::as_str));
+        if self.cached || all.any(|rel| rel.contains('\n')) {
             return Ok(());
         }
         let mut text = format!("{CACHE_HEADER}\n");
@@ -412,7 +415,7 @@ impl Files {
         for (rel, stamp) in &self.dirs {
             let _ = writeln!(text, "d {} {} {} {rel}", stamp.ino, stamp.ctime.0, stamp.ctime.1);
         }
-        for (rel, size) in &self.regular {
+        for (rel, size) in self.regular.iter() {
             let _ = writeln!(text, "m {size} {rel}");
         }
         for rel in &self.odd {
