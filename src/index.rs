@@ -323,9 +323,9 @@ impl DepList {
 
     /// Add the next module, unless one of its name is in the list already. Its dependencies
     /// are positions in the list (see [`is_whole`](Self::is_whole)).
-    pub(crate) fn push(&mut self, name: &str, path: &str, deps: impl IntoIterator<Item = ModId>) -> bool {
+    pub(crate) fn push(&mut self, name: Shared, path: Shared, deps: impl IntoIterator<Item = ModId>) -> bool {
         let id = self.modules.len();
-        let name = match self.by_name.entry(name.into()) {
+        let name = match self.by_name.entry(name) {
             std::collections::hash_map::Entry::Occupied(_) => return false,
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let name = entry.key().clone();
@@ -335,7 +335,7 @@ impl DepList {
         };
         let start = self.deps.len();
         self.deps.extend(deps);
-        self.modules.push(Module { name, path: path.into(), deps: start..self.deps.len(), present: true, size: 0 });
+        self.modules.push(Module { name, path, deps: start..self.deps.len(), present: true, size: 0 });
         true
     }
 

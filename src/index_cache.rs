@@ -12,10 +12,12 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::index::{DepList, ModuleIndex};
 use crate::mapped::Bytes;
+use crate::name::Shared;
 use crate::root::{Root, CACHE_DIR};
 
 const HEADER: &str = "limopack parsed modules.dep 1";
@@ -50,21 +52,25 @@ impl IndexCache {
     /// line complete, no name twice, and every dependency a module of the list.
     pub fn lookup(&self, key: Key) -> Option<DepList> {
         let section = self.sections()?.into_iter().find(|s| s.key == key)?;
-        let text = std::str::from_utf8(section.text).ok()?;
+        // One copy of the text, of which every name and path is a part.
+        let text: Arc<str> = std::str::from_utf8(section.text).ok()?.into();
         // A line has a few bytes at least: the counts of a broken header ask for no more.
         let mut list = DepList::with_capacity(section.modules.min(text.len()), section.deps.min(text.len()));
         let mut deps = Vec::new();
-        for line in crate::index::lines(text).filter(|l| !l.is_empty()) {
-            let tab = memchr::memchr(b'\t', line.as_bytes())?;
-            let (name, rest) = (&line[..tab], &line[tab + 1..]);
-            let tab = memchr::memchr(b'\t', rest.as_bytes())?;
-            let (path, ids) = (&rest[..tab], &rest[tab + 1..]);
-            if name.is_empty() || path.is_empty() {
+        let mut start = 0;
+        while start < text.len() {
+            let end = memchr::memchr(b'\n', &text.as_bytes()[start..]).map_or(text.len(), |n| start + n);
+            let line = &text[start..end];
+            let name_end = memchr::memchr(b'\t', line.as_bytes())?;
+            let path_end = name_end + 1 + memchr::memchr(b'\t', &line.as_bytes()[name_end + 1..])?;
+            if name_end == 0 || path_end == name_end + 1 {
                 return None;
             }
             deps.clear();
-            positions(ids, &mut deps)?;
+            positions(&line[path_end + 1..], &mut deps)?;
+            let (name, path) = (Shared::part_of(&text, start..start + name_end), Shared::part_of(&text, start + name_end + 1..start + path_end));
             list.push(name, path, deps.drain(..)).then_some(())?;
+            start = end + 1;
         }
         list.is_whole().then_some(list)
     }

@@ -5,10 +5,117 @@
 //! compares goes through [`normalize`] first.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A name or path shared by many parts of a plan (a module's name, its file, its package):
-/// cloned by reference count, not by copying it.
-pub type Shared = std::sync::Arc<str>;
+/// cloned by reference count, not by copying it. It may be a part of a longer text: the names
+/// and paths of an index taken from limopack's cache are parts of one, a single allocation for
+/// four thousand modules where each of their names and paths would be one.
+#[derive(Clone)]
+pub struct Shared {
+    text: Arc<str>,
+    start: u32,
+    end: u32,
+}
+
+impl Shared {
+    /// The part of `text` at `range`, which must lie on character boundaries.
+    pub fn part_of(text: &Arc<str>, range: std::ops::Range<usize>) -> Shared {
+        assert!(text.get(range.clone()).is_some(), "a part of the text, on character boundaries");
+        let (start, end) = (u32::try_from(range.start), u32::try_from(range.end));
+        Shared { text: text.clone(), start: start.expect("a text under 4 GiB"), end: end.expect("a text under 4 GiB") }
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text[self.start as usize..self.end as usize]
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(text: &str) -> Shared {
+        let len = u32::try_from(text.len()).expect("a name under 4 GiB");
+        Shared { text: text.into(), start: 0, end: len }
+    }
+}
+
+impl From<String> for Shared {
+    fn from(text: String) -> Shared {
+        Shared::from(text.as_str())
+    }
+}
+
+impl From<Cow<'_, str>> for Shared {
+    fn from(text: Cow<'_, str>) -> Shared {
+        Shared::from(&*text)
+    }
+}
+
+impl std::borrow::Borrow<str> for Shared {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+impl AsRef<str> for Shared {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Shared) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Shared {}
+
+impl PartialOrd for Shared {
+    fn partial_cmp(&self, other: &Shared) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Shared {
+    fn cmp(&self, other: &Shared) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+/// As the text hashes, so that a map by `Shared` is searched by `&str`.
+impl std::hash::Hash for Shared {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl serde::Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shared, D::Error> {
+        Ok(String::deserialize(d)?.into())
+    }
+}
 
 /// File endings of kernel modules, longest first so that `.ko.xz` is not taken for `.ko`.
 pub const MODULE_SUFFIXES: [&str; 4] = [".ko.zst", ".ko.xz", ".ko.gz", ".ko"];
