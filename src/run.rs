@@ -264,21 +264,22 @@ fn load_index(
         let cached = sources.parsed_dep.is_some();
         Ok((parse(sources)?, key, cached))
     };
-    // The index, limopack's copy of it from before a prune, and the tree's files are read at
-    // once: none needs the others until all are in.
-    let (files, index, saved) = std::thread::scope(|s| {
-        let index = s.spawn(|| {
+    // The indexes (the tree's, and limopack's copy from before a prune) are read while the
+    // tree's files are: neither needs the other until both are in. Both indexes on one
+    // thread, as a tree with a copy is a pruned one, whose own index is short.
+    let (files, indexes) = std::thread::scope(|s| {
+        let indexes = s.spawn(|| {
             let sources = Sources::read(&tree.path)?;
-            match sources.dep.is_some() && !rebuild {
-                true => parse_cached(sources).map(Some),
-                false => Ok(None),
-            }
+            let index = match sources.dep.is_some() && !rebuild {
+                true => Some(parse_cached(sources)?),
+                false => None,
+            };
+            Ok::<_, crate::Error>((index, state::saved_index(root, tree)?.map(parse_cached).transpose()?))
         });
-        let saved = s.spawn(|| state::saved_index(root, tree)?.map(parse_cached).transpose());
         let files = Files::load(root, tree);
-        (files, joined(index), joined(saved))
+        (files, joined(indexes))
     });
-    let (mut files, index, saved) = (files?, index?, saved?);
+    let (mut files, (index, saved)) = (files?, indexes?);
     let (mut index, mut key) = match index {
         Some((index, key, cached)) => (Some(index), Some((key, cached))),
         None => (None, None),
