@@ -410,7 +410,9 @@ fn plan_kernel(
         kept.insert(module.name.clone(), Kept { path: module.path.clone(), present: module.present, reason });
     }
 
-    let mut prune = Vec::new();
+    // Room for every owned file at once: a full tree's list is four thousand entries, grown
+    // by doubling it would be copied a dozen times.
+    let mut prune = Vec::with_capacity(owned_by.iter().flatten().count());
     // In modules.dep's order, which is stable from run to run.
     for (id, module) in index.modules().iter().enumerate() {
         let (Some(owner), false) = (owned_by[id], closure.contains_key(&id)) else { continue };
