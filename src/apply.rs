@@ -144,8 +144,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
     for gone in &plan.forget_kernels {
         archive::forget_kernel(root, gone)?;
         state::forget_index(root, gone)?;
-        crate::index_cache::IndexCache::forget(root, gone)?;
-        crate::modinfo::FirmwareNames::forget(root, gone)?;
+        state::forget_caches(root, gone)?;
     }
     let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 

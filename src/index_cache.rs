@@ -14,11 +14,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::index::{DepList, ModuleIndex};
 use crate::mapped::Bytes;
 use crate::name::Shared;
-use crate::root::{Root, CACHE_DIR};
+use crate::root::Root;
 
 const HEADER: &str = "limopack parsed modules.dep 1";
 
@@ -40,7 +40,7 @@ pub struct IndexCache {
 
 impl IndexCache {
     fn path(root: &Root, version: &str) -> PathBuf {
-        root.join(CACHE_DIR).join(format!("{version}.index"))
+        root.cache_file(version, "index")
     }
 
     /// The cache of kernel `version`; an empty one when there is none, or it cannot be read.
@@ -117,14 +117,7 @@ impl IndexCache {
         }
         head.push('\n');
         head.push_str(&body);
-        let dir = root.join(CACHE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        crate::state::write_atomic(&IndexCache::path(root, version), head.as_bytes())
-    }
-
-    /// Forget the cache of a kernel whose tree is gone.
-    pub fn forget(root: &Root, version: &str) -> Result<()> {
-        crate::state::remove_if_present(&IndexCache::path(root, version))
+        crate::state::write_cache(root, &IndexCache::path(root, version), head.as_bytes())
     }
 }
 
@@ -198,7 +191,7 @@ mod tests {
         assert!(cache.lookup(Key::of(b"kernel/fs/jbd2/jbd2.ko:\n")).is_none());
         assert!(IndexCache::read(&root, "6.2").lookup(Key::of(DEP.as_bytes())).is_none());
 
-        IndexCache::forget(&root, "6.1").unwrap();
+        crate::state::forget_caches(&root, "6.1").unwrap();
         assert!(IndexCache::read(&root, "6.1").lookup(Key::of(DEP.as_bytes())).is_none());
     }
 

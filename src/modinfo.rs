@@ -25,7 +25,7 @@ use object::read::{ReadCache, ReadCacheOps, ReadRef};
 use object::Endianness;
 
 use crate::error::{Error, Result};
-use crate::root::{Root, CACHE_DIR};
+use crate::root::Root;
 use crate::tree::Stamp;
 
 /// The largest module accepted once decompressed. Debian's largest (amdgpu) is about 40 MiB;
@@ -160,7 +160,7 @@ const NAMES_HEADER: &str = "limopack firmware names 1";
 
 impl FirmwareNames {
     fn path(root: &Root, version: &str) -> PathBuf {
-        root.join(CACHE_DIR).join(format!("{version}.firmware"))
+        root.cache_file(version, "firmware")
     }
 
     /// The cache of kernel `version`; an empty one when there is none or a line of it does not
@@ -233,14 +233,7 @@ impl FirmwareNames {
             }
             text.push('\n');
         }
-        let dir = root.join(CACHE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        crate::state::write_atomic(&FirmwareNames::path(root, version), text.as_bytes())
-    }
-
-    /// Forget the cache of a kernel whose tree is gone.
-    pub fn forget(root: &Root, version: &str) -> Result<()> {
-        crate::state::remove_if_present(&FirmwareNames::path(root, version))
+        crate::state::write_cache(root, &FirmwareNames::path(root, version), text.as_bytes())
     }
 }
 
@@ -663,7 +656,7 @@ mod tests {
             std::fs::write(&path, &broken).unwrap();
             assert!(FirmwareNames::read(&root, "6.1").by_path.is_empty(), "{broken}");
         }
-        FirmwareNames::forget(&root, "6.1").unwrap();
+        crate::state::forget_caches(&root, "6.1").unwrap();
         assert!(!path.exists());
     }
 }

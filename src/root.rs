@@ -4,8 +4,12 @@ use std::path::{Path, PathBuf};
 
 /// Where limopack keeps its state, lock, journal and saved indexes, inside the root.
 pub const STATE_DIR: &str = "/var/lib/limopack";
-/// What limopack can always make again: each tree's files as its last walk found them.
+/// What limopack can always make again, a few files per kernel (see [`CACHES`]).
 pub const CACHE_DIR: &str = "/var/cache/limopack";
+/// The endings of each kernel's files in [`CACHE_DIR`]: its tree's files as the last walk
+/// found them (`tree::Files`), its parsed `modules.dep` (`index_cache`), and the firmware
+/// names of its kept modules (`modinfo::FirmwareNames`).
+pub const CACHES: [&str; 3] = ["files", "index", "firmware"];
 /// The admin's config.
 pub const CONFIG_FILE: &str = "/etc/limopack/limopack.yaml";
 /// Declarations shipped by packages.
@@ -54,6 +58,12 @@ impl Root {
 
     pub fn state_dir(&self) -> PathBuf {
         self.join(STATE_DIR)
+    }
+
+    /// Kernel `version`'s cache of kind `kind`, one of [`CACHES`].
+    pub fn cache_file(&self, version: &str, kind: &str) -> PathBuf {
+        debug_assert!(CACHES.contains(&kind), "{kind} is not a cache");
+        self.join(CACHE_DIR).join(format!("{version}.{kind}"))
     }
 }
 

@@ -348,6 +348,19 @@ pub fn forget_index(root: &Root, version: &str) -> Result<()> {
     remove_if_present(&saved_aliases_path(root, version))
 }
 
+/// Write one of limopack's caches (see `root::CACHES`), making their folder first: only a real
+/// run writes them, and the first may find no folder.
+pub(crate) fn write_cache(root: &Root, path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = root.join(crate::root::CACHE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_atomic(path, bytes)
+}
+
+/// Forget the caches of a kernel whose tree is gone.
+pub fn forget_caches(root: &Root, version: &str) -> Result<()> {
+    crate::root::CACHES.iter().try_for_each(|kind| remove_if_present(&root.cache_file(version, kind)))
+}
+
 /// Remove a file limopack wrote; one that is not there is already what was wanted.
 pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
@@ -591,5 +604,22 @@ mod tests {
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::NotFound);
         forget_index(&root, "6.1").unwrap();
         assert!(!saved_aliases_path(&root, "6.1").exists() && !saved_index_path(&root, "6.1").exists());
+    }
+
+    #[test]
+    fn a_gone_kernels_caches_are_forgotten_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        for version in ["6.1", "6.2"] {
+            for kind in crate::root::CACHES {
+                write_cache(&root, &root.cache_file(version, kind), b"x").unwrap();
+            }
+        }
+        forget_caches(&root, "6.1").unwrap();
+        for kind in crate::root::CACHES {
+            assert!(!root.cache_file("6.1", kind).exists(), "{kind}");
+            assert!(root.cache_file("6.2", kind).exists(), "{kind}");
+        }
+        forget_caches(&root, "6.1").unwrap();
     }
 }

@@ -334,7 +334,7 @@ impl Files {
     }
 
     fn cache_path(root: &Root, tree: &Tree) -> PathBuf {
-        root.join(crate::root::CACHE_DIR).join(format!("{}.files", tree.version))
+        root.cache_file(&tree.version, "files")
     }
 
     /// The cached files of `tree`, if the cache is there, whole, and still true: `modules.dep`
@@ -421,9 +421,7 @@ impl Files {
         for rel in &self.odd {
             let _ = writeln!(text, "o {rel}");
         }
-        let dir = root.join(crate::root::CACHE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        crate::state::write_atomic(&path, text.as_bytes())
+        crate::state::write_cache(root, &path, text.as_bytes())
     }
 }
 
