@@ -97,11 +97,7 @@ impl BinaryIndex {
     /// Read the index at `path`; `None` when there is no such file. Only its header is
     /// checked here.
     pub fn read(path: &Path) -> Result<Option<BinaryIndex>> {
-        match Bytes::read(path) {
-            Ok(bytes) => BinaryIndex::parse(path, bytes).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        Bytes::read_if_there(path)?.map(|bytes| BinaryIndex::parse(path, bytes)).transpose()
     }
 
     /// Take `bytes`, read from `path`, as an index, checking its header.

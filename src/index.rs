@@ -172,11 +172,7 @@ impl Sources {
         let alias_bin = BinaryIndex::read(&dir.join("modules.alias.bin"))?;
         let (builtin, builtin_modinfo) = Sources::read_builtin(dir)?;
         Ok(Sources {
-            dep: match Bytes::read(&dir.join("modules.dep")) {
-                Ok(bytes) => Some((dir.join("modules.dep"), bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io(dir.join("modules.dep"), e)),
-            },
+            dep: Bytes::read_if_there(&dir.join("modules.dep"))?.map(|bytes| (dir.join("modules.dep"), bytes)),
             alias: match alias_bin {
                 Some(_) => None,
                 None => read_text(dir, "modules.alias")?,

@@ -40,6 +40,15 @@ impl Bytes {
         })
     }
 
+    /// The bytes of the file at `path`, or none when there is no such file.
+    pub fn read_if_there(path: &Path) -> crate::error::Result<Option<Bytes>> {
+        match Bytes::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::error::Error::io(path, e)),
+        }
+    }
+
     /// Keep the first `len` bytes only: what is left of a file once its other parts were
     /// copied out, kept in place.
     pub fn truncate(&mut self, len: usize) {

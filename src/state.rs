@@ -421,29 +421,20 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
 /// holds the text of the aliases, and is read as it is.
 pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
     let path = saved_index_path(root, &tree.version);
-    match crate::mapped::Bytes::read(&path) {
-        Ok(bytes) => {
-            let mut sources = Sources::from_depmod_output(bytes, &path, &tree.path)?;
-            if let Some(dep) = &mut sources.dep {
-                dep.0 = path;
-            }
-            if sources.alias.is_none() {
-                sources.alias_bin = BinaryIndex::read(&saved_aliases_path(root, &tree.version))?;
-            }
-            Ok(Some(sources))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
+    let Some(bytes) = crate::mapped::Bytes::read_if_there(&path)? else { return Ok(None) };
+    let mut sources = Sources::from_depmod_output(bytes, &path, &tree.path)?;
+    if let Some(dep) = &mut sources.dep {
+        dep.0 = path;
     }
+    if sources.alias.is_none() {
+        sources.alias_bin = BinaryIndex::read(&saved_aliases_path(root, &tree.version))?;
+    }
+    Ok(Some(sources))
 }
 
 /// Read a JSON file limopack wrote; mapped, as a pruned kernel's state is a few hundred KB.
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    let bytes = match crate::mapped::Bytes::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
+    let Some(bytes) = crate::mapped::Bytes::read_if_there(path)? else { return Ok(None) };
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::syntax(path, e.line(), e.column(), e.to_string()))
