@@ -100,7 +100,7 @@ impl IndexCache {
     /// Keep the parses a run made or took for kernel `version`, in place of what was kept.
     /// Each line is a module's name, its path and its dependencies by position; a module's
     /// name and path never hold a tab or a line break, as depmod splits its lines at both.
-    pub fn save(root: &Root, version: &str, parsed: &[(Key, &ModuleIndex)]) -> Result<()> {
+    pub fn save<'a>(root: &Root, version: &str, parsed: impl IntoIterator<Item = (Key, &'a ModuleIndex)>) -> Result<()> {
         let mut head = format!("{HEADER}\n");
         let mut body = String::new();
         for (key, index) in parsed {
@@ -182,7 +182,7 @@ mod tests {
         let other = "kernel/lib/crc16.ko:\n";
         let (index, small) = (parse(DEP, None), parse(other, None));
         assert_eq!(shown(&index)[3], "crc32c_generic kernel/crypto/crc32c-generic.ko [] Some(3)");
-        IndexCache::save(&root, "6.1", &[(Key::of(DEP.as_bytes()), &index), (Key::of(other.as_bytes()), &small)]).unwrap();
+        IndexCache::save(&root, "6.1", [(Key::of(DEP.as_bytes()), &index), (Key::of(other.as_bytes()), &small)]).unwrap();
 
         // Taken: an index of no text at all holds the kept list.
         let cache = IndexCache::read(&root, "6.1");
@@ -200,7 +200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         let key = Key::of(DEP.as_bytes());
-        IndexCache::save(&root, "6.1", &[(key, &parse(DEP, None))]).unwrap();
+        IndexCache::save(&root, "6.1", [(key, &parse(DEP, None))]).unwrap();
         let path = IndexCache::path(&root, "6.1");
         let good = std::fs::read_to_string(&path).unwrap();
         let body = good.split_once("\n\n").unwrap().1;

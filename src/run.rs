@@ -280,10 +280,7 @@ fn load_index(
         (files, joined(indexes))
     });
     let (mut files, (index, saved)) = (files?, indexes?);
-    let (mut index, mut key) = match index {
-        Some((index, key, cached)) => (Some(index), Some((key, cached))),
-        None => (None, None),
-    };
+    let (mut index, mut key) = index.map(|(index, key, cached)| (index, (key, cached))).unzip();
     if let Some(index) = &mut index {
         index.mark_present(|rel| files.size(rel));
     }
@@ -293,15 +290,13 @@ fn load_index(
         false => tree::stale_reason(&files, index.as_ref()),
     };
     if let Some(reason) = stale {
-        // What is planned with is not the text that was keyed.
-        key = None;
         if !config.depmod {
             notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
         } else if dry_run {
             notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
             let mut fresh = parse(tree::depmod_dry(root, tree)?)?;
             fresh.mark_present(|rel| files.size(rel));
-            index = Some(fresh);
+            (index, key) = (Some(fresh), None);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
             tree::depmod(root, &tree.version)?;
@@ -309,7 +304,7 @@ fn load_index(
             files = Files::scan(tree)?;
             let mut fresh = parse(Sources::read(&tree.path)?)?;
             fresh.mark_present(|rel| files.size(rel));
-            index = Some(fresh);
+            (index, key) = (Some(fresh), None);
         }
     }
     let mut index = match index {
@@ -321,12 +316,13 @@ fn load_index(
             })
         }
     };
-    // A real run keeps what it parsed for the next, when the cache did not have it all.
-    let parsed: Vec<_> = key.map(|key| (key, &index)).into_iter().chain(saved.as_ref().map(|(saved, key, cached)| ((*key, *cached), saved))).collect();
-    if !dry_run && parsed.iter().any(|((_, cached), _)| !cached) {
-        let kept: Vec<_> = parsed.iter().map(|((key, _), index)| (*key, *index)).collect();
+    // A real run keeps what it parsed for the next, when the cache did not have it all: the
+    // tree's index, unless depmod made a new one (`key` is then gone), and the saved copy.
+    let tree_parse = key.map(|(key, cached)| (key, cached, &index));
+    let parses: Vec<_> = tree_parse.into_iter().chain(saved.as_ref().map(|(saved, key, cached)| (*key, *cached, saved))).collect();
+    if !dry_run && parses.iter().any(|&(_, cached, _)| !cached) {
         // One that cannot be written only means parsing again next time.
-        let _ = IndexCache::save(root, &tree.version, &kept);
+        let _ = IndexCache::save(root, &tree.version, parses.iter().map(|&(key, _, index)| (key, index)));
     }
     if let Some((saved, _, _)) = saved {
         index.merge_pruned(saved);
