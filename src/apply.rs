@@ -19,6 +19,7 @@ use crate::archive;
 use crate::config::Config;
 use crate::deb;
 use crate::error::{Error, Result};
+use crate::index::ModuleIndex;
 use crate::initramfs;
 use crate::name::Shared;
 use crate::packages;
@@ -262,12 +263,12 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
 /// Keep each tree's files for the next run to read instead of walking: what this run found,
 /// or for a tree this run changed, a fresh walk of it, which after a prune is a short one. A
 /// cache that cannot be written (a read-only or full disk) only means walking next time.
-pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a Files)>, done: &[Done]) {
-    for (tree, files) in walked {
+pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a ModuleIndex, &'a Files)>, done: &[Done]) {
+    for (tree, index, files) in walked {
         let changed = done.iter().any(|d| d.version == tree.version && (d.removed > 0 || !d.restored.is_empty() || d.depmod));
         let _ = match changed {
-            false => files.save_cache(root, tree),
-            true => Files::scan(tree).and_then(|fresh| fresh.save_cache(root, tree)),
+            false => files.save_cache(root, tree, index),
+            true => Files::scan(tree).and_then(|fresh| fresh.save_cache(root, tree, index)),
         };
     }
 }

@@ -602,7 +602,7 @@ kernel/fs/btrfs/btrfs.ko:
     /// Takes module files off the disk, as a prune would: the index sees them gone too.
     fn remove_files(w: &mut World, rels: &[&str]) {
         for rel in rels {
-            w.files.regular.remove(rel);
+            w.files.regular_mut().remove(rel);
         }
         w.index = index_with(DEP, |path| !rels.contains(&path));
     }
@@ -613,7 +613,7 @@ kernel/fs/btrfs/btrfs.ko:
         let mut status = format!("Package: linux-image-{KVER}\nVersion: 1\nStatus: install ok installed\n\n");
         let mut kernel_list = String::new();
         for m in index.modules() {
-            let _ = files.regular.insert_new(&m.path, 1000);
+            let _ = files.regular_mut().insert_new(&m.path, 1000);
             if !m.path.contains("dkms") {
                 kernel_list.push_str(&format!("/lib/modules/{KVER}/{}\n", m.path));
             }

@@ -282,7 +282,7 @@ fn load_index(
     let (mut files, (index, saved)) = (files?, indexes?);
     let (mut index, mut key) = index.map(|(index, key, cached)| (index, (key, cached))).unzip();
     if let Some(index) = &mut index {
-        index.mark_present(|rel| files.size(rel));
+        files.mark(index);
     }
     let mut ran_depmod = false;
     let stale = match rebuild {
@@ -295,7 +295,7 @@ fn load_index(
         } else if dry_run {
             notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
             let mut fresh = parse(tree::depmod_dry(root, tree)?)?;
-            fresh.mark_present(|rel| files.size(rel));
+            files.mark(&mut fresh);
             (index, key) = (Some(fresh), None);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
@@ -303,7 +303,7 @@ fn load_index(
             ran_depmod = true;
             files = Files::scan(tree)?;
             let mut fresh = parse(Sources::read(&tree.path)?)?;
-            fresh.mark_present(|rel| files.size(rel));
+            files.mark(&mut fresh);
             (index, key) = (Some(fresh), None);
         }
     }
@@ -385,7 +385,7 @@ pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
         false => {
             let effects = apply::Effects { initramfs: opts.initramfs };
             let (done, firmware) = apply::apply(&gathered.root, &gathered.config, &plan, &gathered.trees, &mut gathered.state, effects)?;
-            let walked = gathered.trees.iter().zip(gathered.kernels.iter().map(|(_, files, _)| files));
+            let walked = gathered.trees.iter().zip(&gathered.kernels).map(|(tree, (index, files, _))| (tree, index, files));
             apply::save_tree_caches(&gathered.root, walked, &done);
             (done, firmware)
         }

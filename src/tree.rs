@@ -5,6 +5,7 @@ use rustc_hash::FxHashSet as HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
@@ -12,6 +13,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
 use crate::error::{Error, Result};
 use crate::index::{ModuleIndex, Sources};
 use crate::name;
+use crate::mapped::Bytes;
 use crate::paths::PathTable;
 use crate::root::Root;
 
@@ -131,8 +133,13 @@ impl Stamp {
 /// cache of the last walk when no folder of the tree has changed since.
 #[derive(Debug, Default)]
 pub struct Files {
-    /// Module files, with their sizes, by path relative to the tree.
-    pub regular: PathTable<u64>,
+    /// Module files, with their sizes, by path relative to the tree: walked, or made from
+    /// `listed` when a path is first looked up.
+    regular: OnceLock<PathTable<u64>>,
+    /// The module files as the cache lists them: where each path is in `cache`, and its size.
+    /// The cache lists them in the order of the index it was saved with (see [`mark`](Self::mark)).
+    listed: Vec<(u32, u32, u64)>,
+    cache: Bytes,
     /// Module-named paths that are not regular files (folders, FIFOs, symlinks): never touched.
     pub odd: Vec<String>,
     /// The module file written last.
@@ -148,8 +155,9 @@ pub struct Files {
 /// The first line of a cache file, with its format's version. Then one line per thing:
 /// `f SIZE MTIME_S MTIME_NS INO CTIME_S CTIME_NS` for modules.dep, `n MTIME_S MTIME_NS REL` for
 /// the module file written last, `d INO CTIME_S CTIME_NS REL` for a folder (the tree's own has
-/// an empty REL), `m SIZE REL` for a module file, and `o REL` for a module-named entry that is
-/// not a regular file.
+/// an empty REL), `m SIZE REL` for a module file (in the order of the index the cache was
+/// saved with, then the others by path), and `o REL` for a module-named entry that is not a
+/// regular file.
 const CACHE_HEADER: &str = "limopack tree cache 1";
 
 /// `N` numbers separated by spaces, then the rest of the line after one more space (or
@@ -226,8 +234,8 @@ impl Files {
             (mine, crate::joined(other))
         });
         for part in [mine?, other?] {
-            for (rel, size) in part.regular.iter() {
-                let _ = files.regular.insert_new(rel, *size);
+            for (rel, size) in part.regular().iter() {
+                let _ = files.regular_mut().insert_new(rel, *size);
             }
             files.odd.extend(part.odd);
             files.dirs.extend(part.dirs);
@@ -290,7 +298,7 @@ impl Files {
             match (kind.is_file(), module) {
                 (true, true) => {
                     self.note_written(Newest { rel: rel.clone(), mtime });
-                    let _ = self.regular.insert_new(&rel, meta.len());
+                    let _ = self.regular_mut().insert_new(&rel, meta.len());
                 }
                 (true, false) => self.dep = Some((meta.len(), mtime, Stamp::of(&meta))),
                 (false, true) => self.odd.push(rel),
@@ -314,18 +322,72 @@ impl Files {
     pub fn unlisted(&self, index: &ModuleIndex) -> Vec<&str> {
         // Each module present is one of the files: only more files than that can include
         // some the index does not list, which spares building the set on every run.
-        if self.regular.len() <= index.modules().iter().filter(|m| m.present).count() {
+        if self.len() <= index.modules().iter().filter(|m| m.present).count() {
             return Vec::new();
         }
         let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
-        let mut unlisted: Vec<&str> = self.regular.iter().map(|(rel, _)| rel).filter(|rel| !listed.contains(rel)).collect();
+        let mut unlisted: Vec<&str> = self.regular().iter().map(|(rel, _)| rel).filter(|rel| !listed.contains(rel)).collect();
         unlisted.sort_unstable();
         unlisted
     }
 
+    /// How many module files there are.
+    fn len(&self) -> usize {
+        self.regular.get().map_or(self.listed.len(), PathTable::len)
+    }
+
     /// The size of `rel` when it is a regular file here.
     pub fn size(&self, rel: &str) -> Option<u64> {
-        self.regular.get(rel).copied()
+        self.regular().get(rel).copied()
+    }
+
+    /// Mark which of `index`'s modules have their file here, with its size. The cache lists
+    /// the files in the order of the index it was saved with, and while the index is that
+    /// one, each module's file is the next one listed: four thousand paths are compared
+    /// where they would be hashed and looked up. A file left over shows that the order did
+    /// not hold (or that the index does not list it), and then each path is looked up.
+    pub fn mark(&self, index: &mut ModuleIndex) {
+        if self.regular.get().is_none() {
+            let next = std::cell::Cell::new(0);
+            index.mark_present(|rel| {
+                let &(start, end, size) = self.listed.get(next.get())?;
+                let same = self.cache[start as usize..end as usize] == *rel.as_bytes();
+                same.then(|| {
+                    next.set(next.get() + 1);
+                    size
+                })
+            });
+            // Every file was some module's, in turn, and paths are unique in an index: no
+            // module was passed over whose file is here.
+            if next.get() == self.listed.len() {
+                return;
+            }
+        }
+        index.mark_present(|rel| self.size(rel));
+    }
+
+    /// The files by path. Of a path the cache lists twice, which limopack never writes, the
+    /// first size stands; whether it is there, which is what a plan acts on, is the same.
+    fn regular(&self) -> &PathTable<u64> {
+        self.regular.get_or_init(|| {
+            let mut table = PathTable::with_capacity(self.listed.len(), self.cache.len());
+            for (rel, size) in self.listed() {
+                let _ = table.insert_new(rel, size);
+            }
+            table
+        })
+    }
+
+    pub(crate) fn regular_mut(&mut self) -> &mut PathTable<u64> {
+        self.regular();
+        self.listed.clear();
+        self.regular.get_mut().expect("made by regular()")
+    }
+
+    /// The module files the cache lists, in its order.
+    fn listed(&self) -> impl Iterator<Item = (&str, u64)> {
+        // The cache was checked to be UTF-8 whole, and each path is a whole line's end.
+        self.listed.iter().filter_map(|&(start, end, size)| Some((std::str::from_utf8(&self.cache[start as usize..end as usize]).ok()?, size)))
     }
 
     /// When `modules.dep` was written, if there is one.
@@ -341,7 +403,7 @@ impl Files {
     /// and every folder have the stamps the walk saw. A folder's stamp changes with any entry
     /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
-        let bytes = crate::mapped::Bytes::read(&Files::cache_path(root, tree)).ok()?;
+        let bytes = Bytes::read(&Files::cache_path(root, tree)).ok()?;
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut lines = crate::index::lines(text);
         if lines.next()? != CACHE_HEADER {
@@ -356,13 +418,15 @@ impl Files {
         };
         let mut files = Files { cached: true, ..Files::default() };
         // Nearly every line is a module's.
-        files.regular = PathTable::with_capacity(memchr::memchr_iter(b'\n', text.as_bytes()).count(), text.len());
+        files.listed.reserve(memchr::memchr_iter(b'\n', text.as_bytes()).count());
+        let offset = |part: &str| u32::try_from(part.as_ptr() as usize - text.as_ptr() as usize).ok();
         for line in lines.filter(|l| !l.is_empty()) {
             let (kind, rest) = line.split_at_checked(2)?;
             match kind {
                 "m " => {
                     let ([size], rel) = numbers(rest)?;
-                    files.regular.insert_new(rel, size as u64).ok()?;
+                    let start = offset(rel)?;
+                    files.listed.push((start, start + u32::try_from(rel.len()).ok()?, size as u64));
                 }
                 "d " => {
                     let ([ino, secs, nanos], rel) = numbers(rest)?;
@@ -389,15 +453,19 @@ impl Files {
             }
         }
         // The folders are the tree's: an empty list would vouch for nothing.
-        (files.dirs.first()?.0.is_empty()).then_some(files)
+        files.dirs.first()?.0.is_empty().then_some(())?;
+        files.cache = bytes;
+        Some(files)
     }
 
     /// Write these walked files to the cache, for the next run to read instead of walking.
     /// A path with a line break cannot be written so, and such a tree is walked every time.
-    pub fn save_cache(&self, root: &Root, tree: &Tree) -> Result<()> {
+    /// The module files go in the order of `index`, then those it does not list, by path:
+    /// the order the next run's [`mark`](Self::mark) walks while the index stays the same.
+    pub fn save_cache(&self, root: &Root, tree: &Tree, index: &ModuleIndex) -> Result<()> {
         use std::fmt::Write as _;
         let path = Files::cache_path(root, tree);
-        let mut all = self.dirs.iter().map(|(r, _)| r.as_str()).chain(self.regular.iter().map(|(rel, _)| rel)).chain(self.odd.iter().map(String::as_str));
+        let mut all = self.dirs.iter().map(|(r, _)| r.as_str()).chain(self.regular().iter().map(|(rel, _)| rel)).chain(self.odd.iter().map(String::as_str));
         if self.cached || all.any(|rel| rel.contains('\n')) {
             return Ok(());
         }
@@ -415,7 +483,16 @@ impl Files {
         for (rel, stamp) in &self.dirs {
             let _ = writeln!(text, "d {} {} {} {rel}", stamp.ino, stamp.ctime.0, stamp.ctime.1);
         }
-        for (rel, size) in self.regular.iter() {
+        let regular = self.regular();
+        for module in index.modules() {
+            if let Some(size) = regular.get(&module.path) {
+                let _ = writeln!(text, "m {size} {}", module.path);
+            }
+        }
+        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
+        let mut others: Vec<(&str, &u64)> = regular.iter().filter(|(rel, _)| !listed.contains(rel)).collect();
+        others.sort_unstable();
+        for (rel, size) in others {
             let _ = writeln!(text, "m {size} {rel}");
         }
         for rel in &self.odd {
@@ -679,7 +756,7 @@ mod tests {
     }
 
     fn same(a: &Files, b: &Files) {
-        assert_eq!(a.regular, b.regular);
+        assert_eq!(a.regular(), b.regular());
         assert_eq!(a.odd, b.odd);
         assert_eq!(a.newest, b.newest);
         assert_eq!(a.dep, b.dep);
@@ -692,9 +769,9 @@ mod tests {
         let (root, tree) = tree_in(dir.path());
         std::os::unix::fs::symlink("/etc/passwd", tree.path.join("kernel/fs/odd.ko")).unwrap();
         let walked = Files::scan(&tree).unwrap();
-        assert_eq!(walked.regular.len(), 2);
+        assert_eq!(walked.len(), 2);
         assert_eq!(walked.odd, ["kernel/fs/odd.ko"]);
-        walked.save_cache(&root, &tree).unwrap();
+        walked.save_cache(&root, &tree, &ModuleIndex::default()).unwrap();
         let cached = Files::load(&root, &tree).unwrap();
         assert!(cached.cached);
         same(&cached, &walked);
@@ -704,7 +781,7 @@ mod tests {
         let after = Files::load(&root, &tree).unwrap();
         assert!(!after.cached);
         assert!(after.size("updates/dkms/zfs.ko").is_some());
-        after.save_cache(&root, &tree).unwrap();
+        after.save_cache(&root, &tree, &ModuleIndex::default()).unwrap();
         assert!(Files::load(&root, &tree).unwrap().cached);
 
         // depmod replaces modules.dep by a rename: a new inode.
@@ -714,12 +791,53 @@ mod tests {
 
         // A cache that is not whole, or of another format, is not believed.
         let cache = Files::cache_path(&root, &tree);
-        Files::scan(&tree).unwrap().save_cache(&root, &tree).unwrap();
+        Files::scan(&tree).unwrap().save_cache(&root, &tree, &ModuleIndex::default()).unwrap();
         let text = std::fs::read_to_string(&cache).unwrap();
         for broken in [text.replace("limopack tree cache 1", "limopack tree cache 9"), text.replace("\nd ", "\nd x"), String::new()] {
             std::fs::write(&cache, broken).unwrap();
             assert!(!Files::load(&root, &tree).unwrap().cached);
         }
+    }
+
+    /// What `mark` said of each module: whether its file is there, and its size.
+    fn marked(files: &Files, dep: &str) -> Vec<(String, bool, u64)> {
+        let mut index = ModuleIndex::parse(Sources { dep: Some(("modules.dep".into(), dep.into())), ..Sources::default() }).unwrap();
+        files.mark(&mut index);
+        index.modules().iter().map(|m| (m.path.to_string(), m.present, m.size)).collect()
+    }
+
+    #[test]
+    fn a_cached_tree_marks_an_index_in_its_order_and_any_other_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, tree) = tree_in(dir.path());
+        let dep = "kernel/fs/btrfs/btrfs.ko:\nkernel/fs/gone/gone.ko:\nkernel/fs/ext4/ext4.ko:\n";
+        let index = ModuleIndex::parse(Sources { dep: Some(("modules.dep".into(), dep.into())), ..Sources::default() }).unwrap();
+        std::fs::write(tree.path.join("kernel/fs/extra.ko"), "x").unwrap();
+        Files::scan(&tree).unwrap().save_cache(&root, &tree, &index).unwrap();
+        let text = std::fs::read_to_string(Files::cache_path(&root, &tree)).unwrap();
+        let order: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("m ")).collect();
+        assert_eq!(order, ["6 kernel/fs/btrfs/btrfs.ko", "4 kernel/fs/ext4/ext4.ko", "1 kernel/fs/extra.ko"], "the index's order, then the others");
+
+        let cached = Files::load(&root, &tree).unwrap();
+        assert!(cached.cached);
+        let expected = |paths: [&str; 3]| -> Vec<(String, bool, u64)> {
+            let size = |p: &str| [("kernel/fs/btrfs/btrfs.ko", 6), ("kernel/fs/ext4/ext4.ko", 4)].iter().find(|(q, _)| *q == p).map(|(_, s)| *s);
+            paths.iter().map(|p| (p.to_string(), size(p).is_some(), size(p).unwrap_or(0))).collect()
+        };
+        // extra.ko is left over in the walk of the same order, and each path is looked up;
+        // the same of an index in another order.
+        assert_eq!(marked(&cached, dep), expected(["kernel/fs/btrfs/btrfs.ko", "kernel/fs/gone/gone.ko", "kernel/fs/ext4/ext4.ko"]));
+        let reversed = "kernel/fs/ext4/ext4.ko:\nkernel/fs/gone/gone.ko:\nkernel/fs/btrfs/btrfs.ko:\n";
+        assert_eq!(marked(&Files::load(&root, &tree).unwrap(), reversed), expected(["kernel/fs/ext4/ext4.ko", "kernel/fs/gone/gone.ko", "kernel/fs/btrfs/btrfs.ko"]));
+
+        // Without extra.ko the walk in order finds every file without a table of paths.
+        std::fs::remove_file(tree.path.join("kernel/fs/extra.ko")).unwrap();
+        Files::scan(&tree).unwrap().save_cache(&root, &tree, &index).unwrap();
+        let cached = Files::load(&root, &tree).unwrap();
+        assert_eq!(marked(&cached, dep), expected(["kernel/fs/btrfs/btrfs.ko", "kernel/fs/gone/gone.ko", "kernel/fs/ext4/ext4.ko"]));
+        assert!(cached.regular.get().is_none(), "no path was looked up");
+        assert_eq!(marked(&cached, reversed), expected(["kernel/fs/ext4/ext4.ko", "kernel/fs/gone/gone.ko", "kernel/fs/btrfs/btrfs.ko"]));
+        assert!(cached.regular.get().is_some());
     }
 
     #[test]
