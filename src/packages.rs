@@ -12,6 +12,7 @@ use deb822_fast::borrowed::BorrowedParagraph;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::mapped::Bytes;
 use crate::name::Shared;
 use crate::paths::PathTable;
 use crate::root::Root;
@@ -111,8 +112,9 @@ impl Database {
         needles.dedup();
         let finders: Vec<memchr::memmem::Finder> = needles.iter().map(|n| memchr::memmem::Finder::new(n.as_bytes())).collect();
         let mut lists = Vec::new();
-        // One buffer for every list: most are a few KB, and it grows to the largest once.
-        let mut bytes = Vec::with_capacity(64 * 1024);
+        // One buffer for every list: most are a few KB.
+        const BUFFER: u64 = 64 * 1024;
+        let mut bytes = Vec::with_capacity(BUFFER as usize);
         let info = admin.join("info");
         let entries = std::fs::read_dir(&info).map_err(|e| Error::io(&info, e))?;
         for entry in entries {
@@ -120,10 +122,19 @@ impl Database {
             let file = entry.file_name();
             let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".list")) else { continue };
             let path = entry.path();
-            bytes.clear();
-            std::io::Read::read_to_end(&mut std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?, &mut bytes)
-                .map_err(|e| Error::io(&path, e))?;
-            if let Some(kept) = lines_under(&path, &bytes, prefixes, &finders)? {
+            let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // dpkg replaces a list by renaming a new one over it, so its size stays as read.
+            // A kernel's list, of four thousand lines, is mapped rather than copied in.
+            let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            let mapped = match len > BUFFER {
+                true => Some(Bytes::read(&path).map_err(|e| Error::io(&path, e))?),
+                false => {
+                    bytes.resize(len as usize, 0);
+                    std::io::Read::read_exact(&mut file, &mut bytes).map_err(|e| Error::io(&path, e))?;
+                    None
+                }
+            };
+            if let Some(kept) = lines_under(&path, mapped.as_deref().unwrap_or(&bytes), prefixes, &finders)? {
                 lists.push((name.to_string(), kept));
             }
         }
