@@ -506,11 +506,17 @@ Version: 3
         assert!(err.contains("bad.list") && err.contains("not valid UTF-8"), "{err}");
 
         std::fs::remove_file(admin.join("info/bad.list")).unwrap();
+        // A list larger than the read buffer is mapped, and read the same.
+        let mut big: Vec<u8> = (0..5000).flat_map(|n| format!("/usr/share/doc/big/{n}\n").into_bytes()).collect();
+        big.extend_from_slice(b"/usr/share/doc/caf\xe9\n/lib/modules/6.1.0-50-amd64/kernel/big.ko\n");
+        assert!(big.len() > 64 * 1024);
+        std::fs::write(admin.join("info/big.list"), big).unwrap();
         let mut db = Database::read(&root, &prefixes).unwrap();
         db.lists.sort();
         assert_eq!(
             db.lists,
             [
+                ("big".to_string(), "/lib/modules/6.1.0-50-amd64/kernel/big.ko\n".to_string()),
                 ("kernel".to_string(), "/lib/modules/6.1.0-50-amd64/kernel/a.ko\n".to_string()),
                 ("vendor".to_string(), "/usr/share/limopack/vendor.yaml\n".to_string()),
             ]
