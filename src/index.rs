@@ -7,6 +7,9 @@
 //! index names is checked to stay inside the tree, and an index that does not parse is an error.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Path, PathBuf};
@@ -307,31 +310,50 @@ struct Builtin {
 pub struct DepList {
     modules: Vec<Module>,
     deps: Vec<ModId>,
-    by_name: HashMap<Shared, ModId>,
+    by_name: Names,
+}
+
+/// Module ids by name. The table holds ids only, each found by its module's name: a map
+/// keyed by a copy of each name would be four times the size, and a run makes one for every
+/// index it reads.
+#[derive(Debug, Default)]
+struct Names(HashTable<u32>);
+
+fn name_hash(name: &str) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(name)
+}
+
+impl Names {
+    fn with_capacity(modules: usize) -> Names {
+        Names(HashTable::with_capacity(modules))
+    }
+
+    fn get(&self, modules: &[Module], name: &str) -> Option<ModId> {
+        self.0.find(name_hash(name), |&id| *modules[id as usize].name == *name).map(|&id| id as usize)
+    }
+
+    /// Add the module at `id` of `modules`, whose name must not be here yet.
+    fn insert(&mut self, modules: &[Module], id: ModId) {
+        let id = u32::try_from(id).expect("fewer than four billion modules");
+        self.0.insert_unique(name_hash(&modules[id as usize].name), id, |&other| name_hash(&modules[other as usize].name));
+    }
 }
 
 impl DepList {
     pub(crate) fn with_capacity(modules: usize, deps: usize) -> DepList {
-        let mut by_name = HashMap::default();
-        by_name.reserve(modules);
-        DepList { modules: Vec::with_capacity(modules), deps: Vec::with_capacity(deps), by_name }
+        DepList { modules: Vec::with_capacity(modules), deps: Vec::with_capacity(deps), by_name: Names::with_capacity(modules) }
     }
 
     /// Add the next module, unless one of its name is in the list already. Its dependencies
     /// are positions in the list (see [`is_whole`](Self::is_whole)).
     pub(crate) fn push(&mut self, name: Shared, path: Shared, deps: impl IntoIterator<Item = ModId>) -> bool {
-        let id = self.modules.len();
-        let name = match self.by_name.entry(name) {
-            std::collections::hash_map::Entry::Occupied(_) => return false,
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let name = entry.key().clone();
-                entry.insert(id);
-                name
-            }
-        };
+        if self.by_name.get(&self.modules, &name).is_some() {
+            return false;
+        }
         let start = self.deps.len();
         self.deps.extend(deps);
         self.modules.push(Module { name, path, deps: start..self.deps.len(), present: true, size: 0 });
+        self.by_name.insert(&self.modules, self.modules.len() - 1);
         true
     }
 
@@ -348,7 +370,7 @@ pub struct ModuleIndex {
     /// Every module's hard dependencies, one module's after another: one list, not one
     /// allocation for each of four thousand modules.
     deps: Vec<ModId>,
-    by_name: HashMap<Shared, ModId>,
+    by_name: Names,
     /// `modules.builtin` and `modules.builtin.modinfo` as read, parsed on first use
     /// (`builtin`): a run whose names all resolve to modules never asks.
     builtin_sources: (Option<String>, Option<Vec<u8>>),
@@ -422,20 +444,19 @@ impl ModuleIndex {
             entries.push((line_no, line, module, &line[colon + 1..]));
         }
         self.modules.reserve(entries.len());
-        self.by_name.reserve(entries.len());
+        self.by_name = Names::with_capacity(entries.len());
         let mut by_path: HashMap<&str, ModId> = HashMap::default();
         by_path.reserve(entries.len());
         for &(line_no, _, module, _) in &entries {
             let name = name::module_name_of_path(module)
                 .ok_or_else(|| Error::syntax(path, line_no, 1, format!("`{module}` is not a module file")))?;
-            if let Some(&other) = self.by_name.get(&*name) {
+            if let Some(other) = self.by_name.get(&self.modules, &name) {
                 let first = &self.modules[other].path;
                 return Err(Error::syntax(path, line_no, 1, format!("module `{name}` is listed twice ({first} and {module})")));
             }
             by_path.insert(module, self.modules.len());
-            let name = Shared::from(name);
-            self.by_name.insert(name.clone(), self.modules.len());
-            self.modules.push(Module { name, path: module.into(), deps: 0..0, present: true, size: 0 });
+            self.modules.push(Module { name: name.into(), path: module.into(), deps: 0..0, present: true, size: 0 });
+            self.by_name.insert(&self.modules, self.modules.len() - 1);
         }
         for (id, &(line_no, line, _, deps)) in entries.iter().enumerate() {
             let start = self.deps.len();
@@ -475,14 +496,14 @@ impl ModuleIndex {
         for module in live.modules {
             live_deps.push(module.deps.clone());
             let module = Module { deps: 0..0, ..module };
-            let id = match self.by_name.get(&*module.name) {
-                Some(&id) => {
+            let id = match self.by_name.get(&self.modules, &module.name) {
+                Some(id) => {
                     self.modules[id] = module;
                     id
                 }
                 None => {
-                    self.by_name.insert(module.name.clone(), self.modules.len());
                     self.modules.push(module);
+                    self.by_name.insert(&self.modules, self.modules.len() - 1);
                     self.modules.len() - 1
                 }
             };
@@ -517,7 +538,7 @@ impl ModuleIndex {
     }
 
     pub fn by_name(&self, name: &str) -> Option<ModId> {
-        self.by_name.get(&*normalize(name)).copied()
+        self.by_name.get(&self.modules, &normalize(name))
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -572,19 +593,19 @@ impl ModuleIndex {
         let name = normalize(name);
         let mut ids: Vec<ModId> = Vec::new();
         for target in self.config_aliases.lookup(&name) {
-            if let Some(&id) = self.by_name.get(target) {
+            if let Some(id) = self.by_name.get(&self.modules, target) {
                 ids.push(id);
             }
         }
         if ids.is_empty() {
-            if let Some(&id) = self.by_name.get(&*name) {
+            if let Some(id) = self.by_name.get(&self.modules, &name) {
                 return Lookup::Modules(vec![id]);
             }
             let mut found = Vec::new();
             for table in &self.aliases {
                 table.lookup(&name, &mut found);
             }
-            ids = found.into_iter().filter_map(|m| self.by_name.get(m).copied()).collect();
+            ids = found.into_iter().filter_map(|m| self.by_name.get(&self.modules, m)).collect();
         }
         ids.sort_unstable();
         ids.dedup();
