@@ -325,6 +325,11 @@ impl Files {
         if self.len() <= index.modules().iter().filter(|m| m.present).count() {
             return Vec::new();
         }
+        self.not_listed_by(index)
+    }
+
+    /// The module files here that `index` does not list, sorted, whatever it was marked with.
+    fn not_listed_by(&self, index: &ModuleIndex) -> Vec<&str> {
         let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
         let mut unlisted: Vec<&str> = self.regular().iter().map(|(rel, _)| rel).filter(|rel| !listed.contains(rel)).collect();
         unlisted.sort_unstable();
@@ -489,11 +494,10 @@ impl Files {
                 let _ = writeln!(text, "m {size} {}", module.path);
             }
         }
-        let listed: HashSet<&str> = index.modules().iter().map(|m| &*m.path).collect();
-        let mut others: Vec<(&str, &u64)> = regular.iter().filter(|(rel, _)| !listed.contains(rel)).collect();
-        others.sort_unstable();
-        for (rel, size) in others {
-            let _ = writeln!(text, "m {size} {rel}");
+        for rel in self.not_listed_by(index) {
+            if let Some(size) = regular.get(rel) {
+                let _ = writeln!(text, "m {size} {rel}");
+            }
         }
         for rel in &self.odd {
             let _ = writeln!(text, "o {rel}");
