@@ -9,7 +9,7 @@ use std::ops::Deref;
 use std::path::Path;
 
 /// Below this a plain read is cheaper than setting up and tearing down a mapping.
-const MAP_FROM: u64 = 64 * 1024;
+pub const MAP_FROM: u64 = 64 * 1024;
 
 /// A file's bytes: mapped, or read into memory (small files, and what tests build).
 #[derive(Debug)]
@@ -24,9 +24,14 @@ impl Bytes {
     pub fn read(path: &Path) -> io::Result<Bytes> {
         let file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
+        Bytes::of_file(&file, len)
+    }
+
+    /// The bytes of `file`, open and `len` bytes long: mapped from [`MAP_FROM`] on.
+    pub fn of_file(file: &std::fs::File, len: u64) -> io::Result<Bytes> {
         if len < MAP_FROM {
             let mut bytes = Vec::with_capacity(len as usize);
-            io::Read::read_to_end(&mut &file, &mut bytes)?;
+            io::Read::read_to_end(&mut &*file, &mut bytes)?;
             return Ok(Bytes::Owned(bytes));
         }
         // SAFETY: the mapping is read-only and private. depmod, dpkg and limopack replace
@@ -34,7 +39,7 @@ impl Bytes {
         // only a tool that truncated one in place while a run reads it could fault the run,
         // and a run that stops so has deleted nothing, since it plans before it deletes.
         // libkmod maps the same files on the same terms.
-        unsafe { memmap2::Mmap::map(&file) }.map(|map| {
+        unsafe { memmap2::Mmap::map(file) }.map(|map| {
             let len = map.len();
             Bytes::Mapped(map, len)
         })

@@ -112,9 +112,8 @@ impl Database {
         needles.dedup();
         let finders: Vec<memchr::memmem::Finder> = needles.iter().map(|n| memchr::memmem::Finder::new(n.as_bytes())).collect();
         let mut lists = Vec::new();
-        // One buffer for every list: most are a few KB.
-        const BUFFER: u64 = 64 * 1024;
-        let mut bytes = Vec::with_capacity(BUFFER as usize);
+        // One buffer for every list that is read, not mapped: most are a few KB.
+        let mut bytes = Vec::with_capacity(crate::mapped::MAP_FROM as usize);
         let info = admin.join("info");
         let entries = std::fs::read_dir(&info).map_err(|e| Error::io(&info, e))?;
         for entry in entries {
@@ -126,8 +125,8 @@ impl Database {
             // dpkg replaces a list by renaming a new one over it, so its size stays as read.
             // A kernel's list, of four thousand lines, is mapped rather than copied in.
             let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-            let mapped = match len > BUFFER {
-                true => Some(Bytes::read(&path).map_err(|e| Error::io(&path, e))?),
+            let mapped = match len >= crate::mapped::MAP_FROM {
+                true => Some(Bytes::of_file(&file, len).map_err(|e| Error::io(&path, e))?),
                 false => {
                     bytes.resize(len as usize, 0);
                     std::io::Read::read_exact(&mut file, &mut bytes).map_err(|e| Error::io(&path, e))?;
