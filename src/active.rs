@@ -82,12 +82,12 @@ pub const IMPORTED: &str = "/etc/limopack/modules.d/imported-active.yaml";
 /// Import `file` into the root's admin declarations. Refuses to replace an earlier import:
 /// merging by hand is the only way that never drops an entry someone added since.
 pub fn import(root: &crate::root::Root, file: &Path, dry_run: bool) -> Result<String> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let text = crate::fs::read_text(file, crate::fs::limits::DECLARATION)?;
     let yaml = Active::parse(file, &text)?.to_declaration(file);
     if dry_run {
         return Ok(yaml);
     }
-    let target = root.join(IMPORTED);
+    let target = root.resolve(IMPORTED)?;
     if std::fs::symlink_metadata(&target).is_ok() {
         return Err(Error::refused(target, "exists already; merge the new entries into it by hand, or move it away"));
     }

@@ -21,6 +21,7 @@ use crate::deb;
 use crate::error::{Error, Result};
 use crate::index::ModuleIndex;
 use crate::initramfs;
+use crate::kver::Kver;
 use crate::name::Shared;
 use crate::packages;
 use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
@@ -36,33 +37,64 @@ pub struct Lock {
     _file: File,
 }
 
-/// Take the run lock, waiting for a run that holds it. Runs queue rather than step aside:
-/// each one recomputes from what is installed, so the last one to finish sees everything.
-pub fn lock(root: &Root, waiting: impl FnOnce()) -> Result<Lock> {
-    let dir = root.state_dir();
+/// Take the run lock, waiting up to `wait` for a run that holds it. Runs queue rather than
+/// step aside: each one recomputes from what is installed, so the last one to finish sees
+/// everything. A run stuck while it holds the lock must not hold up every apt transaction
+/// after it, so the wait has a bound, after which the error says which process holds it:
+/// each holder writes its pid into the lock file.
+pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<u32>)) -> Result<Lock> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let dir = root.state_dir()?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join("lock");
+    // Not through a link, and without blocking on a FIFO put in its place.
     let file = File::options()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            waiting();
-            file.lock().map_err(|e| Error::io(&path, e))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    if !file.metadata().map_err(|e| Error::io(&path, e))?.is_file() {
+        return Err(Error::refused(&path, "is not a regular file; remove it, limopack makes it again"));
     }
+    let holder = || {
+        let mut text = [0u8; 16];
+        let n = file.read_at(&mut text, 0).unwrap_or(0);
+        std::str::from_utf8(&text[..n]).ok()?.trim().parse::<u32>().ok()
+    };
+    let give_up = std::time::Instant::now() + wait;
+    let mut waiting = Some(waiting);
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                if let Some(say) = waiting.take() {
+                    say(holder());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let who = holder().map_or("another run".to_string(), |pid| format!("process {pid}"));
+                return Err(Error::refused(
+                    &path,
+                    format!("{who} has held this lock for more than the {} s this run waits; if it is stuck, stop it, and run limopack-hook again", wait.as_secs()),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+    }
+    let pid = format!("{}\n", std::process::id());
+    file.set_len(0).and_then(|()| file.write_all_at(pid.as_bytes(), 0)).map_err(|e| Error::io(&path, e))?;
     Ok(Lock { _file: file })
 }
 
 /// What a real run did to one kernel.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Done {
-    pub version: String,
+    pub version: Kver,
     pub removed: usize,
     pub bytes: u64,
     /// Files brought back, each with where from.
@@ -143,9 +175,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         state.save(root)?;
     }
     for gone in &plan.forget_kernels {
-        archive::forget_kernel(root, gone)?;
-        state::forget_index(root, gone)?;
-        state::forget_caches(root, gone)?;
+        state::forget_kernel(root, gone)?;
     }
     let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 
@@ -167,7 +197,13 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
 
         let mut outcome = Done {
             version: tree.version.clone(),
-            ..Done::default()
+            removed: 0,
+            bytes: 0,
+            restored: Vec::new(),
+            not_restored: Vec::new(),
+            depmod: false,
+            initramfs: None,
+            skipped: Vec::new(),
         };
         let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
         let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
@@ -176,7 +212,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
             prune_files(root, config, kplan, tree, state, &mut outcome)?;
         }
         if config.depmod && (outcome.removed > 0 || !outcome.restored.is_empty()) {
-            tree::depmod(root, &tree.version)?;
+            tree::depmod(root, tree)?;
             outcome.depmod = true;
         }
         state.save(root)?;
@@ -454,7 +490,7 @@ fn restore(
                 let expected = expected_md5(root, &mut sums, place, f);
                 put(place.dir, &f.path, &mut copy, expected.as_deref())
             }
-            None => Err(Error::refused(archive::path(root, place.archive, &f.path), "no archive copy")),
+            None => Err(Error::refused(archive::path(root, place.archive, &f.path)?, "no archive copy")),
         });
         match result {
             Ok(()) => {
@@ -597,10 +633,17 @@ fn put(top: &Path, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
     let mut hasher = md5::Md5::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut written = 0u64;
     loop {
         let n = data.read(&mut buf).map_err(|e| Error::io(&target, e))?;
         if n == 0 {
             break;
+        }
+        // A package or an archive copy is not trusted to be sane: one that unpacks to more
+        // than any module or firmware file could be fills no disk.
+        written += n as u64;
+        if written > crate::fs::limits::RESTORED {
+            return Err(Error::refused(&target, format!("its copy holds more than the {} bytes a restored file may be; not restored", crate::fs::limits::RESTORED)));
         }
         hasher.update(&buf[..n]);
         tmp.write_all(&buf[..n]).map_err(|e| Error::io(tmp.path(), e))?;

@@ -12,18 +12,19 @@ use crate::root::Root;
 /// would make it take minutes for a few percent of disk.
 const LEVEL: i32 = 3;
 
-fn kernel_dir(root: &Root, version: &str) -> PathBuf {
-    root.state_dir().join("archive").join(version)
+/// The archive's folder, inside the state folder.
+fn archive_dir(root: &Root) -> Result<PathBuf> {
+    Ok(root.state_dir()?.join("archive"))
 }
 
-/// Where the copy of `rel` of kernel `version` lives.
-pub fn path(root: &Root, version: &str, rel: &str) -> PathBuf {
-    kernel_dir(root, version).join(format!("{rel}.zst"))
+/// Where the copy of `rel` of part `part` (a kernel version, or `firmware`) lives.
+pub fn path(root: &Root, part: &str, rel: &str) -> Result<PathBuf> {
+    Ok(archive_dir(root)?.join(part).join(format!("{rel}.zst")))
 }
 
 /// Keep a compressed copy of `file`, replacing any older one whole.
 pub fn store(root: &Root, version: &str, rel: &str, file: &Path) -> Result<()> {
-    let target = path(root, version, rel);
+    let target = path(root, version, rel)?;
     let dir = target.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let source = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
@@ -36,29 +37,27 @@ pub fn store(root: &Root, version: &str, rel: &str, file: &Path) -> Result<()> {
 
 /// The archived content of `rel`, decompressed as it is read; `None` when there is no copy.
 pub fn open(root: &Root, version: &str, rel: &str) -> Result<Option<impl Read + use<>>> {
-    let path = path(root, version, rel);
-    match std::fs::File::open(&path) {
-        Ok(file) => zstd::stream::read::Decoder::new(file).map(Some).map_err(|e| Error::io(&path, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&path, e)),
-    }
+    let path = path(root, version, rel)?;
+    let file = match crate::fs::open_regular(&path, u64::MAX) {
+        Ok((file, _)) => file,
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(&path, e))?;
+    Ok(Some(decoder))
 }
 
 /// Drop the copy of `rel`, once the file is back in the tree. A copy that is not there is fine.
 pub fn forget(root: &Root, version: &str, rel: &str) -> Result<()> {
-    let path = path(root, version, rel);
-    crate::state::remove_if_present(&path)?;
-    crate::tree::remove_empty_parents(&kernel_dir(root, version), &path);
+    let path = path(root, version, rel)?;
+    crate::fs::remove_if_present(&path)?;
+    crate::tree::remove_empty_parents(&archive_dir(root)?.join(version), &path);
     Ok(())
 }
 
 /// Drop every copy of a kernel whose tree is gone.
-pub fn forget_kernel(root: &Root, version: &str) -> Result<()> {
-    let dir = kernel_dir(root, version);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&dir, e)),
-        _ => Ok(()),
-    }
+pub fn forget_kernel(root: &Root, version: &crate::kver::Kver) -> Result<()> {
+    crate::fs::remove_tree_in(&archive_dir(root)?, version)
 }
 
 #[cfg(test)]
@@ -73,7 +72,7 @@ mod tests {
         let body: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         std::fs::write(&module, &body).unwrap();
         store(&root, "6.1", "kernel/drivers/m.ko", &module).unwrap();
-        let stored = path(&root, "6.1", "kernel/drivers/m.ko");
+        let stored = path(&root, "6.1", "kernel/drivers/m.ko").unwrap();
         assert!(std::fs::metadata(&stored).unwrap().len() < body.len() as u64 / 4);
         let mut back = Vec::new();
         open(&root, "6.1", "kernel/drivers/m.ko").unwrap().unwrap().read_to_end(&mut back).unwrap();

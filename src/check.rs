@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::declaration::{Declaration, Entry, Origin};
 use crate::error::{Error, Result};
 use crate::index::{Lookup, ModuleIndex};
+use crate::kver::Kver;
 use crate::root::Root;
 use crate::tree;
 
@@ -27,17 +28,17 @@ impl std::fmt::Display for Problem {
 
 /// The module index of one kernel to resolve entries against.
 pub struct Kernel {
-    pub version: String,
+    pub version: Kver,
     index: ModuleIndex,
 }
 
 /// The kernels of `root`, or only `version`; each tree's index as depmod wrote it.
-pub fn kernels(root: &Path, version: Option<&str>) -> Result<Vec<Kernel>> {
-    let root = Root::new(root).map_err(|e| Error::io(root, e))?;
+pub fn kernels(root: &Path, version: Option<&Kver>) -> Result<Vec<Kernel>> {
+    let root = Root::new(root)?;
     let mut notes = Vec::new();
     let mut kernels = Vec::new();
     for tree in tree::discover(&root, &mut notes)? {
-        if version.is_some_and(|v| v != tree.version) {
+        if version.is_some_and(|v| *v != tree.version) {
             continue;
         }
         if !tree.path.join("modules.dep").exists() {
@@ -46,8 +47,8 @@ pub fn kernels(root: &Path, version: Option<&str>) -> Result<Vec<Kernel>> {
         kernels.push(Kernel { index: ModuleIndex::load(&tree.path)?, version: tree.version });
     }
     match (version, kernels.is_empty()) {
-        (Some(v), true) => Err(Error::refused(root.join("/lib/modules").join(v), "no such module tree with a modules.dep")),
-        (None, true) => Err(Error::refused(root.join("/lib/modules"), "no module tree with a modules.dep")),
+        (Some(v), true) => Err(Error::refused(root.resolve("/lib/modules")?.join(v), "no such module tree with a modules.dep")),
+        (None, true) => Err(Error::refused(root.resolve("/lib/modules")?, "no module tree with a modules.dep")),
         _ => Ok(kernels),
     }
 }
@@ -57,8 +58,7 @@ pub fn kernels(root: &Path, version: Option<&str>) -> Result<Vec<Kernel>> {
 pub fn check(files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for path in files {
-        let declaration = std::fs::read(path)
-            .map_err(|e| Error::io(path, e))
+        let declaration = crate::fs::read(path, crate::fs::limits::DECLARATION)
             .and_then(|bytes| Declaration::parse(path, &bytes, Origin::Vendor));
         let declaration = match declaration {
             Ok(declaration) => declaration,

@@ -180,7 +180,7 @@ pub fn remove(root: &Root, names: &[String]) -> Result<Change> {
             n => format!("limopack: {name}: {} left in {}", references(n), file.display()),
         });
     }
-    let path = root.join(ADMIN_DIR).join(LOCAL);
+    let path = root.resolve(ADMIN_DIR)?.join(LOCAL);
     if draft.is_empty() && path.exists() {
         // An empty file would mask a vendor declaration of the same name.
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
@@ -193,7 +193,7 @@ pub fn remove(root: &Root, names: &[String]) -> Result<Change> {
 
 /// `--apply [--pkname=P]`: a sync, pruning only P's files when P is given. The original also
 /// removed P from dpkg's database; this never edits it, and says so.
-pub fn apply(root: &Path, kernel: Option<String>, package: Option<String>) -> Result<Change> {
+pub fn apply(root: &Path, kernel: Option<crate::kver::Kver>, package: Option<String>) -> Result<Change> {
     let mut change = Change::default();
     if let Some(p) = &package {
         change.lines.push(format!(
@@ -201,8 +201,16 @@ pub fn apply(root: &Path, kernel: Option<String>, package: Option<String>) -> Re
              its pruned files show as missing in `dpkg --verify`, and `limopack-hook status` names each"
         ));
     }
-    let opts = run::Options { root: root.to_path_buf(), kernel, dry_run: false, initramfs: true, reuse: false, package: package.clone() };
-    match run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))? {
+    let opts = run::Options {
+        root: root.to_path_buf(),
+        kernel,
+        dry_run: false,
+        initramfs: true,
+        reuse: false,
+        package: package.clone(),
+        lock_wait: run::LOCK_WAIT,
+    };
+    match run::sync(&opts, |holder| eprintln!("{}", report::waiting(holder)))? {
         run::Synced::Ran(outcome) => {
             change.warnings = report::warnings(&outcome.plan, &outcome.gathered.state, &outcome.done);
             for k in &outcome.plan.kernels {

@@ -1,7 +1,7 @@
 //! The admin's `/etc/limopack/limopack.yaml`. Absent means all defaults, and the defaults
 //! delete nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
@@ -113,11 +113,13 @@ impl Default for Config {
 impl Config {
     /// Read the config under `root`; a missing file gives the defaults.
     pub fn load(root: &Root) -> Result<Config> {
-        let path = root.join(CONFIG_FILE);
+        let (dir, name) = (Path::new(CONFIG_FILE).parent().unwrap_or(Path::new("/")), Path::new(CONFIG_FILE).file_name().unwrap_or_default());
+        let dir = root.resolve(dir)?;
+        let path = dir.join(name);
         if std::fs::symlink_metadata(&path).is_err() {
             return Ok(Config::default());
         }
-        let raw: Option<RawConfig> = match trust::read(&path)? {
+        let raw: Option<RawConfig> = match trust::read(root, &dir, &name.to_string_lossy())? {
             Trusted::Bytes(bytes) => yaml::parse(&path, &bytes)?,
             Trusted::Masked => None,
         };

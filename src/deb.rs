@@ -23,7 +23,7 @@ pub struct AptCache {
 impl AptCache {
     /// List the cache of the root; a missing cache is an empty one.
     pub fn scan(root: &Root) -> Result<AptCache> {
-        let dir = root.join(APT_CACHE_DIR);
+        let dir = root.resolve(APT_CACHE_DIR)?;
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AptCache::default()),
@@ -81,7 +81,7 @@ pub fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
         .current_dir(dir)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|e| Error::command("apt-get", e.to_string()))?;
+        .map_err(|e| Error::command("apt-get", crate::error::plain(&e)))?;
     if !output.status.success() {
         return Err(Error::command(
             "apt-get",
@@ -106,7 +106,8 @@ pub fn extract(
     wanted: &HashSet<String>,
     mut each: impl FnMut(&str, &mut dyn Read) -> Result<()>,
 ) -> Result<HashSet<String>> {
-    let file = std::fs::File::open(deb).map_err(|e| Error::io(deb, e))?;
+    // apt keeps its packages as files, never links; a package is as large as it is.
+    let (file, _) = crate::fs::open_entry(deb, u64::MAX)?;
     let mut archive = ar::Archive::new(file);
     let mut found = HashSet::new();
     while let Some(member) = archive.next_entry() {

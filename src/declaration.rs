@@ -228,7 +228,8 @@ impl Draft {
 /// `None` when there is none. A file limopack would not trust, or a mask, is an error: a
 /// rewrite would replace what the admin meant.
 pub fn read_admin(root: &Root, name: &str) -> Result<Option<(Declaration, String)>> {
-    let path = root.join(ADMIN_DIR).join(name);
+    let dir = root.resolve(ADMIN_DIR)?;
+    let path = dir.join(name);
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path, e)),
@@ -237,7 +238,7 @@ pub fn read_admin(root: &Root, name: &str) -> Result<Option<(Declaration, String
         }
         Ok(_) => {}
     }
-    let Trusted::Bytes(bytes) = trust::read(&path)? else {
+    let Trusted::Bytes(bytes) = trust::read(root, &dir, name)? else {
         return Err(Error::refused(&path, "became a mask while it was read"));
     };
     let declaration = Declaration::parse(&path, &bytes, Origin::Admin)?;
@@ -247,8 +248,8 @@ pub fn read_admin(root: &Root, name: &str) -> Result<Option<(Declaration, String
 /// Write the admin's declaration `name` atomically, mode 0644, and return its path.
 pub fn write_admin(root: &Root, name: &str, text: &str) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = root.join(ADMIN_DIR).join(name);
-    crate::state::write_atomic(&path, text.as_bytes())?;
+    let path = root.resolve(ADMIN_DIR)?.join(name);
+    crate::fs::write_atomic(&path, text.as_bytes())?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&path, e))?;
     Ok(path)
 }
@@ -285,7 +286,7 @@ impl Declarations {
 
 /// `*.yaml` files of one folder, by file name; `None` for a masked (`/dev/null`) one.
 fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, Option<Declaration>>> {
-    let folder = root.join(dir);
+    let folder = root.resolve(dir)?;
     let mut found = BTreeMap::new();
     let entries = match std::fs::read_dir(&folder) {
         Ok(entries) => entries,
@@ -303,7 +304,7 @@ fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, O
         }
         let path = entry.path();
         let shown = Path::new(dir).join(name);
-        let declaration = match trust::read(&path)? {
+        let declaration = match trust::read(root, &folder, name)? {
             Trusted::Bytes(bytes) => Some(
                 Declaration::parse(&shown, &bytes, origin).map_err(|e| rebase(e, &path))?,
             ),
@@ -386,8 +387,8 @@ mod tests {
     fn admin_files_mask_vendor_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
-        let vendor = root.join(VENDOR_DIR);
-        let admin = root.join(ADMIN_DIR);
+        let vendor = root.resolve(VENDOR_DIR).unwrap();
+        let admin = root.resolve(ADMIN_DIR).unwrap();
         fs::create_dir_all(&vendor).unwrap();
         fs::create_dir_all(&admin).unwrap();
         fs::write(vendor.join("bluez.yaml"), "modules: [btusb]\n").unwrap();
@@ -407,7 +408,7 @@ mod tests {
     fn a_broken_file_fails_the_whole_load_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
-        let vendor = root.join(VENDOR_DIR);
+        let vendor = root.resolve(VENDOR_DIR).unwrap();
         fs::create_dir_all(&vendor).unwrap();
         fs::write(vendor.join("ok.yaml"), "modules: [btusb]\n").unwrap();
         fs::write(vendor.join("bad.yaml"), "modules: [btusb\n").unwrap();

@@ -22,7 +22,7 @@ pub enum Error {
 
     /// A file or folder that could not be read or written. The I/O error is part of the
     /// message, not a `source()`, so that a chain printer does not say it twice.
-    #[error("{}: {error}", path.display())]
+    #[error("{}: {}", path.display(), plain(error))]
     Io { path: PathBuf, error: io::Error },
 
     /// A helper program (dpkg-query, depmod) that is missing or failed.
@@ -68,6 +68,16 @@ impl Error {
             program: program.to_string(),
             message: message.into(),
         }
+    }
+}
+
+/// An I/O error as the C library says it (`No such file or directory`), without the
+/// `(os error 2)` Rust adds.
+pub fn plain(error: &io::Error) -> String {
+    let text = error.to_string();
+    match (error.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => text[..at].to_string(),
+        _ => text,
     }
 }
 

@@ -47,7 +47,10 @@ const FOLDERS: [&str; 7] = [
     "/etc/modprobe.d",
 ];
 
-fn stamp(path: &Path) -> Stamp {
+/// The stamp of `path`; none at all when it cannot be resolved inside the root, which a run
+/// then says why.
+fn stamp(path: Result<std::path::PathBuf>) -> Stamp {
+    let Ok(path) = path else { return [-1; 6] };
     match std::fs::symlink_metadata(path) {
         Ok(m) => [m.dev() as i64, m.ino() as i64, m.size() as i64, m.mtime(), m.mtime_nsec(), m.ctime() * 1_000_000_000 + m.ctime_nsec()],
         Err(_) => [0; 6],
@@ -59,27 +62,28 @@ impl Fingerprint {
     /// running system, `/proc/modules`.
     pub fn take(root: &Root) -> Fingerprint {
         let mut seen = Vec::new();
-        let mut note = |shown: String, path: &Path| seen.push((shown, stamp(path)));
-        note(CONFIG_FILE.to_string(), &root.join(CONFIG_FILE));
+        let mut note = |shown: String, path: Result<std::path::PathBuf>| seen.push((shown, stamp(path)));
+        note(CONFIG_FILE.to_string(), root.resolve(CONFIG_FILE));
         for folder in FOLDERS.iter().chain(&["/var/lib/dpkg/updates", "/lib/modules", "/usr/lib/modules"]) {
-            let dir = root.join(folder);
-            note(folder.to_string(), &dir);
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let dir = root.resolve(folder);
+            let entries = dir.as_ref().ok().and_then(|dir| std::fs::read_dir(dir).ok());
+            note(folder.to_string(), dir);
+            let Some(entries) = entries else { continue };
             let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
             names.sort();
             for name in names {
-                let path = dir.join(&name);
                 let shown = format!("{folder}/{}", name.to_string_lossy());
-                note(shown.clone(), &path);
+                // Each entry as a run reads it, every link followed inside the root.
+                note(shown.clone(), root.resolve(&shown));
                 if folder.ends_with("/modules") {
-                    note(format!("{shown}/modules.dep"), &path.join("modules.dep"));
+                    note(format!("{shown}/modules.dep"), root.resolve(format!("{shown}/modules.dep")));
                 }
             }
         }
-        note("/var/lib/dpkg/status".into(), &root.join("/var/lib/dpkg/status"));
+        note("/var/lib/dpkg/status".into(), root.resolve("/var/lib/dpkg/status"));
         seen.push((format!("limopack {}", env!("CARGO_PKG_VERSION")), [0; 6]));
         if root.is_host() {
-            let loaded = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+            let loaded = crate::fs::read_kernel_file(Path::new("/proc/modules"), crate::fs::limits::CONFIG).unwrap_or_default();
             let names: Vec<&str> = loaded.lines().filter_map(|l| l.split_whitespace().next()).collect();
             seen.push((format!("running {} loaded {}", crate::loaded::running_kernel(), names.join(",")), [0; 6]));
         }
@@ -87,24 +91,23 @@ impl Fingerprint {
     }
 }
 
-fn path(root: &Root) -> std::path::PathBuf {
-    root.state_dir().join("fingerprint.json")
+fn path(root: &Root) -> Result<std::path::PathBuf> {
+    Ok(root.state_dir()?.join("fingerprint.json"))
 }
 
 impl Saved {
     /// The record of the last run that changed nothing, if there is a readable one.
     pub fn load(root: &Root) -> Option<Saved> {
-        let bytes = std::fs::read(path(root)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        state::read_json(&path(root).ok()?).ok()?
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        state::write_json(&path(root), self)
+        crate::fs::write_json(&path(root)?, self)
     }
 
     /// Forget it: the next run is a full one.
     pub fn clear(root: &Root) -> Result<()> {
-        state::remove_if_present(&path(root))
+        crate::fs::remove_if_present(&path(root)?)
     }
 }
 

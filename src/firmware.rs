@@ -35,6 +35,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use crate::config::{Config, FirmwareMode};
 use crate::declaration::Declarations;
 use crate::error::{Error, Result};
+use crate::kver::Kver;
 use crate::modinfo::FirmwareNames;
 use crate::plan::Plan;
 use crate::plan_firmware::{DeclaredGlob, Seen, Wanted};
@@ -273,7 +274,7 @@ impl FirmwareDir {
         match self.walk(from, rel, &mut Vec::new())? {
             Walked::Reached { path, meta } if meta.is_dir() => Ok(Some(path)),
             Walked::Reached { .. } | Walked::Missing(_) => Ok(None),
-            Walked::Unfollowed(why) => Err(Error::refused(self.root.join(join(from, rel)), why)),
+            Walked::Unfollowed(why) => Err(Error::refused(self.root.lexical(&join(from, rel)), why)),
         }
     }
 
@@ -319,7 +320,7 @@ impl FirmwareDir {
             _ => return Ok(()),
         }
         while let Some(Pending { dir, prefix, above }) = todo.pop() {
-            let host = self.root.join(&dir);
+            let host = self.root.lexical(&&dir);
             let entries = match std::fs::read_dir(&host) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -396,7 +397,7 @@ impl FirmwareDir {
                 return Ok(Walked::Missing(absolute(&done)));
             }
             done.push(part);
-            let host = self.root.join(absolute(&done));
+            let host = self.root.lexical(&absolute(&done));
             let this = match std::fs::symlink_metadata(&host) {
                 Ok(this) => this,
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
@@ -431,7 +432,7 @@ impl FirmwareDir {
             Some(meta) => meta,
             // The walk ended on a `..`, a link or the root: look at where it is.
             None => {
-                let host = self.root.join(&path);
+                let host = self.root.lexical(&&path);
                 std::fs::metadata(&host).map_err(|e| Error::io(&host, e))?
             }
         };
@@ -441,7 +442,7 @@ impl FirmwareDir {
     /// The firmware folder on the host (`ROOT/usr/lib/firmware` on a usr-merged root), every
     /// link on the way resolved inside the root; `None` when the root has none.
     pub fn host_dir(&self) -> Option<std::path::PathBuf> {
-        self.base.as_ref().map(|base| self.root.join(base))
+        self.base.as_ref().map(|base| self.root.lexical(&base))
     }
 
     /// Every regular file and link under the firmware folder, links not followed, by in-root
@@ -473,7 +474,7 @@ impl FirmwareDir {
     pub fn link_target(&self, path: &str) -> Option<String> {
         let base = self.base.as_ref()?;
         let rest = path.strip_prefix(FIRMWARE_DIR)?;
-        let target = std::fs::read_link(self.root.join(format!("{base}{rest}"))).ok()?;
+        let target = std::fs::read_link(self.root.lexical(&format!("{base}{rest}"))).ok()?;
         let target = target.to_str()?;
         let mut done: Vec<&str> = if target.starts_with('/') { Vec::new() } else { parts(path).collect() };
         if !target.starts_with('/') {
@@ -568,7 +569,7 @@ pub fn look(
     config: &Config,
     state: &State,
     narrowed: bool,
-    names: &mut BTreeMap<String, FirmwareNames>,
+    names: &mut BTreeMap<Kver, FirmwareNames>,
 ) -> Seen {
     let mut seen = Seen { narrowed, ..Seen::default() };
     let fw = match FirmwareDir::new(root) {
@@ -590,7 +591,7 @@ pub fn look(
     };
     for k in &plan.kernels {
         let Some(tree) = trees.iter().find(|t| t.version == k.version) else { continue };
-        let modules = seen.modules.entry(k.version.clone()).or_default();
+        let modules = seen.modules.entry(k.version.to_string()).or_default();
         let (present, missing): (Vec<_>, Vec<_>) = k.kept.iter().partition(|(_, kept)| kept.present);
         for (module, _) in missing {
             modules.insert(module.clone(), Err("its file is missing; its firmware is read once it is back".into()));
@@ -629,7 +630,7 @@ pub fn look(
                     })
                     .cloned()
                     .collect();
-                seen.declared.push(DeclaredGlob { declaration: decl.path.clone(), glob: glob.clone(), kernel: k.version.clone(), wanted });
+                seen.declared.push(DeclaredGlob { declaration: decl.path.clone(), glob: glob.clone(), kernel: k.version.to_string(), wanted });
             }
         }
     }

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use crate::declaration::{self, Draft};
 use crate::error::{Error, Result};
 use crate::index::{Lookup, ModuleIndex};
+use crate::kver::Kver;
 use crate::root::{Root, ADMIN_DIR};
 use crate::{loaded, tree};
 
@@ -41,7 +42,7 @@ impl Paths {
 
 /// The kernel whose names a freeze (or the `limopack` command) resolves against.
 pub struct Target {
-    pub version: String,
+    pub version: Kver,
     /// The tree as the system sees it (`/lib/modules/6.1.0-50-amd64`).
     pub shown: PathBuf,
     pub index: ModuleIndex,
@@ -50,7 +51,7 @@ pub struct Target {
 /// The kernel of `root` to resolve against: `kernel`, else the running one on the host, else
 /// the one tree of an image. An image's `/proc` and `/sys` are this machine's, so `what`
 /// (the command, for the message) is refused there unless `from_host` says to use them.
-pub fn target(root: &Root, kernel: Option<&str>, from_host: bool, what: &str) -> Result<Target> {
+pub fn target(root: &Root, kernel: Option<&Kver>, from_host: bool, what: &str) -> Result<Target> {
     if !root.is_host() && !from_host {
         return Err(Error::refused(
             root.path(),
@@ -70,22 +71,22 @@ pub fn target(root: &Root, kernel: Option<&str>, from_host: bool, what: &str) ->
         (Some(k), _) => k.to_string(),
         (None, true) => loaded::running_kernel(),
         (None, false) => match trees.as_slice() {
-            [one] => one.version.clone(),
-            [] => return Err(Error::refused(root.join("/lib/modules"), "no module tree with a modules.dep; nothing to resolve names against")),
+            [one] => one.version.to_string(),
+            [] => return Err(Error::refused(root.resolve("/lib/modules")?, "no module tree with a modules.dep; nothing to resolve names against")),
             several => {
                 let names: Vec<&str> = several.iter().map(|t| t.version.as_str()).collect();
-                return Err(Error::refused(root.join("/lib/modules"), format!("holds several kernels ({}); choose one with --kernel", names.join(", "))));
+                return Err(Error::refused(root.resolve("/lib/modules")?, format!("holds several kernels ({}); choose one with --kernel", names.join(", "))));
             }
         },
     };
-    let Some(tree) = trees.into_iter().find(|t| t.version == version) else {
+    let Some(tree) = trees.into_iter().find(|t| *t.version == *version) else {
         let why = match kernel {
             Some(_) => "no such module tree with a modules.dep".to_string(),
-            None => format!("no module tree with a modules.dep for the running kernel {version}; choose one with --kernel"),
+            None => format!("no module tree with a modules.dep for the running kernel {}; choose one with --kernel", crate::shown::escaped(&version)),
         };
-        return Err(Error::refused(root.join("/lib/modules").join(&version), why));
+        return Err(Error::refused(root.resolve("/lib/modules")?.join(crate::shown::escaped(&version).as_ref()), why));
     };
-    Ok(Target { index: ModuleIndex::load(&tree.path)?, version, shown: tree.shown })
+    Ok(Target { index: ModuleIndex::load(&tree.path)?, version: tree.version, shown: tree.shown })
 }
 
 /// One mount, from `/proc/self/mountinfo`.
@@ -407,7 +408,7 @@ impl Frozen {
         let mut block = Group::resolve(index, survey.block.iter().flat_map(|b| b.wanted.iter().map(one)));
         block.inputs = survey.block.len();
         Frozen {
-            version: target.version.clone(),
+            version: target.version.to_string(),
             loaded: Group::resolve(index, survey.loaded.iter().map(one)),
             devices: device_group,
             unreadable: survey.unreadable,
@@ -541,7 +542,7 @@ pub fn merge(existing: Option<(&declaration::Declaration, &str)>, reasons: &BTre
 #[derive(Debug, Clone)]
 pub struct Options {
     pub root: PathBuf,
-    pub kernel: Option<String>,
+    pub kernel: Option<Kver>,
     pub from_host: bool,
     pub dry_run: bool,
 }
@@ -557,8 +558,8 @@ pub struct Outcome {
 /// Survey this machine through `paths`, resolve against the root's kernel, merge with the
 /// root's baseline and, unless dry, write it (atomically, mode 0644).
 pub fn freeze(opts: &Options, paths: &Paths, now: SystemTime) -> Result<Outcome> {
-    let root = Root::new(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
-    let target = target(&root, opts.kernel.as_deref(), opts.from_host, "freeze")?;
+    let root = Root::new(&opts.root)?;
+    let target = target(&root, opts.kernel.as_ref(), opts.from_host, "freeze")?;
     let survey = survey(paths)?;
     let frozen = Frozen::resolve(&survey, &target);
     let existing = declaration::read_admin(&root, BASELINE)?;
@@ -580,7 +581,7 @@ pub fn freeze(opts: &Options, paths: &Paths, now: SystemTime) -> Result<Outcome>
     if merged.draft.is_empty() {
         // An empty file would also mask a vendor declaration of the same name.
         return Err(Error::refused(
-            root.join(&shown),
+            root.resolve(&shown)?,
             format!("not written: nothing this machine shows (loaded modules, devices, filesystems, block devices) matches a module of {}", target.version),
         ));
     }
@@ -828,8 +829,8 @@ mod tests {
         }
         let e = target(&root, None, true, "freeze").err().unwrap().to_string();
         assert!(e.ends_with("holds several kernels (6.1.0-1-a, 6.1.0-2-b); choose one with --kernel"), "{e}");
-        assert_eq!(target(&root, Some("6.1.0-2-b"), true, "freeze").unwrap().version, "6.1.0-2-b");
-        let e = target(&root, Some("6.9"), true, "freeze").err().unwrap().to_string();
+        assert_eq!(target(&root, Some(&"6.1.0-2-b".into()), true, "freeze").unwrap().version.as_str(), "6.1.0-2-b");
+        let e = target(&root, Some(&"6.9".into()), true, "freeze").err().unwrap().to_string();
         assert!(e.ends_with("lib/modules/6.9: no such module tree with a modules.dep"), "{e}");
     }
 }

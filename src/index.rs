@@ -175,7 +175,7 @@ impl Sources {
         let alias_bin = BinaryIndex::read(&dir.join("modules.alias.bin"))?;
         let (builtin, builtin_modinfo) = Sources::read_builtin(dir)?;
         Ok(Sources {
-            dep: Bytes::read_if_there(&dir.join("modules.dep"))?.map(|bytes| (dir.join("modules.dep"), bytes)),
+            dep: Bytes::read_if_there(&dir.join("modules.dep"), crate::fs::limits::INDEX)?.map(|bytes| (dir.join("modules.dep"), bytes)),
             alias: match alias_bin {
                 Some(_) => None,
                 None => read_text(dir, "modules.alias")?,
@@ -271,11 +271,7 @@ fn dep_words(text: &str) -> impl Iterator<Item = &str> {
 /// The bytes of `file` in `dir`, if there is one.
 pub(crate) fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(file);
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some((path, bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    Ok(crate::fs::read_if_there(&path, crate::fs::limits::INDEX)?.map(|bytes| (path, bytes)))
 }
 
 /// The text of `file` in `dir`, if there is one; it must be UTF-8.
@@ -719,7 +715,7 @@ fn check_path(file: &Path, line: usize, path: &str) -> Result<()> {
 }
 
 /// True for a relative path whose every part is a name: none is empty, `.` or `..`.
-fn is_inside(path: &[u8]) -> bool {
+pub(crate) fn is_inside(path: &[u8]) -> bool {
     path.split(|&b| b == b'/').all(|part| !matches!(part, b"" | b"." | b".."))
 }
 

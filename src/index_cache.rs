@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::index::{DepList, ModuleIndex};
 use crate::mapped::Bytes;
 use crate::name::Shared;
+use crate::kver::Kver;
 use crate::root::Root;
 
 const HEADER: &str = "limopack parsed modules.dep 1";
@@ -39,13 +40,13 @@ pub struct IndexCache {
 }
 
 impl IndexCache {
-    fn path(root: &Root, version: &str) -> PathBuf {
+    fn path(root: &Root, version: &Kver) -> Result<PathBuf> {
         root.cache_file(version, "index")
     }
 
     /// The cache of kernel `version`; an empty one when there is none, or it cannot be read.
-    pub fn read(root: &Root, version: &str) -> IndexCache {
-        IndexCache { bytes: Bytes::read(&IndexCache::path(root, version)).ok() }
+    pub fn read(root: &Root, version: &Kver) -> IndexCache {
+        IndexCache { bytes: IndexCache::path(root, version).and_then(|path| Bytes::read(&path, crate::fs::limits::STATE)).ok() }
     }
 
     /// The parse kept for the text with `key`, if there is one and it reads back whole: every
@@ -100,7 +101,7 @@ impl IndexCache {
     /// Keep the parses a run made or took for kernel `version`, in place of what was kept.
     /// Each line is a module's name, its path and its dependencies by position; a module's
     /// name and path never hold a tab or a line break, as depmod splits its lines at both.
-    pub fn save<'a>(root: &Root, version: &str, parsed: impl IntoIterator<Item = (Key, &'a ModuleIndex)>) -> Result<()> {
+    pub fn save<'a>(root: &Root, version: &Kver, parsed: impl IntoIterator<Item = (Key, &'a ModuleIndex)>) -> Result<()> {
         let mut head = format!("{HEADER}\n");
         let mut body = String::new();
         for (key, index) in parsed {
@@ -117,7 +118,7 @@ impl IndexCache {
         }
         head.push('\n');
         head.push_str(&body);
-        crate::state::write_cache(root, &IndexCache::path(root, version), head.as_bytes())
+        crate::fs::write_atomic(&IndexCache::path(root, version)?, head.as_bytes())
     }
 }
 
@@ -182,17 +183,17 @@ mod tests {
         let other = "kernel/lib/crc16.ko:\n";
         let (index, small) = (parse(DEP, None), parse(other, None));
         assert_eq!(shown(&index)[3], "crc32c_generic kernel/crypto/crc32c-generic.ko [] Some(3)");
-        IndexCache::save(&root, "6.1", [(Key::of(DEP.as_bytes()), &index), (Key::of(other.as_bytes()), &small)]).unwrap();
+        IndexCache::save(&root, &crate::kver::kv("6.1"), [(Key::of(DEP.as_bytes()), &index), (Key::of(other.as_bytes()), &small)]).unwrap();
 
         // Taken: an index of no text at all holds the kept list.
-        let cache = IndexCache::read(&root, "6.1");
+        let cache = IndexCache::read(&root, &crate::kver::kv("6.1"));
         assert_eq!(shown(&parse("", cache.lookup(Key::of(DEP.as_bytes())))), shown(&index));
         assert_eq!(shown(&parse("", cache.lookup(Key::of(other.as_bytes())))), shown(&small));
         assert!(cache.lookup(Key::of(b"kernel/fs/jbd2/jbd2.ko:\n")).is_none());
-        assert!(IndexCache::read(&root, "6.2").lookup(Key::of(DEP.as_bytes())).is_none());
+        assert!(IndexCache::read(&root, &crate::kver::kv("6.2")).lookup(Key::of(DEP.as_bytes())).is_none());
 
-        crate::state::forget_caches(&root, "6.1").unwrap();
-        assert!(IndexCache::read(&root, "6.1").lookup(Key::of(DEP.as_bytes())).is_none());
+        crate::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
+        assert!(IndexCache::read(&root, &crate::kver::kv("6.1")).lookup(Key::of(DEP.as_bytes())).is_none());
     }
 
     #[test]
@@ -200,13 +201,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         let key = Key::of(DEP.as_bytes());
-        IndexCache::save(&root, "6.1", [(key, &parse(DEP, None))]).unwrap();
-        let path = IndexCache::path(&root, "6.1");
+        IndexCache::save(&root, &crate::kver::kv("6.1"), [(key, &parse(DEP, None))]).unwrap();
+        let path = IndexCache::path(&root, &crate::kver::kv("6.1")).unwrap();
         let good = std::fs::read_to_string(&path).unwrap();
         let body = good.split_once("\n\n").unwrap().1;
         let file = |body: &str| format!("{HEADER}\n{:032x} {} 4 2\n\n{body}", key.0, body.len());
         assert_eq!(file(body), good);
-        assert!(IndexCache::read(&root, "6.1").lookup(key).is_some());
+        assert!(IndexCache::read(&root, &crate::kver::kv("6.1")).lookup(key).is_some());
         let broken = [
             file(body).replace("parsed modules.dep 1", "parsed modules.dep 2"),
             good[..good.len() - 1].to_string(),
@@ -222,7 +223,7 @@ mod tests {
         for text in &broken {
             assert_ne!(text, &good);
             std::fs::write(&path, text).unwrap();
-            assert!(IndexCache::read(&root, "6.1").lookup(key).is_none(), "{text}");
+            assert!(IndexCache::read(&root, &crate::kver::kv("6.1")).lookup(key).is_none(), "{text}");
         }
     }
 }

@@ -6,19 +6,20 @@ use std::process::Command;
 
 use crate::config::Initramfs;
 use crate::error::{Error, Result};
+use crate::kver::Kver;
 use crate::root::Root;
 
 const UPDATE_INITRAMFS: &str = "/usr/sbin/update-initramfs";
 
 /// Refresh the initramfs of `version` as `policy` says. Returns what was done or why not,
 /// for the run's report; `None` when the policy asks for nothing.
-pub fn refresh(root: &Root, policy: Initramfs, version: &str) -> Result<Option<String>> {
+pub fn refresh(root: &Root, policy: Initramfs, version: &Kver) -> Result<Option<String>> {
     if policy == Initramfs::Never {
         return Ok(None);
     }
     let image = format!("/boot/initrd.img-{version}");
-    let exists = root.join(&image).exists();
-    let installed = root.join(UPDATE_INITRAMFS).exists();
+    let exists = root.resolve(&image)?.exists();
+    let installed = root.resolve(UPDATE_INITRAMFS)?.exists();
     if !root.is_host() {
         // update-initramfs works on the running system; an image gets its own run inside it.
         return Ok((exists || policy == Initramfs::Always)
@@ -38,14 +39,14 @@ pub fn refresh(root: &Root, policy: Initramfs, version: &str) -> Result<Option<S
     }
     let mode = if exists { "-u" } else { "-c" };
     let output = Command::new(UPDATE_INITRAMFS)
-        .args([mode, "-k", version])
+        .args([mode, "-k", version.as_str()])
         .output()
-        .map_err(|e| Error::command("update-initramfs", e.to_string()))?;
+        .map_err(|e| Error::command("update-initramfs", crate::error::plain(&e)))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(Error::command(
             "update-initramfs",
-            format!("{mode} -k {version} failed ({}): {}", output.status, stderr.trim()),
+            format!("{mode} -k {version} failed ({}): {}", output.status, crate::shown::escaped(stderr.trim())),
         ));
     }
     Ok(Some(format!("refreshed {image}")))

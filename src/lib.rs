@@ -2,6 +2,9 @@
 //! packages declare, and what modprobe would load with them.
 
 pub mod error;
+pub mod shown;
+pub mod fs;
+pub mod kver;
 pub mod binary_index;
 mod mapped;
 mod paths;

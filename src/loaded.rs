@@ -40,11 +40,11 @@ pub fn read_proc() -> Result<Vec<String>> {
 /// Read `modules` under a procfs mounted at `proc` (`/proc`, or a copy of one in tests).
 pub fn read(proc: &Path) -> Result<Vec<String>> {
     let path = proc.join("modules");
-    match std::fs::read_to_string(&path) {
+    match crate::fs::read_kernel_file(&path, crate::fs::limits::CONFIG) {
         Ok(text) => parse(&path, &text),
         // A kernel without module support has no /proc/modules: nothing is loaded.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(path, e)),
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 

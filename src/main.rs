@@ -6,7 +6,13 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
+use limopack::kver::Kver;
 use limopack::{report, run};
+
+/// A kernel version given on the command line, checked as one read from disk is.
+fn kernel_version(text: &str) -> Result<Kver, String> {
+    Kver::new(text)
+}
 
 #[path = "cli/hook.rs"]
 mod cli;
@@ -56,10 +62,11 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         // JSON and -v readers want the plan itself, not the last run's summary.
         reuse: !cli.json && !cli.verbose,
         package: None,
+        lock_wait: std::time::Duration::from_secs(cli.wait),
     };
     match &cli.command {
         None => {
-            let outcome = match run::sync(&opts, || eprintln!("limopack: waiting for another run to finish"))? {
+            let outcome = match run::sync(&opts, |holder| eprintln!("{}", report::waiting(holder)))? {
                 run::Synced::Ran(outcome) => outcome,
                 run::Synced::Unchanged(saved) => {
                     for w in &saved.warnings {
@@ -125,7 +132,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
         Some(Command::Check { files }) => {
             let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
             let kernels = match against {
-                true => limopack::check::kernels(&cli.root, cli.kernel.as_deref())?,
+                true => limopack::check::kernels(&cli.root, cli.kernel.as_ref())?,
                 false => Vec::new(),
             };
             let problems = limopack::check::check(files, &kernels);

@@ -20,18 +20,19 @@ pub enum Bytes {
 }
 
 impl Bytes {
-    /// The bytes of the file at `path`.
-    pub fn read(path: &Path) -> io::Result<Bytes> {
-        let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        Bytes::of_file(&file, len)
+    /// The bytes of the regular file at `path`, of at most `limit` bytes (see
+    /// [`crate::fs::open_regular`]).
+    pub fn read(path: &Path, limit: u64) -> crate::error::Result<Bytes> {
+        let (file, len) = crate::fs::open_regular(path, limit)?;
+        Bytes::of_file(&file, len).map_err(|e| crate::error::Error::io(path, e))
     }
 
-    /// The bytes of `file`, open and `len` bytes long: mapped from [`MAP_FROM`] on.
+    /// The bytes of `file`, open and `len` bytes long: mapped from [`MAP_FROM`] on. Only
+    /// `len` bytes are read, whatever was written to the file since its size was taken.
     pub fn of_file(file: &std::fs::File, len: u64) -> io::Result<Bytes> {
         if len < MAP_FROM {
             let mut bytes = Vec::with_capacity(len as usize);
-            io::Read::read_to_end(&mut &*file, &mut bytes)?;
+            io::Read::read_to_end(&mut io::Read::take(file, len), &mut bytes)?;
             return Ok(Bytes::Owned(bytes));
         }
         // SAFETY: the mapping is read-only and private. depmod, dpkg and limopack replace
@@ -39,18 +40,17 @@ impl Bytes {
         // only a tool that truncated one in place while a run reads it could fault the run,
         // and a run that stops so has deleted nothing, since it plans before it deletes.
         // libkmod maps the same files on the same terms.
-        unsafe { memmap2::Mmap::map(file) }.map(|map| {
+        unsafe { memmap2::MmapOptions::new().len(len as usize).map(file) }.map(|map| {
             let len = map.len();
             Bytes::Mapped(map, len)
         })
     }
 
     /// The bytes of the file at `path`, or none when there is no such file.
-    pub fn read_if_there(path: &Path) -> crate::error::Result<Option<Bytes>> {
-        match Bytes::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(crate::error::Error::io(path, e)),
+    pub fn read_if_there(path: &Path, limit: u64) -> crate::error::Result<Option<Bytes>> {
+        match Bytes::read(path, limit) {
+            Err(crate::error::Error::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            other => other.map(Some),
         }
     }
 

@@ -25,6 +25,7 @@ use object::read::{ReadCache, ReadCacheOps, ReadRef};
 use object::Endianness;
 
 use crate::error::{Error, Result};
+use crate::kver::Kver;
 use crate::root::Root;
 use crate::tree::Stamp;
 
@@ -159,14 +160,14 @@ pub struct FirmwareNames {
 const NAMES_HEADER: &str = "limopack firmware names 1";
 
 impl FirmwareNames {
-    fn path(root: &Root, version: &str) -> PathBuf {
+    fn path(root: &Root, version: &Kver) -> Result<PathBuf> {
         root.cache_file(version, "firmware")
     }
 
     /// The cache of kernel `version`; an empty one when there is none or a line of it does not
     /// read back whole. A line is `INO CTIME_S CTIME_NS PATH`, then each name after a tab.
-    pub fn read(root: &Root, version: &str) -> FirmwareNames {
-        let text = std::fs::read_to_string(FirmwareNames::path(root, version)).unwrap_or_default();
+    pub fn read(root: &Root, version: &Kver) -> FirmwareNames {
+        let text = FirmwareNames::path(root, version).and_then(|path| crate::fs::read_text(&path, crate::fs::limits::STATE)).unwrap_or_default();
         let mut lines = text.lines();
         let read = |lines: std::str::Lines| -> Option<FirmwareNames> {
             let mut names = FirmwareNames::default();
@@ -220,7 +221,7 @@ impl FirmwareNames {
     }
 
     /// Keep the names for the next run, when some were read anew.
-    pub fn save(&self, root: &Root, version: &str) -> Result<()> {
+    pub fn save(&self, root: &Root, version: &Kver) -> Result<()> {
         use std::fmt::Write as _;
         if !self.changed {
             return Ok(());
@@ -233,7 +234,7 @@ impl FirmwareNames {
             }
             text.push('\n');
         }
-        crate::state::write_cache(root, &FirmwareNames::path(root, version), text.as_bytes())
+        crate::fs::write_atomic(&FirmwareNames::path(root, version)?, text.as_bytes())
     }
 }
 
@@ -627,19 +628,19 @@ mod tests {
             found.into_iter().map(|r| r.map_or_else(|e| format!("error: {e}"), |n| n.join(" "))).collect()
         };
 
-        let mut cache = FirmwareNames::read(&root, "6.1");
+        let mut cache = FirmwareNames::read(&root, &crate::kver::kv("6.1"));
         let first = names_of(cache.of(&tree, &rels));
         assert_eq!(first[..2], ["a.fw b.fw", ""]);
         assert!(first[2].starts_with("error:"), "{first:?}");
-        cache.save(&root, "6.1").unwrap();
+        cache.save(&root, &crate::kver::kv("6.1")).unwrap();
 
         // Kept: a module whose file has the stamp it had is not read again; the names come
         // from the cache (here edited to tell them apart). One written in place, or replaced,
         // has a new stamp and is read.
-        let path = FirmwareNames::path(&root, "6.1");
+        let path = FirmwareNames::path(&root, &crate::kver::kv("6.1")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\ta.fw", "\tkept.fw")).unwrap();
-        let mut kept = FirmwareNames::read(&root, "6.1");
+        let mut kept = FirmwareNames::read(&root, &crate::kver::kv("6.1"));
         assert_eq!(names_of(kept.of(&tree, &rels[..2])), ["kept.fw b.fw", ""]);
         std::fs::write(tree.join("kernel/c.ko"), module(&["c.fw"])).unwrap();
         assert_eq!(names_of(kept.of(&tree, &rels[1..2])), ["c.fw"]);
@@ -654,9 +655,9 @@ mod tests {
         let good = std::fs::read_to_string(&path).unwrap();
         for broken in [good.replacen("limopack firmware names 1", "limopack firmware names 2", 1), good.replacen(' ', "x", 1)] {
             std::fs::write(&path, &broken).unwrap();
-            assert!(FirmwareNames::read(&root, "6.1").by_path.is_empty(), "{broken}");
+            assert!(FirmwareNames::read(&root, &crate::kver::kv("6.1")).by_path.is_empty(), "{broken}");
         }
-        crate::state::forget_caches(&root, "6.1").unwrap();
+        crate::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
         assert!(!path.exists());
     }
 }

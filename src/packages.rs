@@ -12,6 +12,7 @@ use deb822_fast::borrowed::BorrowedParagraph;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::fs::limits;
 use crate::mapped::Bytes;
 use crate::name::Shared;
 use crate::paths::PathTable;
@@ -82,15 +83,16 @@ impl Database {
     pub fn read(root: &Root, prefixes: &[String]) -> Result<Database> {
         let admin = match std::env::var_os("DPKG_ADMINDIR").filter(|_| root.is_host()) {
             Some(dir) => PathBuf::from(dir),
-            None => root.join(ADMIN_DIR),
+            None => root.resolve(ADMIN_DIR)?,
         };
+        // dpkg writes no links in its database: one is refused, as a FIFO or a device is.
         let read = |path: PathBuf| -> Result<(PathBuf, String)> {
-            match std::fs::read(&path) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => Ok((path, text)),
-                    Err(_) => Err(Error::refused(path, "not valid UTF-8; dpkg's database cannot be read")),
-                },
-                Err(e) => Err(Error::io(path, e)),
+            let (file, len) = crate::fs::open_entry(&path, limits::DPKG)?;
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut bytes).map_err(|e| Error::io(&path, e))?;
+            match String::from_utf8(bytes) {
+                Ok(text) => Ok((path, text)),
+                Err(_) => Err(Error::refused(path, "not valid UTF-8; dpkg's database cannot be read")),
             }
         };
         let status = read(admin.join("status"))?;
@@ -121,10 +123,9 @@ impl Database {
             let file = entry.file_name();
             let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".list")) else { continue };
             let path = entry.path();
-            let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let (mut file, len) = crate::fs::open_entry(&path, limits::DPKG)?;
             // dpkg replaces a list by renaming a new one over it, so its size stays as read.
             // A kernel's list, of four thousand lines, is mapped rather than copied in.
-            let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
             let mapped = match len >= crate::mapped::MAP_FROM {
                 true => Some(Bytes::of_file(&file, len).map_err(|e| Error::io(&path, e))?),
                 false => {
@@ -324,16 +325,14 @@ fn package_of(list_name: &str, records: &FxHashMap<(&str, &str), Record>, native
 /// gives it), by path as dpkg lists it (`/lib/modules/…`): what `dpkg --verify` checks, and
 /// what a restored file must match. Empty when the package shipped none.
 pub fn md5sums(root: &Root, package: &str) -> Result<HashMap<String, String>> {
-    let info = root.join(ADMIN_DIR).join("info");
+    let info = root.resolve(ADMIN_DIR)?.join("info");
     // `pkg:arch` names its info files so only when Multi-Arch: same; a foreign package that
     // is not has them under its bare name.
     let bare = package.split_once(':').map(|(name, _)| name);
     for name in std::iter::once(package).chain(bare) {
         let path = info.join(format!("{name}.md5sums"));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => return Ok(parse_md5sums(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(path, e)),
+        if let Some(bytes) = crate::fs::read_if_there(&path, limits::DPKG)? {
+            return Ok(parse_md5sums(&String::from_utf8_lossy(&bytes)));
         }
     }
     Ok(HashMap::new())

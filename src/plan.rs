@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::deb::AptCache;
 use crate::declaration::{Declarations, Entry, Origin};
 use crate::index::{Edge, Lookup, ModId, ModuleIndex};
+use crate::kver::Kver;
 use crate::name::{self, Shared};
 use crate::packages::{Package, Packages};
 use crate::plan_firmware::FirmwarePlan;
@@ -42,7 +43,7 @@ pub struct Inputs<'a> {
     /// Whether a missing file may be fetched with `apt-get download` (the running system).
     pub can_download: bool,
     /// Kernels the state remembers whose trees are gone.
-    pub gone: Vec<String>,
+    pub gone: Vec<Kver>,
 }
 
 /// Why a module is kept.
@@ -130,7 +131,7 @@ pub enum Action {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelPlan {
-    pub version: String,
+    pub version: Kver,
     pub path: PathBuf,
     pub running: bool,
     pub action: Action,
@@ -183,7 +184,7 @@ pub struct Plan {
     pub new_statics: Vec<StaticRecord>,
     pub kernels: Vec<KernelPlan>,
     /// Kernels whose trees are gone: their state, saved index and archive are dropped.
-    pub forget_kernels: Vec<String>,
+    pub forget_kernels: Vec<Kver>,
     pub warnings: Vec<String>,
     /// What the kept modules need under `/lib/firmware`, and what goes; made after the
     /// kernels' plans ([`crate::plan_firmware`]).

@@ -28,6 +28,14 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// What a run says while it waits for another's lock.
+pub fn waiting(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) => format!("limopack: waiting for another run (process {pid}) to finish"),
+        None => "limopack: waiting for another run to finish".to_string(),
+    }
+}
+
 /// The line for one kernel after a run, or a dry run.
 pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: &str) -> String {
     let head = format!("limopack: {}:", k.version);

@@ -1,6 +1,15 @@
 //! The root a run works on: `/` on a live system, or an image under `--root DIR`.
+//!
+//! An image is not trusted: its `lib` may be a link to `/usr/lib`, which on this machine is
+//! the host's, and its `var/lib/limopack` may be a link to anywhere. Every path of the system
+//! is therefore resolved inside the root the way chroot(2) would resolve it, with libpathrs
+//! (`openat2` with `RESOLVE_IN_ROOT`, or its checked emulation on kernels without it): an
+//! absolute link means a place in the image, and `..` stops at its top. libpathrs was chosen
+//! over cap-std because cap-std refuses absolute links, which images rightly hold.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
 
 /// Where limopack keeps its state, lock, journal and saved indexes, inside the root.
 pub const STATE_DIR: &str = "/var/lib/limopack";
@@ -20,16 +29,21 @@ pub const ADMIN_DIR: &str = "/etc/limopack/modules.d";
 #[derive(Debug, Clone)]
 pub struct Root {
     path: PathBuf,
-    host: bool,
+    /// The image's top, to resolve in; none for the running system, where chroot's
+    /// resolution is the ordinary one.
+    image: Option<std::sync::Arc<pathrs::Root>>,
 }
 
 impl Root {
     /// `dir` is the root folder. It is the running system when it resolves to `/`; only then
     /// are `/proc` and the running kernel consulted.
-    pub fn new(dir: &Path) -> std::io::Result<Root> {
-        let path = std::fs::canonicalize(dir)?;
-        let host = path == Path::new("/");
-        Ok(Root { path, host })
+    pub fn new(dir: &Path) -> Result<Root> {
+        let path = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let image = match path == Path::new("/") {
+            true => None,
+            false => Some(std::sync::Arc::new(pathrs::Root::open(&path).map_err(|e| resolve_error(&path, e))?)),
+        };
+        Ok(Root { path, image })
     }
 
     /// The folder of the root on this machine.
@@ -39,16 +53,70 @@ impl Root {
 
     /// True when the root is the running system.
     pub fn is_host(&self) -> bool {
-        self.host
+        self.image.is_none()
     }
 
-    /// An absolute path of the system (`/etc/limopack`) as a path on this machine.
-    pub fn join(&self, absolute: impl AsRef<Path>) -> PathBuf {
-        let relative = absolute.as_ref().strip_prefix("/").unwrap_or(absolute.as_ref());
-        self.path.join(relative)
+    /// Where an absolute path of the system (`/lib/modules`) is on this machine: every link
+    /// on the way followed inside the root, as chroot would, so that the place found has no
+    /// link left in it. The part of the path that does not exist yet is added as it is, and
+    /// must be plain names.
+    pub fn resolve(&self, absolute: impl AsRef<Path>) -> Result<PathBuf> {
+        let absolute = absolute.as_ref();
+        let relative = absolute.strip_prefix("/").unwrap_or(absolute);
+        let Some(image) = &self.image else {
+            return Ok(self.path.join(relative));
+        };
+        let mut existing = relative.to_path_buf();
+        let mut missing = Vec::new();
+        let mut found = loop {
+            if existing.as_os_str().is_empty() {
+                break self.path.clone();
+            }
+            match image.resolve(&existing) {
+                Ok(handle) => break self.real_path_of(&handle, absolute)?,
+                Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => {
+                    missing.push(existing.file_name().map(ToOwned::to_owned));
+                    existing.pop();
+                }
+                Err(e) => return Err(resolve_error(&self.path.join(relative), e)),
+            }
+        };
+        for (i, part) in missing.into_iter().rev().enumerate() {
+            match part {
+                Some(name) if !matches!(Path::new(&name).components().next(), Some(Component::CurDir | Component::ParentDir)) => found.push(name),
+                _ => return Err(Error::refused(self.path.join(relative), "is not a plain path inside the root")),
+            }
+            // What could not be resolved but is there is a link to nothing in the root:
+            // chroot would create its target, which is not worth following here.
+            if i == 0 && std::fs::symlink_metadata(&found).is_ok() {
+                return Err(Error::refused(found, "is a link to nothing inside the root; refusing it"));
+            }
+        }
+        Ok(found)
     }
 
-    /// The reverse of [`join`](Self::join): a path on this machine as the system sees it.
+    /// The path on this machine of what `handle` holds, which must be inside the root.
+    fn real_path_of(&self, handle: &pathrs::Handle, asked: &Path) -> Result<PathBuf> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let procfs = pathrs::procfs::ProcfsHandle::new().map_err(|e| resolve_error(Path::new("/proc"), e))?;
+        let fd = handle.as_fd().as_raw_fd();
+        let real = procfs
+            .readlink(pathrs::procfs::ProcfsBase::ProcSelf, format!("fd/{fd}"))
+            .map_err(|e| resolve_error(&self.path.join(asked.strip_prefix("/").unwrap_or(asked)), e))?;
+        match real.starts_with(&self.path) {
+            true => Ok(real),
+            false => Err(Error::refused(real, format!("is where {} of the root leads, outside it; refusing it", asked.display()))),
+        }
+    }
+
+    /// Where `walked` is on this machine, for a path that was already walked inside the root
+    /// part by part with every link resolved on the way (the firmware loader's walk, which
+    /// keeps the links it meets): the two are joined as they are.
+    pub(crate) fn lexical(&self, walked: &str) -> PathBuf {
+        self.path.join(walked.trim_start_matches('/'))
+    }
+
+    /// The reverse of [`resolve`](Self::resolve): a path on this machine as the system sees it.
     pub fn inside(&self, path: &Path) -> PathBuf {
         match path.strip_prefix(&self.path) {
             Ok(rel) => Path::new("/").join(rel),
@@ -56,14 +124,22 @@ impl Root {
         }
     }
 
-    pub fn state_dir(&self) -> PathBuf {
-        self.join(STATE_DIR)
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        self.resolve(STATE_DIR)
     }
 
     /// Kernel `version`'s cache of kind `kind`, one of [`CACHES`].
-    pub fn cache_file(&self, version: &str, kind: &str) -> PathBuf {
+    pub fn cache_file(&self, version: &crate::kver::Kver, kind: &str) -> Result<PathBuf> {
         debug_assert!(CACHES.contains(&kind), "{kind} is not a cache");
-        self.join(CACHE_DIR).join(format!("{version}.{kind}"))
+        Ok(self.resolve(CACHE_DIR)?.join(format!("{version}.{kind}")))
+    }
+}
+
+/// libpathrs' error, as one of ours: the errno as an I/O error, or the refusal it made.
+fn resolve_error(path: &Path, error: pathrs::error::Error) -> Error {
+    match error.kind() {
+        pathrs::error::ErrorKind::OsError(Some(errno)) => Error::io(path, std::io::Error::from_raw_os_error(errno)),
+        _ => Error::refused(path, format!("cannot be resolved inside the root: {error}")),
     }
 }
 
@@ -72,13 +148,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn joins_stay_under_the_root() {
+    fn paths_resolve_inside_the_root_as_chroot_would() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
+        let (top, host) = (dir.path().join("image"), dir.path().join("host"));
+        for d in [top.join("usr/lib/modules/6.1"), host.join("lib/modules/6.1"), top.join("var/lib"), top.join("srv/state"), top.join("etc")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let root = Root::new(&top).unwrap();
         assert!(!root.is_host());
-        let config = root.join(CONFIG_FILE);
-        assert!(config.starts_with(root.path()));
-        assert_eq!(root.inside(&config), Path::new(CONFIG_FILE));
+        // An absolute link is the image's own path; one that climbs stops at its top.
+        std::os::unix::fs::symlink("/usr/lib", top.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../../../../../srv/state", top.join("var/lib/limopack")).unwrap();
+        std::os::unix::fs::symlink(&host, top.join("etc/limopack")).unwrap();
+        let top = root.path().to_path_buf();
+        assert_eq!(root.resolve("/lib/modules/6.1").unwrap(), top.join("usr/lib/modules/6.1"));
+        assert_eq!(root.resolve("/lib/modules/6.2/x").unwrap(), top.join("usr/lib/modules/6.2/x"));
+        assert_eq!(root.resolve(STATE_DIR).unwrap(), top.join("srv/state"));
+        assert_eq!(root.resolve("/var/lib/limopack/state.json").unwrap(), top.join("srv/state/state.json"));
+        // A link to the host's folder is a link to nothing in the image.
+        let e = root.resolve("/etc/limopack/limopack.yaml").unwrap_err().to_string();
+        assert!(e.contains("etc/limopack: is a link to nothing inside the root"), "{e}");
+        assert_eq!(root.inside(&top.join("usr/lib/modules/6.1")), Path::new("/usr/lib/modules/6.1"));
         assert!(Root::new(Path::new("/")).unwrap().is_host());
     }
 }

@@ -2,7 +2,7 @@
 //! thin wrappers around these functions.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::apply::{self, Done, FirmwareDone};
 use crate::config::Config;
@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::joined;
 use crate::index::{ModuleIndex, Sources};
 use crate::index_cache::{IndexCache, Key};
+use crate::kver::Kver;
 use crate::loaded;
 use crate::packages::{Database, Packages};
 use crate::plan::{self, Inputs, KernelInput, Plan};
@@ -26,7 +27,7 @@ use crate::tree::{self, Files, Tree};
 pub struct Options {
     pub root: PathBuf,
     /// Only this kernel version.
-    pub kernel: Option<String>,
+    pub kernel: Option<Kver>,
     /// Change nothing: no lock, no depmod in place, no deletes, no state.
     pub dry_run: bool,
     /// Refresh initramfs images after a change, as the config says.
@@ -37,7 +38,13 @@ pub struct Options {
     /// Prune only the files of this module package (the original limopack's `--pkname`):
     /// other packages' files stay, as if they were no module packages, with what they need.
     pub package: Option<String>,
+    /// How long to wait for another run's lock before giving up.
+    pub lock_wait: std::time::Duration,
 }
+
+/// How long a run waits for another's lock by default: far longer than any run takes, short
+/// enough that apt does not hang for good behind one that is stuck.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Everything a plan is made from.
 pub struct Gathered {
@@ -51,7 +58,7 @@ pub struct Gathered {
     apt_cache: AptCache,
     can_download: bool,
     /// Kernels in the state whose trees are gone.
-    gone: Vec<String>,
+    gone: Vec<Kver>,
     /// Things noticed while gathering (stale indexes refreshed, odd kernel folders).
     pub notes: Vec<String>,
     /// Gathering changed something: it ran depmod or completed an interrupted run.
@@ -65,7 +72,7 @@ pub struct Gathered {
 impl Gathered {
     /// The index of one kernel, pruned modules included.
     pub fn index(&self, version: &str) -> Option<&ModuleIndex> {
-        let at = self.trees.iter().position(|t| t.version == version)?;
+        let at = self.trees.iter().position(|t| *t.version == *version)?;
         Some(&self.kernels[at].0)
     }
 
@@ -120,7 +127,7 @@ impl Gathered {
 /// Read everything a plan needs. A real run refreshes a stale index with depmod first; a dry
 /// run reads what depmod would write (`depmod -n`) and writes nothing.
 pub fn gather(opts: &Options) -> Result<Gathered> {
-    let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
+    let root = Root::new(&opts.root)?;
     // A dry run reads the state on a thread of its own, beside everything else: a pruned
     // kernel's state lists thousands of files. A real run reads it first, since it may fold
     // a killed run's journal into it and must know the state is sound before it runs depmod.
@@ -165,11 +172,11 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
             Later::Ready(state)
         }
     };
-    let all_trees: Vec<String> = trees.iter().map(|t| t.version.clone()).collect();
+    let all_trees: Vec<Kver> = trees.iter().map(|t| t.version.clone()).collect();
     if let Some(only) = &opts.kernel {
         trees.retain(|t| &t.version == only);
         if trees.is_empty() {
-            return Err(crate::Error::refused(root.join("/lib/modules").join(only), "no such module tree"));
+            return Err(crate::Error::refused(root.resolve("/lib/modules")?.join(only), "no such module tree"));
         }
     }
 
@@ -209,18 +216,18 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
             let (index, files, ran_depmod) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
             changed |= ran_depmod;
             let loaded = match &running {
-                Some(version) if *version == tree.version => Some(loaded::read_proc()?),
+                Some(version) if **version == *tree.version => Some(loaded::read_proc()?),
                 _ => None,
             };
             kernels.push((index, files, loaded));
         }
         Ok::<_, crate::Error>((joined(packages)?, kernels))
     })?;
-    let gone: Vec<String> = state.kernels.keys().filter(|k| !all_trees.contains(k)).cloned().collect();
+    let gone: Vec<Kver> = state.kernels.keys().filter(|k| !all_trees.contains(k)).cloned().collect();
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.
-    let can_download = root.is_host() && root.join("/usr/bin/apt-get").exists();
+    let can_download = root.is_host() && Path::new("/usr/bin/apt-get").exists();
     Ok(Gathered {
         root,
         config,
@@ -299,7 +306,7 @@ fn load_index(
             (index, key) = (Some(fresh), None);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
-            tree::depmod(root, &tree.version)?;
+            tree::depmod(root, tree)?;
             ran_depmod = true;
             files = Files::scan(tree)?;
             let mut fresh = parse(Sources::read(&tree.path)?)?;
@@ -364,11 +371,11 @@ pub struct Outcome {
 }
 
 /// The main job: plan every kernel and, unless dry, carry the plan out.
-pub fn sync(opts: &Options, waiting: impl FnOnce()) -> Result<Synced> {
-    let root = Root::new(&opts.root).map_err(|e| crate::Error::io(&opts.root, e))?;
+pub fn sync(opts: &Options, waiting: impl FnOnce(Option<u32>)) -> Result<Synced> {
+    let root = Root::new(&opts.root)?;
     let _lock = match opts.dry_run {
         true => None,
-        false => Some(apply::lock(&root, waiting)?),
+        false => Some(apply::lock(&root, opts.lock_wait, waiting)?),
     };
     // Taken before anything is read, so that a change made while this run plans is seen
     // by the next one.

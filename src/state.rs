@@ -11,7 +11,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashSet;
@@ -19,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
+use crate::fs::{limits, remove_if_present, write_atomic, write_atomic_with, write_json};
 use crate::index::{Sources, HEADERS};
+use crate::kver::Kver;
 use crate::name::Shared;
 use crate::root::Root;
 use crate::tree::Tree;
@@ -93,6 +94,20 @@ mod grouped {
 
     use super::{interned, PrunedFile};
     use crate::name::Shared;
+
+    /// A path read from a state or journal names a file to delete, restore or archive: it must
+    /// be a plain path inside its folder, relative (a tree's file) or, for firmware, under
+    /// `/lib/firmware`.
+    fn checked<E: de::Error>(path: String) -> Result<String, E> {
+        let relative = match path.strip_prefix(crate::firmware::FIRMWARE_DIR) {
+            Some(rest) => rest.strip_prefix('/').unwrap_or("/"),
+            None => &path,
+        };
+        match crate::index::is_inside(relative.as_bytes()) {
+            true => Ok(path),
+            false => Err(E::custom(format!("`{}` is not a plain path inside a module tree or /lib/firmware", crate::shown::escaped(&path)))),
+        }
+    }
 
     #[derive(Serialize)]
     struct GroupOut<'a> {
@@ -168,10 +183,10 @@ mod grouped {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut all = Vec::new();
                 while let Some(group) = seq.next_element::<GroupIn>()? {
-                    all.extend(group.files.0.into_iter().map(|(path, size)| {
+                    for (path, size) in group.files.0 {
                         let file = PrunedFile { package: group.package.clone(), version: group.version.clone(), size, archived: group.archived };
-                        (path, file)
-                    }));
+                        all.push((checked(path)?, file));
+                    }
                 }
                 // Sorted once and built whole, not inserted one by one.
                 Ok(all.into_iter().collect())
@@ -179,7 +194,7 @@ mod grouped {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut all = BTreeMap::new();
                 while let Some((path, file)) = map.next_entry()? {
-                    all.insert(path, file);
+                    all.insert(checked(path)?, file);
                 }
                 Ok(all)
             }
@@ -208,7 +223,7 @@ pub struct State {
     #[serde(default)]
     pub statics: Vec<StaticRecord>,
     #[serde(default)]
-    pub kernels: BTreeMap<String, KernelState>,
+    pub kernels: BTreeMap<Kver, KernelState>,
     /// Pruned firmware by in-root path (`/lib/firmware/rtl_nic/rtl8125a-3.fw`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "grouped")]
     pub firmware: BTreeMap<String, PrunedFile>,
@@ -228,7 +243,7 @@ impl Default for State {
 /// The files one run is about to delete in one kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
-    pub kernel: String,
+    pub kernel: Kver,
     #[serde(with = "grouped")]
     pub files: BTreeMap<String, PrunedFile>,
 }
@@ -243,28 +258,28 @@ pub struct FirmwareJournal {
 }
 
 impl FirmwareJournal {
-    pub fn path(root: &Root) -> PathBuf {
-        root.state_dir().join("firmware-journal.json")
+    pub fn path(root: &Root) -> Result<PathBuf> {
+        Ok(root.state_dir()?.join("firmware-journal.json"))
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(&FirmwareJournal::path(root), self)
+        write_json(&FirmwareJournal::path(root)?, self)
     }
 
     pub fn clear(root: &Root) -> Result<()> {
-        remove_if_present(&FirmwareJournal::path(root))
+        remove_if_present(&FirmwareJournal::path(root)?)
     }
 }
 
 impl State {
-    pub fn path(root: &Root) -> PathBuf {
-        root.state_dir().join("state.json")
+    pub fn path(root: &Root) -> Result<PathBuf> {
+        Ok(root.state_dir()?.join("state.json"))
     }
 
     /// The state under the root; none yet is an empty state.
     pub fn load(root: &Root) -> Result<State> {
-        let path = State::path(root);
-        let Some(state) = read_json::<State>(&path)? else {
+        let path = State::path(root)?;
+        let Some(state) = read_json::<State>(&path).map_err(|e| with_hint(e, "state"))? else {
             return Ok(State::default());
         };
         if !(1..=FORMAT).contains(&state.format) {
@@ -278,7 +293,7 @@ impl State {
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(&State::path(root), self)
+        write_json(&State::path(root)?, self)
     }
 
     /// Fold a journal left by a run that was killed into the state: every journalled file that
@@ -298,13 +313,14 @@ impl State {
     /// Fold the firmware journal a killed run left into the state: every journalled file
     /// that is gone from disk was pruned. True when there was one.
     pub fn absorb_firmware(&mut self, root: &Root) -> Result<bool> {
-        let Some(journal) = read_json::<FirmwareJournal>(&FirmwareJournal::path(root))? else {
+        let path = FirmwareJournal::path(root)?;
+        let Some(journal) = read_json::<FirmwareJournal>(&path).map_err(|e| with_hint(e, "journal"))? else {
             return Ok(false);
         };
         for (path, file) in journal.files {
             let Some(rest) = path.strip_prefix(crate::firmware::FIRMWARE_DIR) else { continue };
-            let on_disk = root.join(format!("{}{rest}", journal.dir));
-            if std::fs::symlink_metadata(on_disk).is_err() {
+            let gone = root.resolve(format!("{}{rest}", journal.dir)).is_ok_and(|on_disk| std::fs::symlink_metadata(on_disk).is_err());
+            if gone {
                 self.firmware.insert(path, file);
             }
         }
@@ -315,67 +331,69 @@ impl State {
 }
 
 impl Journal {
-    pub fn path(root: &Root) -> PathBuf {
-        root.state_dir().join("journal.json")
+    pub fn path(root: &Root) -> Result<PathBuf> {
+        Ok(root.state_dir()?.join("journal.json"))
     }
 
     pub fn load(root: &Root) -> Result<Option<Journal>> {
-        read_json(&Journal::path(root))
+        read_json(&Journal::path(root)?).map_err(|e| with_hint(e, "journal"))
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(&Journal::path(root), self)
+        write_json(&Journal::path(root)?, self)
     }
 
     pub fn clear(root: &Root) -> Result<()> {
-        remove_if_present(&Journal::path(root))
+        remove_if_present(&Journal::path(root)?)
     }
 }
 
+/// A state or journal that does not read, with what to do about it: limopack never writes
+/// one so, and a run that cannot know what it pruned must not guess.
+fn with_hint(error: Error, what: &str) -> Error {
+    let hint = match what {
+        "state" => "limopack cannot know what it pruned; restore the file from a backup, or move it away to start anew (`dpkg --verify` then lists the files pruned before, which `apt-get install --reinstall` of their packages brings back)",
+        _ => "this is the record of a run that was killed; move it away, run `limopack-hook`, and check `dpkg --verify` for module files that are missing",
+    };
+    match error {
+        Error::Syntax { path, line, column, message } => Error::Syntax { path, line, column, message: format!("{message}; {hint}") },
+        other => other,
+    }
+}
+
+/// The folder of the saved indexes, inside the state folder.
+const INDEX_DIR: &str = "index";
+
 /// Where the saved index of a kernel lives.
-fn saved_index_path(root: &Root, version: &str) -> PathBuf {
-    root.state_dir().join("index").join(format!("{version}.index"))
+fn saved_index_path(root: &Root, version: &Kver) -> Result<PathBuf> {
+    Ok(root.state_dir()?.join(INDEX_DIR).join(format!("{version}.index")))
 }
 
 /// Where the saved copy of a kernel's `modules.alias.bin` lives, beside its saved index.
-fn saved_aliases_path(root: &Root, version: &str) -> PathBuf {
-    root.state_dir().join("index").join(format!("{version}.alias.bin"))
+fn saved_aliases_path(root: &Root, version: &Kver) -> Result<PathBuf> {
+    Ok(root.state_dir()?.join(INDEX_DIR).join(format!("{version}.alias.bin")))
 }
 
-/// Forget the saved index of a kernel whose tree is gone.
-pub fn forget_index(root: &Root, version: &str) -> Result<()> {
-    remove_if_present(&saved_index_path(root, version))?;
-    remove_if_present(&saved_aliases_path(root, version))
+/// Forget all limopack keeps of a kernel whose tree is gone: its saved index, its caches and
+/// its part of the archive. Each is removed from a descriptor of its folder, by a name made
+/// of the checked version, so nothing outside those folders can go whatever the state said.
+pub fn forget_kernel(root: &Root, version: &Kver) -> Result<()> {
+    let state_dir = root.state_dir()?;
+    let names = [format!("{version}.index"), format!("{version}.alias.bin")];
+    crate::fs::remove_in(&state_dir.join(INDEX_DIR), &names)?;
+    let caches: Vec<String> = crate::root::CACHES.iter().map(|kind| format!("{version}.{kind}")).collect();
+    crate::fs::remove_in(&root.resolve(crate::root::CACHE_DIR)?, &caches)?;
+    crate::archive::forget_kernel(root, version)
 }
 
-/// Write one of limopack's caches (see `root::CACHES`), making their folder first: only a real
-/// run writes them, and the first may find no folder.
-pub(crate) fn write_cache(root: &Root, path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = root.join(crate::root::CACHE_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    write_atomic(path, bytes)
-}
-
-/// Forget the caches of a kernel whose tree is gone.
-pub fn forget_caches(root: &Root, version: &str) -> Result<()> {
-    crate::root::CACHES.iter().try_for_each(|kind| remove_if_present(&root.cache_file(version, kind)))
-}
-
-/// Remove a file limopack wrote; one that is not there is already what was wanted.
-pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
-        _ => Ok(()),
-    }
-}
 
 /// Save the tree's index before the first prune: `modules.dep`, `modules.softdep` and
 /// `modules.weakdep` as one file in `depmod -n` layout, and `modules.alias.bin` as it is,
 /// which later runs search in place instead of parsing the 1.3 MB text of the aliases. A
 /// tree without the binary file has its `modules.alias` saved in the text instead.
 pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
-    let target = saved_index_path(root, &tree.version);
-    let aliases = saved_aliases_path(root, &tree.version);
+    let target = saved_index_path(root, &tree.version)?;
+    let aliases = saved_aliases_path(root, &tree.version)?;
     // The binary copy goes first: a saved index names no aliases only when it has a copy.
     let with_binary = match crate::index::read_bytes(&tree.path, "modules.alias.bin")? {
         Some((_, bytes)) => {
@@ -392,25 +410,27 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
         false => &["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"],
     };
     // Written file by file: the index of a big kernel is a few MiB, and a prune holds much else.
+    let mut texts = Vec::new();
+    for file in files {
+        let path = tree.path.join(file);
+        if let Some(bytes) = crate::fs::read_if_there(&path, limits::INDEX)? {
+            texts.push((file, String::from_utf8(bytes).map_err(|_| Error::refused(&path, "is not valid UTF-8"))?));
+        }
+    }
     write_atomic_with(&target, |out| {
-        for file in files {
-            let path = tree.path.join(file);
-            let body = match std::fs::read_to_string(&path) {
-                Ok(body) => body,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(path, e)),
-            };
-            let header = HEADERS.iter().find(|(name, _)| name == file).map(|(_, h)| *h);
+        for (file, body) in &texts {
+            let header = HEADERS.iter().find(|(name, _)| name == *file).map(|(_, h)| *h);
             let body = match header {
                 Some(header) => {
-                    out.write_all(header.as_bytes()).and_then(|_| out.write_all(b"\n")).map_err(|e| Error::io(&target, e))?;
-                    body.strip_prefix(header).map(|b| b.trim_start_matches('\n')).unwrap_or(&body)
+                    out.write_all(header.as_bytes())?;
+                    out.write_all(b"\n")?;
+                    body.strip_prefix(header).map(|b| b.trim_start_matches('\n')).unwrap_or(body)
                 }
-                None => &body,
+                None => body,
             };
-            out.write_all(body.as_bytes()).map_err(|e| Error::io(&target, e))?;
+            out.write_all(body.as_bytes())?;
             if !body.ends_with('\n') {
-                out.write_all(b"\n").map_err(|e| Error::io(&target, e))?;
+                out.write_all(b"\n")?;
             }
         }
         Ok(())
@@ -420,56 +440,34 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
 /// The saved index of a kernel, if limopack saved one. An index saved by an older limopack
 /// holds the text of the aliases, and is read as it is.
 pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
-    let path = saved_index_path(root, &tree.version);
-    let Some(bytes) = crate::mapped::Bytes::read_if_there(&path)? else { return Ok(None) };
+    let path = saved_index_path(root, &tree.version)?;
+    let Some(bytes) = crate::mapped::Bytes::read_if_there(&path, limits::INDEX)? else { return Ok(None) };
     let mut sources = Sources::from_depmod_output(bytes, &path, &tree.path)?;
     if let Some(dep) = &mut sources.dep {
         dep.0 = path;
     }
     if sources.alias.is_none() {
-        sources.alias_bin = BinaryIndex::read(&saved_aliases_path(root, &tree.version))?;
+        sources.alias_bin = BinaryIndex::read(&saved_aliases_path(root, &tree.version)?)?;
     }
     Ok(Some(sources))
 }
 
 /// Read a JSON file limopack wrote; mapped, as a pruned kernel's state is a few hundred KB.
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    let Some(bytes) = crate::mapped::Bytes::read_if_there(path)? else { return Ok(None) };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::syntax(path, e.line(), e.column(), e.to_string()))
-}
-
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
-}
-
-/// Replace `path` with `bytes` so that a crash leaves the old file or the new one, whole.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |out| out.write_all(bytes).map_err(|e| Error::io(path, e)))
-}
-
-/// [`write_atomic`] for content written piece by piece by `fill`.
-fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    let mut out = std::io::BufWriter::new(file);
-    fill(&mut out)?;
-    let file = out.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
-    file.as_file().sync_all().map_err(|e| Error::io(file.path(), e))?;
-    file.persist(path).map_err(|e| Error::io(path, e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    let Some(bytes) = crate::mapped::Bytes::read_if_there(path, limits::STATE)? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        // serde_json ends its message with the place, which the error leads with.
+        let message = e.to_string();
+        let message = message.rsplit_once(" at line ").map_or(&*message, |(m, _)| m).to_string();
+        Error::syntax(path, e.line(), e.column(), message)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::index::ModuleIndex;
+    use crate::kver::kv;
 
     #[test]
     fn state_round_trips_and_refuses_garbage() {
@@ -478,13 +476,13 @@ mod tests {
         assert_eq!(State::load(&root).unwrap(), State::default());
         let mut state = State::default();
         state.statics.push(StaticRecord { entry: "ext4".into(), kernels: None, declaration: "/etc/limopack/modules.d/b.yaml".into() });
-        state.kernels.entry("6.1".into()).or_default().pruned.insert(
+        state.kernels.entry(kv("6.1")).or_default().pruned.insert(
             "kernel/a.ko".into(),
             PrunedFile { package: "linux-image-6.1".into(), version: "1".into(), size: 10, archived: true },
         );
         state.save(&root).unwrap();
         assert_eq!(State::load(&root).unwrap(), state);
-        std::fs::write(State::path(&root), "{\"format\": 1,\n  oops").unwrap();
+        std::fs::write(State::path(&root).unwrap(), "{\"format\": 1,\n  oops").unwrap();
         let e = State::load(&root).unwrap_err().to_string();
         assert!(e.contains("state.json:2:3:"), "{e}");
     }
@@ -500,7 +498,7 @@ mod tests {
             archived,
         };
         let mut state = State::default();
-        let kernel = state.kernels.entry("6.1".into()).or_default();
+        let kernel = state.kernels.entry(kv("6.1")).or_default();
         for (rel, f) in [
             ("kernel/fs/a-b.ko", file("linux-image-6.1", 10, false)),
             ("kernel/fs/c.ko", file("linux-image-6.1", 20, true)),
@@ -510,7 +508,7 @@ mod tests {
         }
         state.firmware.insert("/lib/firmware/x.fw".into(), file("firmware-misc", 40, true));
         state.save(&root).unwrap();
-        let text = std::fs::read_to_string(State::path(&root)).unwrap();
+        let text = std::fs::read_to_string(State::path(&root).unwrap()).unwrap();
         assert_eq!(State::load(&root).unwrap(), state, "{text}");
         // One group per package, version and archiving; one line per file, module left out.
         assert!(text.contains("\"format\": 2"), "{text}");
@@ -524,26 +522,26 @@ mod tests {
             "kernel/fs/c.ko": {"module": "c", "package": "linux-image-6.1", "version": "1", "size": 20, "archived": true},
             "extra/d.ko": {"module": "d", "package": "linux-modules-extra-6.1", "version": "1", "size": 30}}}},
             "firmware": {"/lib/firmware/x.fw": {"package": "firmware-misc", "version": "1", "size": 40, "archived": true}}}"#;
-        std::fs::write(State::path(&root), v1).unwrap();
+        std::fs::write(State::path(&root).unwrap(), v1).unwrap();
         let read = State::load(&root).unwrap();
         assert_eq!(read, state);
         read.save(&root).unwrap();
-        assert_eq!(std::fs::read_to_string(State::path(&root)).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(State::path(&root).unwrap()).unwrap(), text);
     }
 
     #[test]
     fn journal_of_a_killed_run_is_absorbed() {
         let dir = tempfile::tempdir().unwrap();
-        let tree = Tree { version: "6.1".into(), path: dir.path().into(), shown: "/lib/modules/6.1".into() };
+        let tree = Tree { version: kv("6.1"), path: dir.path().into(), shown: "/lib/modules/6.1".into() };
         std::fs::write(dir.path().join("still-here.ko"), "").unwrap();
         let file = PrunedFile { package: "p".into(), version: "1".into(), size: 1, archived: false };
         let journal = Journal {
-            kernel: "6.1".into(),
+            kernel: kv("6.1"),
             files: [("gone.ko".to_string(), file.clone()), ("still-here.ko".to_string(), file)].into(),
         };
         let mut state = State::default();
         state.absorb(journal, Some(&tree));
-        let pruned: Vec<_> = state.kernels["6.1"].pruned.keys().collect();
+        let pruned: Vec<_> = state.kernels[&kv("6.1")].pruned.keys().collect();
         assert_eq!(pruned, ["gone.ko"]);
     }
 
@@ -561,7 +559,7 @@ mod tests {
         assert_eq!(state.firmware.keys().collect::<Vec<_>>(), ["/lib/firmware/rtl_nic/gone.fw"]);
         assert_eq!(State::load(&root).unwrap(), state, "saved");
         assert!(!state.absorb_firmware(&root).unwrap(), "the journal is gone");
-        let text = std::fs::read_to_string(State::path(&root)).unwrap();
+        let text = std::fs::read_to_string(State::path(&root).unwrap()).unwrap();
         assert!(!text.contains("\"module\""), "firmware records have no module: {text}");
     }
 
@@ -574,27 +572,27 @@ mod tests {
         std::fs::write(tree_dir.join("modules.dep"), "kernel/a.ko: kernel/b.ko\nkernel/b.ko:\n").unwrap();
         std::fs::write(tree_dir.join("modules.alias"), "alias fs-a a\n").unwrap();
         std::fs::write(tree_dir.join("modules.softdep"), "# Soft dependencies extracted from modules themselves.\nsoftdep a pre: b\n").unwrap();
-        let tree = Tree { version: "6.1".into(), path: tree_dir, shown: "/lib/modules/6.1".into() };
+        let tree = Tree { version: kv("6.1"), path: tree_dir, shown: "/lib/modules/6.1".into() };
         save_index(&root, &tree).unwrap();
         let sources = saved_index(&root, &tree).unwrap().unwrap();
         let index = ModuleIndex::parse(sources).unwrap();
         assert_eq!(index.modules().len(), 2);
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::Modules(vec![0]));
         assert_eq!(index.closure(&[0]).len(), 2);
-        assert!(!saved_aliases_path(&root, "6.1").exists(), "no binary aliases to copy");
+        assert!(!saved_aliases_path(&root, &kv("6.1")).unwrap().exists(), "no binary aliases to copy");
 
         // With depmod's binary aliases, those are copied and searched, and the text is not
         // saved; forgetting the kernel removes both files.
         let bin = crate::binary_index::tests::build(&[("fs_b", "b")]);
         std::fs::write(tree.path.join("modules.alias.bin"), bin).unwrap();
         save_index(&root, &tree).unwrap();
-        let text = std::fs::read_to_string(saved_index_path(&root, "6.1")).unwrap();
+        let text = std::fs::read_to_string(saved_index_path(&root, &kv("6.1")).unwrap()).unwrap();
         assert!(!text.contains("alias fs-a"), "{text}");
         let index = ModuleIndex::parse(saved_index(&root, &tree).unwrap().unwrap()).unwrap();
         assert_eq!(index.lookup("fs-b"), crate::index::Lookup::Modules(vec![1]));
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::NotFound);
-        forget_index(&root, "6.1").unwrap();
-        assert!(!saved_aliases_path(&root, "6.1").exists() && !saved_index_path(&root, "6.1").exists());
+        forget_kernel(&root, &kv("6.1")).unwrap();
+        assert!(!saved_aliases_path(&root, &kv("6.1")).unwrap().exists() && !saved_index_path(&root, &kv("6.1")).unwrap().exists());
     }
 
     #[test]
@@ -603,14 +601,14 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         for version in ["6.1", "6.2"] {
             for kind in crate::root::CACHES {
-                write_cache(&root, &root.cache_file(version, kind), b"x").unwrap();
+                write_atomic(&root.cache_file(&kv(version), kind).unwrap(), b"x").unwrap();
             }
         }
-        forget_caches(&root, "6.1").unwrap();
+        forget_kernel(&root, &kv("6.1")).unwrap();
         for kind in crate::root::CACHES {
-            assert!(!root.cache_file("6.1", kind).exists(), "{kind}");
-            assert!(root.cache_file("6.2", kind).exists(), "{kind}");
+            assert!(!root.cache_file(&kv("6.1"), kind).unwrap().exists(), "{kind}");
+            assert!(root.cache_file(&kv("6.2"), kind).unwrap().exists(), "{kind}");
         }
-        forget_caches(&root, "6.1").unwrap();
+        forget_kernel(&root, &kv("6.1")).unwrap();
     }
 }

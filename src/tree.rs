@@ -12,6 +12,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
 
 use crate::error::{Error, Result};
 use crate::index::{ModuleIndex, Sources};
+use crate::kver::Kver;
 use crate::name;
 use crate::mapped::Bytes;
 use crate::paths::PathTable;
@@ -20,7 +21,7 @@ use crate::root::Root;
 /// One `/lib/modules/<kver>` folder.
 #[derive(Debug, Clone)]
 pub struct Tree {
-    pub version: String,
+    pub version: Kver,
     /// The folder on this machine.
     pub path: PathBuf,
     /// The folder as the system sees it (`/lib/modules/6.1.0-50-amd64`).
@@ -44,23 +45,31 @@ pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
     let mut seen: HashSet<(u64, u64)> = HashSet::default();
     let mut trees: Vec<Tree> = Vec::new();
     for base in ["/lib/modules", "/usr/lib/modules"] {
-        let dir = root.join(base);
+        let dir = root.resolve(base)?;
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&dir, e)),
         };
-        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        let mut found: Vec<(Kver, PathBuf)> = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let path = entry.path();
-            let Some(version) = entry.file_name().to_str().map(str::to_string) else {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 warnings.push(format!("{}: kernel folder name is not UTF-8; left alone", path.display()));
                 continue;
             };
+            let version = match Kver::new(&name) {
+                Ok(version) => version,
+                Err(why) => {
+                    warnings.push(format!("{}: not a kernel version ({why}); left alone", root.inside(&path).display()));
+                    continue;
+                }
+            };
             let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
             if meta.file_type().is_symlink() {
-                let target = std::fs::metadata(&path).ok();
+                // Where the link leads in the root, never on this machine.
+                let target = root.resolve(root.inside(&path)).ok().and_then(|real| std::fs::metadata(real).ok());
                 if target.is_some_and(|t| seen.contains(&(t.dev(), t.ino()))) {
                     continue;
                 }
@@ -400,7 +409,7 @@ impl Files {
         self.dep.map(|(_, mtime, _)| mtime)
     }
 
-    fn cache_path(root: &Root, tree: &Tree) -> PathBuf {
+    fn cache_path(root: &Root, tree: &Tree) -> Result<PathBuf> {
         root.cache_file(&tree.version, "files")
     }
 
@@ -408,7 +417,7 @@ impl Files {
     /// and every folder have the stamps the walk saw. A folder's stamp changes with any entry
     /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
-        let bytes = Bytes::read(&Files::cache_path(root, tree)).ok()?;
+        let bytes = Bytes::read(&Files::cache_path(root, tree).ok()?, crate::fs::limits::STATE).ok()?;
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut lines = crate::index::lines(text);
         if lines.next()? != CACHE_HEADER {
@@ -469,7 +478,7 @@ impl Files {
     /// the order the next run's [`mark`](Self::mark) walks while the index stays the same.
     pub fn save_cache(&self, root: &Root, tree: &Tree, index: &ModuleIndex) -> Result<()> {
         use std::fmt::Write as _;
-        let path = Files::cache_path(root, tree);
+        let path = Files::cache_path(root, tree)?;
         let mut all = self.dirs.iter().map(|(r, _)| r.as_str()).chain(self.regular().iter().map(|(rel, _)| rel)).chain(self.odd.iter().map(String::as_str));
         if self.cached || all.any(|rel| rel.contains('\n')) {
             return Ok(());
@@ -502,7 +511,7 @@ impl Files {
         for rel in &self.odd {
             let _ = writeln!(text, "o {rel}");
         }
-        crate::state::write_cache(root, &path, text.as_bytes())
+        crate::fs::write_atomic(&path, text.as_bytes())
     }
 }
 
@@ -528,64 +537,99 @@ pub fn stale_reason(files: &Files, index: Option<&ModuleIndex>) -> Option<String
 }
 
 /// Run depmod for one kernel, in place.
-pub fn depmod(root: &Root, version: &str) -> Result<()> {
-    run_depmod(root, version, false).map(drop)
+pub fn depmod(root: &Root, tree: &Tree) -> Result<()> {
+    run_depmod(root, tree, false).map(drop)
 }
 
 /// What depmod would write for one kernel, without writing it (`depmod -n`).
 pub fn depmod_dry(root: &Root, tree: &Tree) -> Result<Sources> {
-    let out = run_depmod(root, &tree.version, true)?;
+    let out = run_depmod(root, tree, true)?;
     Sources::from_depmod_output(out.into(), Path::new("depmod -n"), &tree.path)
 }
 
-fn run_depmod(root: &Root, version: &str, dry: bool) -> Result<String> {
+/// The folders depmod reads its configuration from, in its order of precedence.
+const DEPMOD_CONFIG: [&str; 5] = ["/etc/depmod.d", "/run/depmod.d", "/usr/local/lib/depmod.d", "/usr/lib/depmod.d", "/lib/depmod.d"];
+
+fn run_depmod(root: &Root, tree: &Tree, dry: bool) -> Result<String> {
     let mut command = Command::new("depmod");
     if dry {
         command.arg("-n");
     }
-    if !root.is_host() {
-        command.arg("-b").arg(root.path());
-    }
+    // Held while depmod runs: the base it is given under --root.
+    let _base = match root.is_host() {
+        true => None,
+        false => Some(image_base(root, tree, &mut command)?),
+    };
+    // The version is checked to be a plain name, and `--` ends the options whatever it is.
     let output = command
-        .arg(version)
+        .arg("--")
+        .arg(tree.version.as_str())
         .env("LC_ALL", "C")
         .output()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 Error::command("depmod", "not found; install kmod so that limopack can refresh module indexes")
             }
-            _ => Error::command("depmod", e.to_string()),
+            _ => Error::command("depmod", crate::error::plain(&e)),
         })?;
     if !output.status.success() {
         return Err(Error::command(
             "depmod",
-            format!("{version}: failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
+            format!("{}: failed ({}): {}", tree.version, output.status, crate::shown::escaped(String::from_utf8_lossy(&output.stderr).trim())),
         ));
     }
     String::from_utf8(output.stdout).map_err(|_| Error::command("depmod", "printed something that is not UTF-8"))
 }
 
+/// A base folder for depmod to work on an image's tree. `depmod -b DIR` reads the tree at
+/// `DIR/lib/modules/KVER` (or `DIR/usr/lib/modules/KVER`, as kmod 34 may be built) on this
+/// machine, where an image's absolute `lib -> /usr/lib` leads to the host's; and it reads
+/// the host's `/etc/depmod.d`. So depmod is given a private base whose module folders are
+/// links to the tree as the image resolves it, and with `-C`, the image's own configuration
+/// folders, resolved the same way (and an empty one, so that none of the host's is read).
+fn image_base(root: &Root, tree: &Tree, command: &mut Command) -> Result<tempfile::TempDir> {
+    let base = tempfile::Builder::new().prefix("limopack-depmod.").tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let made = |e: std::io::Error| Error::io(base.path(), e);
+    for modules in ["lib/modules", "usr/lib/modules"] {
+        let dir = base.path().join(modules);
+        std::fs::create_dir_all(&dir).map_err(made)?;
+        std::os::unix::fs::symlink(&tree.path, dir.join(tree.version.as_str())).map_err(made)?;
+    }
+    let empty = base.path().join("depmod.d");
+    std::fs::create_dir(&empty).map_err(made)?;
+    command.arg("-b").arg(base.path()).arg("-C").arg(&empty);
+    for dir in DEPMOD_CONFIG {
+        let real = root.resolve(dir)?;
+        if real.is_dir() {
+            command.arg("-C").arg(real);
+        }
+    }
+    Ok(base)
+}
+
 /// modprobe.d files of the root, in the folders kmod reads. Their `softdep` and `alias` lines
 /// change what modprobe loads, so the closure must see them.
 pub fn modprobe_config(root: &Root) -> Result<Vec<(PathBuf, String)>> {
-    let mut by_name: std::collections::BTreeMap<String, PathBuf> = Default::default();
-    // Later folders lose to earlier ones for the same file name, as in kmod.
+    let mut by_name: std::collections::BTreeMap<String, (PathBuf, PathBuf)> = Default::default();
+    // A file of a later folder replaces the same-named one of an earlier folder, as in kmod:
+    // /etc/modprobe.d wins.
     for dir in ["/lib/modprobe.d", "/usr/lib/modprobe.d", "/usr/local/lib/modprobe.d", "/run/modprobe.d", "/etc/modprobe.d"] {
-        let dir = root.join(dir);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.resolve(dir)?) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".conf") && !name.starts_with('.') {
-                by_name.insert(name, entry.path());
+                by_name.insert(name.clone(), (Path::new(dir).join(name), entry.path()));
             }
         }
     }
     let mut config = Vec::new();
-    for path in by_name.into_values() {
-        match std::fs::read(&path) {
-            Ok(bytes) => config.push((root.inside(&path), String::from_utf8_lossy(&bytes).into_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&path, e)),
+    for (shown, entry) in by_name.into_values() {
+        // A link to /dev/null masks a file, as in systemd and kmod.
+        if std::fs::read_link(&entry).is_ok_and(|target| target == Path::new("/dev/null")) {
+            continue;
+        }
+        if let Some(bytes) = crate::fs::read_if_there(&root.resolve(&shown)?, crate::fs::limits::CONFIG)? {
+            config.push((shown, String::from_utf8_lossy(&bytes).into_owned()));
         }
     }
     Ok(config)
@@ -794,7 +838,7 @@ mod tests {
         assert!(!Files::load(&root, &tree).unwrap().cached);
 
         // A cache that is not whole, or of another format, is not believed.
-        let cache = Files::cache_path(&root, &tree);
+        let cache = Files::cache_path(&root, &tree).unwrap();
         Files::scan(&tree).unwrap().save_cache(&root, &tree, &ModuleIndex::default()).unwrap();
         let text = std::fs::read_to_string(&cache).unwrap();
         for broken in [text.replace("limopack tree cache 1", "limopack tree cache 9"), text.replace("\nd ", "\nd x"), String::new()] {
@@ -818,7 +862,7 @@ mod tests {
         let index = ModuleIndex::parse(Sources { dep: Some(("modules.dep".into(), dep.into())), ..Sources::default() }).unwrap();
         std::fs::write(tree.path.join("kernel/fs/extra.ko"), "x").unwrap();
         Files::scan(&tree).unwrap().save_cache(&root, &tree, &index).unwrap();
-        let text = std::fs::read_to_string(Files::cache_path(&root, &tree)).unwrap();
+        let text = std::fs::read_to_string(Files::cache_path(&root, &tree).unwrap()).unwrap();
         let order: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("m ")).collect();
         assert_eq!(order, ["6 kernel/fs/btrfs/btrfs.ko", "4 kernel/fs/ext4/ext4.ko", "1 kernel/fs/extra.ko"], "the index's order, then the others");
 

@@ -4,7 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use limopack::kver::Kver;
 use limopack::{compat, freeze, loaded, root::Root};
+
+/// A kernel version given on the command line, checked as one read from disk is.
+fn kernel_version(text: &str) -> Result<Kver, String> {
+    Kver::new(text)
+}
 
 #[path = "../cli/limopack.rs"]
 mod cli;
@@ -22,10 +28,10 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: &Cli) -> anyhow::Result<()> {
-    let root = Root::new(&cli.root).map_err(|e| anyhow::anyhow!("{}: {e}", cli.root.display()))?;
+    let root = Root::new(&cli.root)?;
     let change = if cli.list || cli.tree {
         let what = if cli.list { "--list" } else { "--tree" };
-        let target = freeze::target(&root, cli.kernel.as_deref(), cli.from_host, what)?;
+        let target = freeze::target(&root, cli.kernel.as_ref(), cli.from_host, what)?;
         let loaded = loaded::read_proc()?;
         let (paths, unknown) = compat::list(&target.index, &loaded);
         let warnings = unknown.iter().map(|name| format!("{name} is loaded but not in {}/modules.dep", target.shown.display())).collect();

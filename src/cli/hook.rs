@@ -114,8 +114,13 @@ pub struct Cli {
     pub root: PathBuf,
 
     /// Only this kernel version.
-    #[arg(long, global = true, value_name = "KVER")]
-    pub kernel: Option<String>,
+    #[arg(long, global = true, value_name = "KVER", value_parser = crate::kernel_version)]
+    pub kernel: Option<crate::Kver>,
+
+    /// Wait at most SECONDS for another run to finish before giving up, saying which
+    /// process holds the lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub wait: u64,
 
     /// Print JSON (`"schema": 1`) instead of text.
     #[arg(long, global = true)]

@@ -65,8 +65,8 @@ pub struct Cli {
     pub root: PathBuf,
 
     /// The kernel version to work on (by default the running one, or the image's only one).
-    #[arg(long, value_name = "KVER")]
-    pub kernel: Option<String>,
+    #[arg(long, value_name = "KVER", value_parser = crate::kernel_version)]
+    pub kernel: Option<crate::Kver>,
 
     /// Under --root, for --list, --tree and --install without --use: use this machine's
     /// /proc and /sys (its loaded modules and devices) against the image's kernel.
