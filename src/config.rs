@@ -27,7 +27,7 @@ impl Pattern {
 
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
+        let text = yaml::string(d)?;
         if text.trim().is_empty() {
             return Err(serde::de::Error::custom("empty pattern"));
         }

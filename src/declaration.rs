@@ -42,7 +42,7 @@ pub struct Entry {
 
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
+        let raw = yaml::string(d)?;
         if let Some(why) = name::invalid_entry(&raw) {
             return Err(serde::de::Error::custom(why));
         }
@@ -371,7 +371,9 @@ mod tests {
             ("modules: [\"\"]\n", "x.yaml:1:10: modules: empty module name"),
             ("modules: [a b]\n", "x.yaml:1:11: modules: `a b` contains ' ', which no module name has"),
             ("firmware: [../x]\n", "x.yaml:1:12: firmware: `../x` must be a path relative to /lib/firmware, without `..`"),
-            ("kernels: [6.1]\n", "x.yaml:1:10: kernels: invalid type: sequence, expected a string"),
+            ("kernels: [6.1]\n", "x.yaml:1:10: kernels: invalid type: sequence, expected a string (quote a name that YAML would read as a number or a boolean)"),
+            ("modules: [btusb, 123]\n", "x.yaml:1:18: modules[1]: invalid type: integer `123`, expected a string (quote a name that YAML would read as a number or a boolean)"),
+            ("static: [true]\n", "x.yaml:1:10: static[0]: invalid type: boolean `true`, expected a string (quote a name that YAML would read as a number or a boolean)"),
             ("- btusb\n", "x.yaml:1:1: invalid type: sequence, expected struct RawDeclaration"),
         ];
         for (text, want) in cases {

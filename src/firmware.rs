@@ -320,7 +320,7 @@ impl FirmwareDir {
             _ => return Ok(()),
         }
         while let Some(Pending { dir, prefix, above }) = todo.pop() {
-            let host = self.root.lexical(&&dir);
+            let host = self.root.lexical(&dir);
             let entries = match std::fs::read_dir(&host) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -432,7 +432,7 @@ impl FirmwareDir {
             Some(meta) => meta,
             // The walk ended on a `..`, a link or the root: look at where it is.
             None => {
-                let host = self.root.lexical(&&path);
+                let host = self.root.lexical(&path);
                 std::fs::metadata(&host).map_err(|e| Error::io(&host, e))?
             }
         };
@@ -442,7 +442,7 @@ impl FirmwareDir {
     /// The firmware folder on the host (`ROOT/usr/lib/firmware` on a usr-merged root), every
     /// link on the way resolved inside the root; `None` when the root has none.
     pub fn host_dir(&self) -> Option<std::path::PathBuf> {
-        self.base.as_ref().map(|base| self.root.lexical(&base))
+        self.base.as_ref().map(|base| self.root.lexical(base))
     }
 
     /// Every regular file and link under the firmware folder, links not followed, by in-root
@@ -599,6 +599,9 @@ pub fn look(
         let rels: Vec<&str> = present.iter().map(|(_, kept)| &*kept.path).collect();
         let cache = names.entry(k.version.clone()).or_insert_with(|| FirmwareNames::read(root, &k.version));
         for ((module, _), found) in present.into_iter().zip(cache.of(&tree.path, &rels)) {
+            if let Err(e) = &found {
+                seen.unreadable.push(format!("{}: kept module {module} cannot be read, so its firmware is unknown: {e}", k.version));
+            }
             let firmware = found.and_then(|found| {
                 found.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect()
             });

@@ -99,6 +99,19 @@ impl<'de> serde::Deserialize<'de> for Kver {
     }
 }
 
+/// A version for tests, which must be one.
+#[cfg(test)]
+pub(crate) fn kv(text: &str) -> Kver {
+    Kver::new(text).expect("a kernel version")
+}
+
+#[cfg(test)]
+impl From<&str> for Kver {
+    fn from(text: &str) -> Kver {
+        kv(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,18 +125,5 @@ mod tests {
             assert!(Kver::new(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Kver::new("6.1\u{202e}").unwrap_err(), "\\u{202e} is not a character of kernel versions");
-    }
-}
-
-/// A version for tests, which must be one.
-#[cfg(test)]
-pub(crate) fn kv(text: &str) -> Kver {
-    Kver::new(text).expect("a kernel version")
-}
-
-#[cfg(test)]
-impl From<&str> for Kver {
-    fn from(text: &str) -> Kver {
-        kv(text)
     }
 }

@@ -1,12 +1,12 @@
 //! `limopack-hook`: the command apt, dpkg and admins run. It parses arguments and calls the
 //! library; the work is in `limopack::run`.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
 use limopack::kver::Kver;
+use limopack::shown::escaped;
 use limopack::{report, run};
 
 /// A kernel version given on the command line, checked as one read from disk is.
@@ -21,14 +21,15 @@ use cli::{Cli, Command, Hook};
 fn main() -> ExitCode {
     pad_heaps();
     let cli = Cli::parse();
-    let mut out = String::new();
+    let mut out = Vec::new();
     let result = execute(&cli, &mut out);
     // Written at once, and a closed pipe (`| head`) is not an error worth a panic.
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    let text: String = out.iter().map(|line| format!("{line}\n")).collect();
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("limopack: error: {e:#}");
+            eprintln!("limopack: error: {}", escaped(&format!("{e:#}")));
             match cli.called_by {
                 None => ExitCode::FAILURE,
                 Some(_) => {
@@ -52,7 +53,7 @@ fn pad_heaps() {
     }
 }
 
-fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
+fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
     let dry_run = cli.dry_run || cli.command.is_some();
     let opts = run::Options {
         root: cli.root.clone(),
@@ -70,11 +71,11 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
                 run::Synced::Ran(outcome) => outcome,
                 run::Synced::Unchanged(saved) => {
                     for w in &saved.warnings {
-                        eprintln!("limopack: warning: {w}");
+                        warn(w);
                     }
                     if !cli.quiet && cli.called_by.is_none() {
                         for line in &saved.summaries {
-                            let _ = writeln!(out, "{line}");
+                            say(out, line);
                         }
                     }
                     return Ok(());
@@ -84,50 +85,50 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             // process ends here: the kernel takes it back faster than freeing it would.
             let outcome = std::mem::ManuallyDrop::new(outcome);
             for w in report::warnings(&outcome.plan, &outcome.gathered.state, &outcome.done) {
-                eprintln!("limopack: warning: {w}");
+                warn(&w);
             }
             if cli.json {
-                let _ = writeln!(out, "{:#}", report::sync_json(&outcome.plan, &outcome.done, &outcome.firmware, dry_run));
+                out.push(limopack::shown::json(&report::sync_json(&outcome.plan, &outcome.done, &outcome.firmware, dry_run)));
                 return Ok(());
             }
             for k in &outcome.plan.kernels {
                 let done = outcome.done.iter().find(|d| d.version == k.version);
                 let quiet = cli.quiet || (cli.called_by.is_some() && !report::changed(done));
                 if !quiet {
-                    let _ = writeln!(out, "{}", report::summary(k, done, dry_run, limopack::root::CONFIG_FILE));
+                    say(out, report::summary(k, done, dry_run, limopack::root::CONFIG_FILE));
                     for line in done.map(report::done_lines).unwrap_or_default() {
-                        let _ = writeln!(out, "{line}");
+                        say(out, line);
                     }
                 }
                 if cli.verbose {
                     for f in &k.prune {
-                        let _ = writeln!(out, "  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size));
+                        say(out, format!("  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size)));
                     }
                 }
                 for skipped in done.map(|d| d.skipped.as_slice()).unwrap_or_default() {
-                    eprintln!("limopack: warning: {}: {skipped} was no longer a regular file; left alone", k.version);
+                    warn(&format!("{}: {skipped} was no longer a regular file; left alone", k.version));
                 }
             }
             let firmware = (!dry_run).then_some(&outcome.firmware);
             if !cli.quiet && (cli.called_by.is_none() || outcome.firmware.changed() || !outcome.firmware.not_restored.is_empty()) {
                 for line in report::firmware_lines(&outcome.plan.firmware, firmware, dry_run) {
-                    let _ = writeln!(out, "{line}");
+                    say(out, line);
                 }
             }
             if cli.verbose {
                 for f in &outcome.plan.firmware.prune {
-                    let _ = writeln!(out, "  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size));
+                    say(out, format!("  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size)));
                 }
             }
             for skipped in &outcome.firmware.skipped {
-                eprintln!("limopack: warning: firmware: {skipped} was no longer a regular file; left alone");
+                warn(&format!("firmware: {skipped} was no longer a regular file; left alone"));
             }
         }
         Some(Command::Explain { module }) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan()?;
             let (text, value) = report::explain(&gathered, &plan, module);
-            print_either(out, cli.json, &text, &value);
+            print_either(out, cli.json, text, &value);
         }
         Some(Command::Check { files }) => {
             let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
@@ -137,7 +138,7 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             };
             let problems = limopack::check::check(files, &kernels);
             for problem in &problems {
-                let _ = writeln!(out, "{problem}");
+                say(out, problem.to_string());
             }
             if !problems.is_empty() {
                 anyhow::bail!("{} problem(s) in {} file(s)", problems.len(), files.len());
@@ -145,10 +146,10 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             if cli.verbose {
                 let against: Vec<&str> = kernels.iter().map(|k| k.version.as_str()).collect();
                 for file in files {
-                    let _ = writeln!(out, "{}: ok{}", file.display(), match against.is_empty() {
+                    say(out, format!("{}: ok{}", file.display(), match against.is_empty() {
                         true => String::new(),
                         false => format!(", every entry resolves in {}", against.join(", ")),
-                    });
+                    }));
                 }
             }
         }
@@ -156,9 +157,9 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             let root = limopack::root::Root::new(&cli.root)?;
             let yaml = limopack::active::import(&root, file, cli.dry_run)?;
             match cli.dry_run {
-                true => out.push_str(&yaml),
+                true => yaml.lines().for_each(|line| say(out, line)),
                 false => {
-                    let _ = writeln!(out, "limopack: wrote {}", limopack::active::IMPORTED);
+                    say(out, format!("limopack: wrote {}", limopack::active::IMPORTED));
                 }
             }
         }
@@ -166,29 +167,38 @@ fn execute(cli: &Cli, out: &mut String) -> anyhow::Result<()> {
             let freeze = limopack::freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: *from_host, dry_run: cli.dry_run };
             let outcome = limopack::freeze::freeze(&freeze, &limopack::freeze::Paths::host(), std::time::SystemTime::now())?;
             for line in &outcome.lines {
-                let _ = writeln!(out, "{line}");
+                say(out, line);
             }
             if cli.dry_run {
-                out.push_str(&outcome.yaml);
+                outcome.yaml.lines().for_each(|line| say(out, line));
             }
         }
         Some(Command::Status) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan()?;
             for w in report::warnings(&plan, &gathered.state, &[]) {
-                eprintln!("limopack: warning: {w}");
+                warn(&w);
             }
             let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
-            print_either(out, cli.json, &text, &value);
+            print_either(out, cli.json, text, &value);
         }
     }
     Ok(())
 }
 
-fn print_either(out: &mut String, json: bool, text: &str, value: &serde_json::Value) {
-    if json {
-        let _ = writeln!(out, "{value:#}");
-    } else {
-        out.push_str(text);
+fn print_either(out: &mut Vec<String>, json: bool, text: Vec<String>, value: &serde_json::Value) {
+    match json {
+        true => out.push(limopack::shown::json(value)),
+        false => out.extend(text),
     }
+}
+
+/// One line of output, escaped: names in it come from disk.
+fn say(out: &mut Vec<String>, line: impl AsRef<str>) {
+    out.push(escaped(line.as_ref()).into_owned());
+}
+
+/// A warning, on standard error, escaped as every line printed is.
+fn warn(warning: &str) {
+    eprintln!("limopack: warning: {}", escaped(warning));
 }

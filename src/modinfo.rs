@@ -29,9 +29,6 @@ use crate::kver::Kver;
 use crate::root::Root;
 use crate::tree::Stamp;
 
-/// The largest module accepted once decompressed. Debian's largest (amdgpu) is about 40 MiB;
-/// this only stops a compressed file that would fill the memory.
-const MAX_DECOMPRESSED: u64 = 1 << 30;
 
 /// What a module declares about itself in its `.modinfo` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,8 +104,8 @@ impl Format {
 
 /// Read the `.modinfo` of the module file at `path`: `.ko`, `.ko.xz`, `.ko.zst` or `.ko.gz`.
 pub fn read(path: &Path) -> Result<Modinfo> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // A plain module is read in four small pieces, whatever its size.
+    let (file, len) = crate::fs::open_regular(path, u64::MAX)?;
     // The ELF header, which object reads again in pieces, is read once here.
     let mut head = [0u8; 64];
     let head_len = read_full_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
@@ -247,8 +244,12 @@ pub fn parse(path_for_errors: &Path, elf_bytes: &[u8]) -> Result<Modinfo> {
     records(path_for_errors, modinfo_section(elf_bytes))
 }
 
-/// Decompress a whole module file into memory, streaming.
+/// Decompress a module file into memory, streaming, up to the end of its section headers,
+/// which an object file keeps last: nothing after them is needed. A file that decompresses
+/// to more than [`limits::MODULE`](crate::fs::limits::MODULE) before that is refused, so a
+/// compressed bomb costs a bounded time and memory.
 fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u8>> {
+    const LIMIT: u64 = crate::fs::limits::MODULE;
     let decoder: Box<dyn Read> = match format {
         // Concatenated streams and members are read through, as kmod's decoders do.
         Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(io::BufReader::new(file))),
@@ -257,21 +258,59 @@ fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u
         Format::Elf => unreachable!("an ELF object is not decompressed"),
     };
     // Modules compress about 3 to 5 times; start near the size and let the buffer grow.
-    let mut bytes = Vec::with_capacity(len.saturating_mul(4).min(64 << 20) as usize);
-    decoder
-        .take(MAX_DECOMPRESSED + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::refused(path, format!("{} data is truncated or damaged: {e}", format.name())))?;
-    if bytes.len() as u64 > MAX_DECOMPRESSED {
-        return Err(Error::refused(
-            path,
-            format!("decompresses to more than {} MiB, which no kernel module does", MAX_DECOMPRESSED >> 20),
-        ));
+    let mut bytes = Vec::with_capacity(len.saturating_mul(4).min(LIMIT) as usize);
+    let mut decoder = decoder.take(LIMIT + 1);
+    let damaged = |e: io::Error| Error::refused(path, format!("{} data is truncated or damaged: {}", format.name(), crate::error::plain(&e)));
+    let mut needed = None;
+    loop {
+        let start = bytes.len();
+        bytes.resize(start + (64 << 10), 0);
+        let n = decoder.read(&mut bytes[start..]).map_err(damaged)?;
+        bytes.truncate(start + n);
+        if needed.is_none() && bytes.len() >= 64 {
+            if Format::of(&bytes) != Some(Format::Elf) {
+                break;
+            }
+            needed = headers_end(&bytes);
+        }
+        if n == 0 || needed.is_some_and(|end| bytes.len() as u64 >= end) {
+            break;
+        }
     }
     if Format::of(&bytes) != Some(Format::Elf) {
         return Err(Error::refused(path, format!("{} data is not an ELF object once decompressed", format.name())));
     }
+    if bytes.len() as u64 > LIMIT {
+        return Err(Error::refused(path, format!("decompresses to more than {} MiB, which no kernel module does", LIMIT >> 20)));
+    }
+    if needed.is_some_and(|end| (bytes.len() as u64) < end) {
+        return Err(damaged(io::Error::new(io::ErrorKind::UnexpectedEof, "it ends before the ELF object does")));
+    }
     Ok(bytes)
+}
+
+/// Where the section headers of the ELF object starting `bytes` end, from its header.
+fn headers_end(bytes: &[u8]) -> Option<u64> {
+    let read = |at: usize, size: usize| -> Option<u64> {
+        let raw = bytes.get(at..at + size)?;
+        let mut word = [0u8; 8];
+        match bytes.get(5)? {
+            1 => word[..size].copy_from_slice(raw),
+            2 => word[8 - size..].copy_from_slice(raw),
+            _ => return None,
+        }
+        Some(match bytes[5] {
+            1 => u64::from_le_bytes(word),
+            _ => u64::from_be_bytes(word),
+        })
+    };
+    // e_shoff, e_shentsize and e_shnum, where each class keeps them.
+    let (shoff, entsize, num) = match bytes.get(4)? {
+        2 => (read(0x28, 8)?, read(0x3a, 2)?, read(0x3c, 2)?),
+        1 => (read(0x20, 4)?, read(0x2e, 2)?, read(0x30, 2)?),
+        _ => return None,
+    };
+    shoff.checked_add(entsize.checked_mul(num)?)
 }
 
 /// Why a file's `.modinfo` section could not be found.
@@ -593,7 +632,7 @@ mod tests {
             let bytes = compress(format, &elf_bytes);
             std::fs::write(&path, &bytes).unwrap();
             assert_eq!(read(&path).unwrap(), want, "{name}");
-            std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
             let message = read(&path).unwrap_err().to_string();
             let expected = match format {
                 Format::Elf => format!("{}: damaged ELF object: ", path.display()),
@@ -609,6 +648,31 @@ mod tests {
         assert!(read(&not_elf).unwrap_err().to_string().ends_with("zstd data is not an ELF object once decompressed"));
         let missing = dir.path().join("missing.ko");
         assert!(matches!(read(&missing), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn a_compressed_bomb_costs_a_bounded_read() {
+        // An ELF header whose section headers lie past 1 GiB, then zeros: each format stops
+        // at the bound, having held at most that much.
+        let dir = tempfile::tempdir().unwrap();
+        let mut head = elf(true, false, &[(".modinfo", PROGBITS, RECORDS)]);
+        head[0x28..0x30].copy_from_slice(&(1u64 << 30).to_le_bytes());
+        let zeros = std::io::Read::take(std::io::repeat(0), 80 << 20);
+        let mut plain = head.clone();
+        std::io::Read::read_to_end(&mut std::io::Read::chain(&head[..0], zeros), &mut plain).unwrap();
+        for (format, name) in [(Format::Zstd, "bomb.ko.zst"), (Format::Gzip, "bomb.ko.gz")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, compress(format, &plain)).unwrap();
+            let e = read(&path).unwrap_err().to_string();
+            assert!(e.ends_with("decompresses to more than 64 MiB, which no kernel module does"), "{name}: {e}");
+        }
+        // Section headers that end early: reading stops there, and the rest is never looked at.
+        let mut short = elf(true, false, &[(".modinfo", PROGBITS, RECORDS)]);
+        let want = info(&short).unwrap();
+        short.extend(std::iter::repeat_n(0, 1 << 20));
+        let path = dir.path().join("tail.ko.zst");
+        std::fs::write(&path, compress(Format::Zstd, &short)).unwrap();
+        assert_eq!(read(&path).unwrap(), want);
     }
 
     #[test]

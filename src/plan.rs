@@ -143,6 +143,9 @@ pub struct KernelPlan {
     pub kept: BTreeMap<Shared, Kept>,
     /// Requested names that are built into the kernel: nothing to keep on disk.
     pub builtin: Vec<String>,
+    /// Static entries that apply to this kernel and match nothing in it: with no other, the
+    /// kernel has no baseline and is left whole.
+    pub unresolved_statics: usize,
     /// Module name to the declarations that name it under `modules:`.
     pub refcounts: BTreeMap<Shared, Vec<PathBuf>>,
     pub prune: Vec<PruneFile>,
@@ -202,6 +205,9 @@ pub fn plan(inputs: &Inputs) -> Plan {
         .iter()
         .map(|r| (r.clone(), 0))
         .collect();
+    // Each entry once, whatever number of declarations repeat it: looked up, not searched.
+    let mut known: std::collections::HashSet<(String, Option<String>)> =
+        statics.iter().map(|(r, _)| (r.entry.clone(), r.kernels.clone())).collect();
     let mut new_statics = Vec::new();
     for &d in &active {
         let decl = &inputs.declarations.active[d];
@@ -211,10 +217,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
                 kernels: decl.kernels.as_ref().map(|k| k.text.clone()),
                 declaration: decl.path.clone(),
             };
-            let known = statics
-                .iter()
-                .any(|(r, _)| r.entry == record.entry && r.kernels == record.kernels);
-            if !known {
+            if known.insert((record.entry.clone(), record.kernels.clone())) {
                 new_statics.push(record.clone());
                 statics.push((record, entry.line));
             }
@@ -311,7 +314,9 @@ fn plan_kernel(
         warnings.push(format!("{what}: `{entry}` matches no module of {version}"));
     };
 
-    let mut baseline = false;
+    // A baseline is a static entry that names something in this kernel: one whose entries
+    // all match nothing (a typo) would otherwise prune the whole tree.
+    let (mut baseline, mut unresolved_statics) = (false, 0);
     for (record, line) in statics {
         let applies = record.kernels.as_ref().is_none_or(|k| {
             globset::Glob::new(k).is_ok_and(|g| g.compile_matcher().is_match(version))
@@ -319,9 +324,10 @@ fn plan_kernel(
         if !applies {
             continue;
         }
-        baseline = true;
         let entry = entry_of(&record.entry);
         let (ids, is_builtin) = resolve(index, &entry);
+        baseline |= is_builtin || !ids.is_empty();
+        unresolved_statics += usize::from(!is_builtin && ids.is_empty());
         if is_builtin {
             builtin.push(record.entry.clone());
         } else if ids.is_empty() {
@@ -360,7 +366,8 @@ fn plan_kernel(
             }
             for id in ids {
                 let users = refcounts.entry(index.module(id).name.clone()).or_default();
-                if !users.contains(&decl.path) {
+                // Declarations come one after the other: a repeat within this one is last.
+                if users.last() != Some(&decl.path) {
                     users.push(decl.path.clone());
                 }
                 roots.entry(id).or_insert_with(|| Reason::Declared {
@@ -455,6 +462,7 @@ fn plan_kernel(
         declarations,
         kept,
         builtin,
+        unresolved_statics,
         refcounts,
         prune,
         restore,

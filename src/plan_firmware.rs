@@ -56,6 +56,10 @@ pub struct Seen {
     pub error: Option<String>,
     /// The run covers some kernels only (`--kernel`).
     pub narrowed: bool,
+    /// Kept modules whose file is there but could not be read (not a module, damaged, or
+    /// one that decompresses to more than any module does): said on every run, whatever
+    /// the firmware setting, since a broken module is worth knowing about.
+    pub unreadable: Vec<String>,
 }
 
 /// Why a firmware file stays.
@@ -131,7 +135,7 @@ pub struct Context<'a> {
 
 /// Work out the firmware plan from the kernels' plans and what was seen. Pure.
 pub fn plan(kernels: &[KernelPlan], seen: &Seen, cx: &Context) -> FirmwarePlan {
-    let mut fp = FirmwarePlan { declared: seen.declared.clone(), ..FirmwarePlan::default() };
+    let mut fp = FirmwarePlan { declared: seen.declared.clone(), warnings: seen.unreadable.clone(), ..FirmwarePlan::default() };
     let mut unsure: Vec<String> = Vec::new();
     let mut wanted_back: BTreeMap<&str, String> = BTreeMap::new();
     for (kernel, modules) in &seen.modules {
@@ -314,6 +318,7 @@ mod tests {
             declarations: 1,
             kept: BTreeMap::new(),
             builtin: Vec::new(),
+            unresolved_statics: 0,
             refcounts: BTreeMap::new(),
             prune: Vec::new(),
             restore: Vec::new(),

@@ -2,7 +2,7 @@
 //! module, `status` for the whole picture, and the same as JSON (`"schema": 1`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+
 
 use serde::Serialize;
 use serde_json::json;
@@ -47,7 +47,12 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
         _ => String::new(),
     };
     if k.action == Action::NoBaseline {
-        return format!("{head} no baseline (no static modules recorded for it); left whole ({} modules){restored}", k.modules_total);
+        let why = match k.unresolved_statics {
+            0 => "no static modules recorded for it".to_string(),
+            1 => "its one static entry matches no module of it; see the warning".to_string(),
+            n => format!("none of its {n} static entries matches a module of it; see the warnings"),
+        };
+        return format!("{head} no baseline ({why}); left whole ({} modules){restored}", k.modules_total);
     }
     let kept = format!("kept {} of {} modules ({})", k.kept.len(), k.modules_total, count(k.declarations, "declaration"));
     let files = |n: usize, bytes: u64| format!("{} ({})", count(n, "file"), size(bytes));
@@ -202,8 +207,8 @@ struct Link<'a> {
 }
 
 /// Why a module is kept (the chain back to a declaration), or why it is not.
-pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde_json::Value) {
-    let mut text = String::new();
+pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (Vec<String>, serde_json::Value) {
+    let mut text = Vec::new();
     let mut kernels = Vec::new();
     for k in &plan.kernels {
         let index = gathered.index(&k.version);
@@ -213,9 +218,9 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde
         }
         for wanted in names {
             let (status, chain, line) = explain_one(k, gathered, &wanted);
-            let _ = writeln!(text, "{}: {wanted}: {line}", k.version);
+            text.push(format!("{}: {wanted}: {line}", k.version));
             for link in &chain {
-                let _ = writeln!(text, "  {}: {}", link.module, describe(link.reason));
+                text.push(format!("  {}: {}", link.module, describe(link.reason)));
             }
             let firmware = plan_firmware::of_module(&plan.firmware, &k.version, &wanted);
             for w in firmware {
@@ -224,11 +229,11 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (String, serde
                     (_, true) => w.files.join(", "),
                     (_, false) => format!("{} (pruned, to restore: {})", w.files.join(", "), w.pruned.join(", ")),
                 };
-                let _ = writeln!(text, "  firmware {}: {files}", w.name);
+                text.push(format!("  firmware {}: {files}", w.name));
             }
             if let Some(users) = k.refcounts.get(wanted.as_str()) {
-                let _ = writeln!(text, "  referenced by {} declaration(s): {}", users.len(),
-                    users.iter().map(|u| u.display().to_string()).collect::<Vec<_>>().join(", "));
+                text.push(format!("  referenced by {} declaration(s): {}", users.len(),
+                    users.iter().map(|u| u.display().to_string()).collect::<Vec<_>>().join(", ")));
             }
             kernels.push(json!({
                 "version": k.version, "module": wanted, "status": status, "summary": line,
@@ -301,34 +306,34 @@ fn pruned_json(pruned: &BTreeMap<String, PrunedFile>) -> serde_json::Value {
 }
 
 /// Per kernel: kept, pruned (with owning package), missing, warnings.
-pub fn status(plan: &Plan, state: &State, verbose: bool) -> (String, serde_json::Value) {
-    let mut text = String::new();
+pub fn status(plan: &Plan, state: &State, verbose: bool) -> (Vec<String>, serde_json::Value) {
+    let mut text = Vec::new();
     let mut kernels = Vec::new();
     for k in &plan.kernels {
         let pruned = state.kernels.get(&k.version).map(|s| &s.pruned);
         let pruned_count = pruned.map_or(0, |p| p.len());
         let pruned_bytes: u64 = pruned.map_or(0, |p| p.values().map(|f| f.size).sum());
-        let _ = writeln!(text, "{}{}", k.version, if k.running { " (running)" } else { "" });
-        let _ = writeln!(text, "  action: {}", serde_json::to_value(k.action).unwrap().as_str().unwrap_or(""));
-        let _ = writeln!(text, "  kept: {} of {} modules, {} declaration(s)", k.kept.len(), k.modules_total, k.declarations);
+        text.push(format!("{}{}", k.version, if k.running { " (running)" } else { "" }));
+        text.push(format!("  action: {}", serde_json::to_value(k.action).unwrap().as_str().unwrap_or("")));
+        text.push(format!("  kept: {} of {} modules, {} declaration(s)", k.kept.len(), k.modules_total, k.declarations));
         if verbose {
             for (module, kept) in &k.kept {
-                let _ = writeln!(text, "    {module}: {}", describe(&kept.reason));
+                text.push(format!("    {module}: {}", describe(&kept.reason)));
             }
         }
-        let _ = writeln!(text, "  pruned: {pruned_count} file(s), {}", size(pruned_bytes));
+        text.push(format!("  pruned: {pruned_count} file(s), {}", size(pruned_bytes)));
         for (rel, file) in pruned.into_iter().flatten() {
-            let _ = writeln!(text, "    {rel} ({} {})", file.package, file.version);
+            text.push(format!("    {rel} ({} {})", file.package, file.version));
         }
         let missing: Vec<_> = k.missing().map(|(m, kept)| json!({"module": m, "path": kept.path})).collect();
         for (m, kept) in k.missing() {
-            let _ = writeln!(text, "  missing: {m} ({})", kept.path);
+            text.push(format!("  missing: {m} ({})", kept.path));
         }
         if !k.prune.is_empty() {
-            let _ = writeln!(text, "  to prune: {} file(s), {}", k.prune.len(), size(k.prune_bytes()));
+            text.push(format!("  to prune: {} file(s), {}", k.prune.len(), size(k.prune_bytes())));
         }
         for w in &k.warnings {
-            let _ = writeln!(text, "  warning: {w}");
+            text.push(format!("  warning: {w}"));
         }
         kernels.push(json!({
             "version": k.version, "running": k.running, "action": k.action, "baseline": k.baseline,
@@ -338,31 +343,31 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (String, serde_json:
     }
     let fw = &plan.firmware;
     let pruned_bytes: u64 = state.firmware.values().map(|f| f.size).sum();
-    let _ = writeln!(text, "firmware");
-    let _ = writeln!(text, "  action: {}", serde_json::to_value(fw.action).unwrap().as_str().unwrap_or(""));
-    let _ = writeln!(text, "  needed: {} file(s) by kept modules and declarations", plan_firmware::needed(fw).len());
+    text.push("firmware".to_string());
+    text.push(format!("  action: {}", serde_json::to_value(fw.action).unwrap().as_str().unwrap_or("")));
+    text.push(format!("  needed: {} file(s) by kept modules and declarations", plan_firmware::needed(fw).len()));
     if verbose {
         for (path, why) in &fw.kept {
-            let _ = writeln!(text, "    {path}: {}", describe_firmware(why));
+            text.push(format!("    {path}: {}", describe_firmware(why)));
         }
     }
-    let _ = writeln!(text, "  pruned: {} file(s), {}", state.firmware.len(), size(pruned_bytes));
+    text.push(format!("  pruned: {} file(s), {}", state.firmware.len(), size(pruned_bytes)));
     for (path, file) in &state.firmware {
-        let _ = writeln!(text, "    {path} ({} {})", file.package, file.version);
+        text.push(format!("    {path} ({} {})", file.package, file.version));
     }
     for r in &fw.restore {
-        let _ = writeln!(text, "  missing: {} (needed by {})", r.path, r.module);
+        text.push(format!("  missing: {} (needed by {})", r.path, r.module));
     }
     if !fw.prune.is_empty() {
-        let _ = writeln!(text, "  to prune: {} file(s), {}", fw.prune.len(), size(fw.prune_bytes()));
+        text.push(format!("  to prune: {} file(s), {}", fw.prune.len(), size(fw.prune_bytes())));
     }
     let firmware = json!({
         "action": fw.action, "kept": fw.kept, "pruned": state.firmware, "missing": fw.restore, "to_prune": fw.prune,
     });
     for d in &plan.declarations {
-        let _ = writeln!(text, "declaration {}: {}{}", d.path.display(),
+        text.push(format!("declaration {}: {}{}", d.path.display(),
             if d.active { "active" } else { "inactive" },
-            d.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+            d.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()));
     }
     (text, json!({ "schema": SCHEMA, "declarations": plan.declarations, "kernels": kernels, "firmware": firmware, "warnings": plan.warnings }))
 }

@@ -31,6 +31,22 @@ pub fn escaped(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `value` as pretty JSON. JSON escapes every control character already; the format
+/// characters that would reorder a line are escaped too (as `\u202e`), which any JSON reader
+/// reads back as the same text.
+pub fn json(value: &serde_json::Value) -> String {
+    let text = format!("{value:#}");
+    if !text.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c != '\n' && is_unsafe(c) {
+            true => format!("\\u{:04x}", c as u32),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +59,13 @@ mod tests {
         assert_eq!(escaped("\x1b[2J"), "\\x1b[2J");
         assert_eq!(escaped("a\\x0ab"), "a\\\\x0ab");
         assert_eq!(escaped("\u{85}"), "\\x85");
+    }
+
+    #[test]
+    fn json_reads_back_the_same() {
+        let value = serde_json::json!({ "name": "a\u{202e}b\nc", "n": 1 });
+        let text = json(&value);
+        assert!(!text.contains('\u{202e}') && text.contains("\\u202e"), "{text}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), value);
     }
 }

@@ -50,13 +50,7 @@ pub fn read(root: &Root, dir: &Path, name: &str) -> Result<Trusted> {
 
 /// The file at the end of the links: regular, trusted, and small enough to be a declaration.
 fn read_file(path: &Path) -> Result<Trusted> {
-    let (file, _) = crate::fs::open_regular(path, limits::DECLARATION).map_err(|e| match e {
-        Error::Refused { message, .. } if message.contains("more than the") => Error::refused(
-            path,
-            format!("is larger than the {} bytes a declaration or config may be; refusing it", limits::DECLARATION),
-        ),
-        other => other,
-    })?;
+    let (file, _) = crate::fs::open_regular(path, limits::DECLARATION)?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     check_owner(path, &meta, "is")?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);

@@ -30,6 +30,23 @@ pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Option<T>
     })
 }
 
+/// A string and nothing else: YAML reads `123`, `true` or `~` as a number, a boolean or
+/// null, and a parser that takes any scalar as a string would let `modules: [123, true]`
+/// through as module names. Used by the entries of declarations and the config.
+pub fn string<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    struct Strict;
+    impl serde::de::Visitor<'_> for Strict {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string (quote a name that YAML would read as a number or a boolean)")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<String, E> {
+            Ok(text.to_string())
+        }
+    }
+    d.deserialize_any(Strict)
+}
+
 /// `text` as a YAML scalar: plain when it is a word that starts with a letter or `_` and
 /// holds only letters, digits, `_`, `-` and `.` (and is not a boolean or null), else
 /// double-quoted (a JSON string is a valid double-quoted YAML scalar), so that aliases and

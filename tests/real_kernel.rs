@@ -351,11 +351,12 @@ fn keep_set_covers_modprobe(flavour: &str) {
     let fx = Fixture::new(flavour);
     let gathered = limopack::run::gather(&limopack::run::Options {
         root: fx.root.clone(),
-        kernel: Some(fx.kver.clone()),
+        kernel: Some(limopack::kver::Kver::new(&fx.kver).unwrap()),
         dry_run: true,
         initramfs: false,
         reuse: false,
         package: None,
+        lock_wait: limopack::run::LOCK_WAIT,
     })
     .unwrap();
     let index = gathered.index(&fx.kver).expect("the kernel is gathered");

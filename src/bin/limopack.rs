@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use limopack::kver::Kver;
+use limopack::shown::escaped;
 use limopack::{compat, freeze, loaded, root::Root};
 
 /// A kernel version given on the command line, checked as one read from disk is.
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
     match execute(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("limopack: error: {e:#}");
+            eprintln!("limopack: error: {}", escaped(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -53,10 +54,10 @@ fn execute(cli: &Cli) -> anyhow::Result<()> {
         compat::apply(&cli.root, cli.kernel.clone(), cli.pkname.clone())?
     };
     for warning in &change.warnings {
-        eprintln!("limopack: warning: {warning}");
+        eprintln!("limopack: warning: {}", escaped(warning));
     }
     for line in &change.lines {
-        println!("{line}");
+        println!("{}", escaped(line));
     }
     Ok(())
 }

@@ -540,3 +540,37 @@ pub fn pruned_in(state: &serde_json::Value, kver: &str) -> serde_json::Map<Strin
     }
     files
 }
+
+/// A stand-in kernel module: the smallest x86-64 relocatable ELF object with a `.modinfo`
+/// section naming it, which limopack reads as it reads a real one. depmod cannot use it (it
+/// has no symbols), which is why the synthetic roots run with `depmod: false`.
+pub fn fake_module(name: &str) -> Vec<u8> {
+    let modinfo = format!("name={name}\0description=a stand-in for {name}, not a real module\0");
+    let names = b"\0.modinfo\0.shstrtab\0";
+    let mut out = vec![0u8; 64];
+    let modinfo_at = out.len();
+    out.extend_from_slice(modinfo.as_bytes());
+    let names_at = out.len();
+    out.extend_from_slice(names);
+    out.resize(out.len().next_multiple_of(8), 0);
+    let shoff = out.len();
+    out.resize(shoff + 3 * 64, 0);
+    let put = |out: &mut Vec<u8>, at: usize, value: u64, width: usize| out[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+    out[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1]);
+    put(&mut out, 16, 1, 2); // ET_REL
+    put(&mut out, 18, 62, 2); // EM_X86_64
+    put(&mut out, 20, 1, 4);
+    put(&mut out, 40, shoff as u64, 8);
+    put(&mut out, 52, 64, 2); // e_ehsize
+    put(&mut out, 58, 64, 2); // e_shentsize
+    put(&mut out, 60, 3, 2); // e_shnum
+    put(&mut out, 62, 2, 2); // e_shstrndx
+    for (i, (name, kind, at, len)) in [(1u64, 1u64, modinfo_at, modinfo.len()), (10, 3, names_at, names.len())].into_iter().enumerate() {
+        let header = shoff + (i + 1) * 64;
+        put(&mut out, header, name, 4);
+        put(&mut out, header + 4, kind, 4);
+        put(&mut out, header + 24, at as u64, 8);
+        put(&mut out, header + 32, len as u64, 8);
+    }
+    out
+}

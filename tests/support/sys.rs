@@ -162,14 +162,19 @@ impl Sys {
         fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
 
+    /// Writes `bytes` to `rel` in the root, parents created, mode 0644 whatever the umask.
+    pub fn write_bytes(&self, rel: &str, bytes: &[u8]) {
+        let path = self.p(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
     /// A kernel tree: one file per module of `dep`, then (after them, so that the index is
     /// not older than any module) `modules.dep`, `.alias`, `.softdep` and `.builtin`.
     pub fn kernel(&self, kver: &str, dep: &str) {
         for path in dep_paths(dep) {
-            self.write(
-                &format!("lib/modules/{kver}/{path}"),
-                &format!("fake module {}\n", name_of(&path)),
-            );
+            self.write_bytes(&format!("lib/modules/{kver}/{path}"), &fake_module(&name_of(&path)));
         }
         self.write(
             &format!("lib/modules/{kver}/modules.order"),
