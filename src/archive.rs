@@ -6,58 +6,55 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::root::Root;
+use crate::root::{Root, STATE_DIR};
 
 /// zstd's default level: a first prune archives a few hundred MiB, and the higher levels
 /// would make it take minutes for a few percent of disk.
 const LEVEL: i32 = 3;
 
-/// The archive's folder, inside the state folder.
-fn archive_dir(root: &Root) -> Result<PathBuf> {
-    Ok(root.state_dir()?.join("archive"))
+/// The part of the archive of `part` (a kernel version, or `firmware`), in the state folder.
+pub fn kernel_part(part: &str) -> String {
+    format!("archive/{part}")
 }
 
-/// Where the copy of `rel` of part `part` (a kernel version, or `firmware`) lives.
+/// The name in the state folder of the copy of `rel` of part `part`.
+fn name(part: &str, rel: &str) -> String {
+    format!("{}/{rel}.zst", kernel_part(part))
+}
+
+/// Where the copy of `rel` of part `part` lives, for messages.
 pub fn path(root: &Root, part: &str, rel: &str) -> Result<PathBuf> {
-    Ok(archive_dir(root)?.join(part).join(format!("{rel}.zst")))
+    Ok(root.state_dir()?.join(name(part, rel)))
 }
 
-/// Keep a compressed copy of `file`, replacing any older one whole.
-pub fn store(root: &Root, version: &str, rel: &str, file: &Path) -> Result<()> {
-    let target = path(root, version, rel)?;
-    let dir = target.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let source = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    zstd::stream::copy_encode(source, tmp.as_file(), LEVEL).map_err(|e| Error::io(file, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
-    Ok(())
+/// Keep a compressed copy of `file`, replacing any older one whole. The copy is written
+/// inside the state folder, whatever links are in it.
+pub fn store(root: &Root, part: &str, rel: &str, file: &Path) -> Result<()> {
+    let state = root.own_for_writing(STATE_DIR)?;
+    let (source, _) = crate::fs::open_regular(file, u64::MAX)?;
+    state.write_atomic_with(&name(part, rel), |out| zstd::stream::copy_encode(source, out, LEVEL))
 }
 
 /// The archived content of `rel`, decompressed as it is read; `None` when there is no copy.
-pub fn open(root: &Root, version: &str, rel: &str) -> Result<Option<impl Read + use<>>> {
-    let path = path(root, version, rel)?;
-    let file = match crate::fs::open_regular(&path, u64::MAX) {
+pub fn open(root: &Root, part: &str, rel: &str) -> Result<Option<impl Read + use<>>> {
+    let Some(state) = root.own(STATE_DIR)? else { return Ok(None) };
+    let name = name(part, rel);
+    let file = match state.open_regular(&name, u64::MAX) {
         Ok((file, _)) => file,
         Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(&path, e))?;
-    Ok(Some(decoder))
+    zstd::stream::read::Decoder::new(file).map(Some).map_err(|e| Error::io(state.path().join(name), e))
 }
 
-/// Drop the copy of `rel`, once the file is back in the tree. A copy that is not there is fine.
-pub fn forget(root: &Root, version: &str, rel: &str) -> Result<()> {
-    let path = path(root, version, rel)?;
-    crate::fs::remove_if_present(&path)?;
-    crate::tree::remove_empty_parents(&archive_dir(root)?.join(version), &path);
+/// Drop the copy of `rel`, once the file is back in the tree, and the folders it leaves
+/// empty. A copy that is not there is fine.
+pub fn forget(root: &Root, part: &str, rel: &str) -> Result<()> {
+    let Some(state) = root.own(STATE_DIR)? else { return Ok(()) };
+    let name = name(part, rel);
+    state.remove_file(&name)?;
+    state.remove_empty_parents(&name);
     Ok(())
-}
-
-/// Drop every copy of a kernel whose tree is gone.
-pub fn forget_kernel(root: &Root, version: &crate::kver::Kver) -> Result<()> {
-    crate::fs::remove_tree_in(&archive_dir(root)?, version)
 }
 
 #[cfg(test)]
@@ -81,5 +78,24 @@ mod tests {
         assert!(open(&root, "6.1", "kernel/drivers/m.ko").unwrap().is_none());
         assert!(!stored.parent().unwrap().exists(), "empty folders go too");
         forget(&root, "6.1", "kernel/drivers/m.ko").unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_in_the_archive_leads_nowhere_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(top.join("var/lib/limopack/archive/6.1")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, top.join("var/lib/limopack/archive/6.1/kernel")).unwrap();
+        let root = Root::new(&top).unwrap();
+        let module = dir.path().join("m.ko");
+        std::fs::write(&module, "module").unwrap();
+        // The link leads to nothing inside the state folder: no copy can go there.
+        let e = store(&root, "6.1", "kernel/drivers/m.ko", &module).unwrap_err().to_string();
+        assert!(e.contains("archive/6.1/kernel/drivers: Not a directory"), "{e}");
+        std::fs::write(outside.join("m.ko.zst"), "").unwrap();
+        assert!(open(&root, "6.1", "kernel/m.ko").unwrap().is_none(), "the copy outside is not read");
+        forget(&root, "6.1", "kernel/m.ko").unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "nor removed");
     }
 }

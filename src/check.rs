@@ -22,7 +22,11 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+        match self.line {
+            // A problem of the whole file (missing, unreadable, refused) has no place in it.
+            0 => write!(f, "{}: {}", self.path.display(), self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.path.display(), self.column, self.message),
+        }
     }
 }
 
@@ -67,7 +71,9 @@ pub fn check(files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
                 continue;
             }
             Err(other) => {
-                problems.push(Problem { path: path.clone(), line: 0, column: 0, message: other.to_string() });
+                let text = other.to_string();
+                let message = text.strip_prefix(&format!("{}: ", path.display())).unwrap_or(&text).to_string();
+                problems.push(Problem { path: path.clone(), line: 0, column: 0, message });
                 continue;
             }
         };

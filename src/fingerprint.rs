@@ -91,23 +91,22 @@ impl Fingerprint {
     }
 }
 
-fn path(root: &Root) -> Result<std::path::PathBuf> {
-    Ok(root.state_dir()?.join("fingerprint.json"))
-}
+/// Its file in limopack's state folder.
+const FILE: &str = "fingerprint.json";
 
 impl Saved {
     /// The record of the last run that changed nothing, if there is a readable one.
     pub fn load(root: &Root) -> Option<Saved> {
-        state::read_json(&path(root).ok()?).ok()?
+        state::read_json(root, FILE).ok()?
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        crate::fs::write_json(&path(root)?, self)
+        state::write_json(root, FILE, self)
     }
 
     /// Forget it: the next run is a full one.
     pub fn clear(root: &Root) -> Result<()> {
-        crate::fs::remove_if_present(&path(root)?)
+        state::remove(root, FILE)
     }
 }
 

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -109,6 +109,16 @@ pub fn read_if_there(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The bytes of `path`, an entry of a folder that holds no links (a tree's index files), or
+/// none when there is none; a link there is refused, whatever it leads to.
+pub fn read_entry_if_there(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    match open_entry(path, limit) {
+        Ok((file, len)) => read_all(path, file, len, limit).map(Some),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The text of the regular file at `path`, which must be UTF-8.
 pub fn read_text(path: &Path, limit: u64) -> Result<String> {
     String::from_utf8(read(path, limit)?).map_err(|_| Error::refused(path, "is not valid UTF-8"))
@@ -167,38 +177,153 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Remove the files `names` of the folder `dir`, from a descriptor of it: each name is one
-/// part, so nothing outside `dir` can go. A folder or file that is not there is fine.
-pub fn remove_in(dir: &Path, names: &[String]) -> Result<()> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
-    let fd = match rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e.into())),
-    };
-    for name in names {
-        assert!(!name.contains('/') && !matches!(name.as_str(), "" | "." | ".."), "{name:?} is one plain name");
-        match rustix::fs::unlinkat(&fd, name.as_str(), AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(Error::io(dir.join(name), e.into())),
-        }
-    }
-    Ok(())
+/// A folder whose files are read and written without ever leaving it: every path given is
+/// resolved inside the folder by libpathrs, as chroot would resolve it with the folder as its
+/// root, so no link in it (a tree's, or one planted in limopack's state) leads elsewhere.
+/// limopack's state, caches and archive, and each module tree, are read through one.
+pub struct Folder {
+    path: PathBuf,
+    inner: pathrs::Root,
 }
 
-/// Remove the folder `name` of `dir` and everything in it, never leaving `dir`: libpathrs
-/// walks it from a descriptor of `dir` and follows no link. One that is not there is fine.
-pub fn remove_tree_in(dir: &Path, name: &str) -> Result<()> {
-    assert!(!name.contains('/') && !matches!(name, "" | "." | ".."), "{name:?} is one plain name");
-    let top = match pathrs::Root::open(dir) {
-        Ok(top) => top,
-        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => return Ok(()),
-        Err(e) => return Err(Error::refused(dir, format!("cannot be opened: {e}"))),
-    };
-    match top.remove_all(name) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => Ok(()),
-        Err(e) => Err(Error::refused(dir.join(name), format!("cannot be removed: {e}"))),
+/// libpathrs' error about `path`, as one of ours: its errno as an I/O error, or the refusal.
+fn pathrs_error(path: &Path, error: pathrs::error::Error) -> Error {
+    match error.kind() {
+        pathrs::error::ErrorKind::OsError(Some(errno)) => Error::io(path, std::io::Error::from_raw_os_error(errno)),
+        _ => Error::refused(path, format!("cannot be reached inside its folder: {error}")),
+    }
+}
+
+fn not_found(error: &Error) -> bool {
+    matches!(error, Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
+}
+
+impl Folder {
+    /// The folder at `path`, which must be there.
+    pub fn open(path: &Path) -> Result<Folder> {
+        let inner = pathrs::Root::open(path).map_err(|e| pathrs_error(path, e))?;
+        Ok(Folder { path: path.to_path_buf(), inner })
+    }
+
+    /// The folder at `path`, made first (with its parents) if it is not there.
+    pub fn create(path: &Path) -> Result<Folder> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        Folder::open(path)
+    }
+
+    /// The folder at `path`, or none when it is not there.
+    pub fn open_if_there(path: &Path) -> Result<Option<Folder>> {
+        match Folder::open(path) {
+            Err(e) if not_found(&e) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open `rel` for reading as [`open_regular`] does, resolved inside the folder.
+    pub fn open_regular(&self, rel: &str, limit: u64) -> Result<(File, u64)> {
+        let path = self.path.join(rel);
+        let flags = pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_NONBLOCK | pathrs::flags::OpenFlags::O_NOCTTY;
+        let file = match self.inner.open_subpath(rel, flags).map_err(|e| pathrs_error(&path, e)) {
+            // Something that is there but leads nowhere in the folder is not "no such file".
+            Err(e) if not_found(&e) && self.inner.resolve_nofollow(rel).is_ok() => {
+                return Err(Error::refused(&path, "is a link that leads to nothing inside its folder; refusing it"));
+            }
+            other => other?,
+        };
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        refuse_odd(&path, &meta, limit)?;
+        Ok((file, meta.len()))
+    }
+
+    /// The bytes of `rel`, or none when it is not there.
+    pub fn read_if_there(&self, rel: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        match self.open_regular(rel, limit) {
+            Ok((file, len)) => read_all(&self.path.join(rel), file, len, limit).map(Some),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The bytes of `rel`, mapped when large (see [`crate::mapped`]), or none when it is not
+    /// there.
+    pub fn bytes_if_there(&self, rel: &str, limit: u64) -> Result<Option<crate::mapped::Bytes>> {
+        match self.open_regular(rel, limit) {
+            Ok((file, len)) => crate::mapped::Bytes::of_file(&file, len).map(Some).map_err(|e| Error::io(self.path.join(rel), e)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replace `rel` whole, as [`write_atomic_with`] does, its folders made as needed, all
+    /// inside this folder.
+    pub fn write_atomic_with(&self, rel: &str, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.join(rel);
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if !dir.is_empty() {
+            self.inner.mkdir_all(dir, &std::fs::Permissions::from_mode(0o755)).map_err(|e| pathrs_error(&self.path.join(dir), e))?;
+        }
+        let tmp = format!("{}{}.{name}.{}.tmp", dir, if dir.is_empty() { "" } else { "/" }, std::process::id());
+        let flags = pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_TRUNC;
+        let _ = self.inner.remove_file(&tmp);
+        let file = self.inner.create_file(&tmp, flags, &std::fs::Permissions::from_mode(0o644)).map_err(|e| pathrs_error(&path, e))?;
+        let written = (|| -> Result<()> {
+            let mut out = std::io::BufWriter::new(file);
+            fill(&mut out).map_err(|e| Error::io(&path, e))?;
+            let file = out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            self.inner.rename(&tmp, rel, pathrs::flags::RenameFlags::empty()).map_err(|e| pathrs_error(&path, e))
+        })();
+        if written.is_err() {
+            let _ = self.inner.remove_file(&tmp);
+        }
+        written?;
+        let flags = pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_DIRECTORY;
+        let dir_file = self.inner.open_subpath(if dir.is_empty() { "." } else { dir }, flags).map_err(|e| pathrs_error(&self.path.join(dir), e))?;
+        dir_file.sync_all().map_err(|e| Error::io(self.path.join(dir), e))
+    }
+
+    /// [`write_atomic_with`](Self::write_atomic_with) of `bytes`.
+    pub fn write_atomic(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_with(rel, |out| out.write_all(bytes))
+    }
+
+    /// Remove the file `rel`; one that is not there is already what was wanted.
+    pub fn remove_file(&self, rel: &str) -> Result<()> {
+        match self.inner.remove_file(rel) {
+            Ok(()) => Ok(()),
+            Err(e) => match pathrs_error(&self.path.join(rel), e) {
+                e if not_found(&e) => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Remove the folders of `rel` (a file's path) that are left empty, bottom up; the
+    /// first that is not empty, or not there, stops the climb.
+    pub fn remove_empty_parents(&self, rel: &str) {
+        let mut dir = rel;
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            if self.inner.remove_dir(parent).is_err() {
+                break;
+            }
+            dir = parent;
+        }
+    }
+
+    /// Remove the folder or file `name` and everything in it. One that is not there is fine.
+    pub fn remove_all(&self, name: &str) -> Result<()> {
+        match self.inner.remove_all(name) {
+            Ok(()) => Ok(()),
+            Err(e) => match pathrs_error(&self.path.join(name), e) {
+                e if not_found(&e) => Ok(()),
+                e => Err(e),
+            },
+        }
     }
 }
 

@@ -271,7 +271,7 @@ fn dep_words(text: &str) -> impl Iterator<Item = &str> {
 /// The bytes of `file` in `dir`, if there is one.
 pub(crate) fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(file);
-    Ok(crate::fs::read_if_there(&path, crate::fs::limits::INDEX)?.map(|bytes| (path, bytes)))
+    Ok(crate::fs::read_entry_if_there(&path, crate::fs::limits::INDEX)?.map(|bytes| (path, bytes)))
 }
 
 /// The text of `file` in `dir`, if there is one; it must be UTF-8.

@@ -11,7 +11,6 @@
 //! Like the tree cache, it is root's and only limopack writes it.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -19,7 +18,7 @@ use crate::index::{DepList, ModuleIndex};
 use crate::mapped::Bytes;
 use crate::name::Shared;
 use crate::kver::Kver;
-use crate::root::Root;
+use crate::root::{cache_name, Root, CACHE_DIR};
 
 const HEADER: &str = "limopack parsed modules.dep 1";
 
@@ -40,13 +39,10 @@ pub struct IndexCache {
 }
 
 impl IndexCache {
-    fn path(root: &Root, version: &Kver) -> Result<PathBuf> {
-        root.cache_file(version, "index")
-    }
-
     /// The cache of kernel `version`; an empty one when there is none, or it cannot be read.
     pub fn read(root: &Root, version: &Kver) -> IndexCache {
-        IndexCache { bytes: IndexCache::path(root, version).and_then(|path| Bytes::read(&path, crate::fs::limits::STATE)).ok() }
+        let bytes = root.own(CACHE_DIR).ok().flatten().and_then(|caches| caches.bytes_if_there(&cache_name(version, "index"), crate::fs::limits::STATE).ok().flatten());
+        IndexCache { bytes }
     }
 
     /// The parse kept for the text with `key`, if there is one and it reads back whole: every
@@ -118,7 +114,7 @@ impl IndexCache {
         }
         head.push('\n');
         head.push_str(&body);
-        crate::fs::write_atomic(&IndexCache::path(root, version)?, head.as_bytes())
+        root.own_for_writing(CACHE_DIR)?.write_atomic(&cache_name(version, "index"), head.as_bytes())
     }
 }
 
@@ -202,7 +198,7 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         let key = Key::of(DEP.as_bytes());
         IndexCache::save(&root, &crate::kver::kv("6.1"), [(key, &parse(DEP, None))]).unwrap();
-        let path = IndexCache::path(&root, &crate::kver::kv("6.1")).unwrap();
+        let path = root.cache_path(&crate::kver::kv("6.1"), "index");
         let good = std::fs::read_to_string(&path).unwrap();
         let body = good.split_once("\n\n").unwrap().1;
         let file = |body: &str| format!("{HEADER}\n{:032x} {} 4 2\n\n{body}", key.0, body.len());

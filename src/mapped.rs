@@ -20,10 +20,10 @@ pub enum Bytes {
 }
 
 impl Bytes {
-    /// The bytes of the regular file at `path`, of at most `limit` bytes (see
-    /// [`crate::fs::open_regular`]).
+    /// The bytes of the regular file at `path`, an entry of a folder that holds no links (a
+    /// tree's index files), of at most `limit` bytes (see [`crate::fs::open_entry`]).
     pub fn read(path: &Path, limit: u64) -> crate::error::Result<Bytes> {
-        let (file, len) = crate::fs::open_regular(path, limit)?;
+        let (file, len) = crate::fs::open_entry(path, limit)?;
         Bytes::of_file(&file, len).map_err(|e| crate::error::Error::io(path, e))
     }
 

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use object::elf::{self, FileHeader32, FileHeader64};
 use object::read::elf::{FileHeader, SectionHeader};
@@ -25,8 +25,9 @@ use object::read::{ReadCache, ReadCacheOps, ReadRef};
 use object::Endianness;
 
 use crate::error::{Error, Result};
+use crate::fs::Folder;
 use crate::kver::Kver;
-use crate::root::Root;
+use crate::root::{cache_name, Root, CACHE_DIR};
 use crate::tree::Stamp;
 
 
@@ -106,6 +107,17 @@ impl Format {
 pub fn read(path: &Path) -> Result<Modinfo> {
     // A plain module is read in four small pieces, whatever its size.
     let (file, len) = crate::fs::open_regular(path, u64::MAX)?;
+    from_file(path, file, len)
+}
+
+/// [`read`] the module `rel` of the tree `tree`, never leaving the tree through a link.
+fn read_in(tree: &Folder, rel: &str) -> Result<Modinfo> {
+    let (file, len) = tree.open_regular(rel, u64::MAX)?;
+    from_file(&tree.path().join(rel), file, len)
+}
+
+/// The `.modinfo` of the module `file`, open, `len` bytes long; `path` names it.
+fn from_file(path: &Path, file: File, len: u64) -> Result<Modinfo> {
     // The ELF header, which object reads again in pieces, is read once here.
     let mut head = [0u8; 64];
     let head_len = read_full_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
@@ -126,17 +138,18 @@ pub fn read(path: &Path) -> Result<Modinfo> {
     parse(path, &bytes)
 }
 
-/// [`read`] each of `paths`, on two threads: a run reads the modules it keeps, about a
-/// hundred, and each read is an open and a few small reads that wait on the kernel.
-pub fn read_all(paths: &[std::path::PathBuf]) -> Vec<Result<Modinfo>> {
+/// Read each module of `rels` in the tree `tree`, on two threads: a run reads the modules it
+/// keeps, about a hundred, and each read is an open and a few small reads that wait on the
+/// kernel.
+pub fn read_all(tree: &Folder, rels: &[&str]) -> Vec<Result<Modinfo>> {
     // A thread costs more than a few reads.
-    if paths.len() < 8 {
-        return paths.iter().map(|p| read(p)).collect();
+    if rels.len() < 8 {
+        return rels.iter().map(|rel| read_in(tree, rel)).collect();
     }
-    let (first, second) = paths.split_at(paths.len() / 2);
+    let (first, second) = rels.split_at(rels.len() / 2);
     std::thread::scope(|s| {
-        let other = s.spawn(|| second.iter().map(|p| read(p)).collect::<Vec<_>>());
-        let mut infos: Vec<_> = first.iter().map(|p| read(p)).collect();
+        let other = s.spawn(|| second.iter().map(|rel| read_in(tree, rel)).collect::<Vec<_>>());
+        let mut infos: Vec<_> = first.iter().map(|rel| read_in(tree, rel)).collect();
         infos.extend(crate::joined(other));
         infos
     })
@@ -157,14 +170,12 @@ pub struct FirmwareNames {
 const NAMES_HEADER: &str = "limopack firmware names 1";
 
 impl FirmwareNames {
-    fn path(root: &Root, version: &Kver) -> Result<PathBuf> {
-        root.cache_file(version, "firmware")
-    }
 
     /// The cache of kernel `version`; an empty one when there is none or a line of it does not
     /// read back whole. A line is `INO CTIME_S CTIME_NS PATH`, then each name after a tab.
     pub fn read(root: &Root, version: &Kver) -> FirmwareNames {
-        let text = FirmwareNames::path(root, version).and_then(|path| crate::fs::read_text(&path, crate::fs::limits::STATE)).unwrap_or_default();
+        let bytes = root.own(CACHE_DIR).ok().flatten().and_then(|caches| caches.read_if_there(&cache_name(version, "firmware"), crate::fs::limits::STATE).ok().flatten());
+        let text = bytes.and_then(|bytes| String::from_utf8(bytes).ok()).unwrap_or_default();
         let mut lines = text.lines();
         let read = |lines: std::str::Lines| -> Option<FirmwareNames> {
             let mut names = FirmwareNames::default();
@@ -202,7 +213,11 @@ impl FirmwareNames {
             })
             .collect();
         let unread: Vec<usize> = (0..rels.len()).filter(|&n| results[n].is_none()).collect();
-        let infos = read_all(&unread.iter().map(|&n| dir.join(rels[n])).collect::<Vec<_>>());
+        let wanted: Vec<&str> = unread.iter().map(|&n| rels[n]).collect();
+        let infos = match crate::fs::Folder::open(dir) {
+            Ok(tree) => read_all(&tree, &wanted),
+            Err(e) => wanted.iter().map(|rel| Err(Error::refused(dir.join(rel), format!("cannot be read, as its tree cannot: {e}")))).collect(),
+        };
         for (n, info) in unread.into_iter().zip(infos) {
             let names = info.map(|info| info.firmware);
             if let (Ok(names), Some(stamp)) = (&names, stamps[n]) {
@@ -231,7 +246,7 @@ impl FirmwareNames {
             }
             text.push('\n');
         }
-        crate::fs::write_atomic(&FirmwareNames::path(root, version)?, text.as_bytes())
+        root.own_for_writing(CACHE_DIR)?.write_atomic(&cache_name(version, "firmware"), text.as_bytes())
     }
 }
 
@@ -701,7 +716,7 @@ mod tests {
         // Kept: a module whose file has the stamp it had is not read again; the names come
         // from the cache (here edited to tell them apart). One written in place, or replaced,
         // has a new stamp and is read.
-        let path = FirmwareNames::path(&root, &crate::kver::kv("6.1")).unwrap();
+        let path = root.cache_path(&crate::kver::kv("6.1"), "firmware");
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\ta.fw", "\tkept.fw")).unwrap();
         let mut kept = FirmwareNames::read(&root, &crate::kver::kv("6.1"));

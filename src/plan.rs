@@ -146,6 +146,10 @@ pub struct KernelPlan {
     /// Static entries that apply to this kernel and match nothing in it: with no other, the
     /// kernel has no baseline and is left whole.
     pub unresolved_statics: usize,
+    /// The entry that alone names every module of the kernel (a glob such as `*`), if one
+    /// does: why nothing is pruned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keeps_all: Option<String>,
     /// Module name to the declarations that name it under `modules:`.
     pub refcounts: BTreeMap<Shared, Vec<PathBuf>>,
     pub prune: Vec<PruneFile>,
@@ -317,6 +321,7 @@ fn plan_kernel(
     // A baseline is a static entry that names something in this kernel: one whose entries
     // all match nothing (a typo) would otherwise prune the whole tree.
     let (mut baseline, mut unresolved_statics) = (false, 0);
+    let mut keeps_all = None;
     for (record, line) in statics {
         let applies = record.kernels.as_ref().is_none_or(|k| {
             globset::Glob::new(k).is_ok_and(|g| g.compile_matcher().is_match(version))
@@ -337,6 +342,11 @@ fn plan_kernel(
                 format!("{} (static, recorded)", record.declaration.display())
             };
             no_match(&at, &record.entry, &mut warnings);
+        }
+        // A glob such as `*` that names every module keeps the whole tree for good: the
+        // summary says which entry, or nothing being pruned would look like a fault.
+        if keeps_all.is_none() && ids.len() == index.modules().len() && !ids.is_empty() {
+            keeps_all = Some(format!("static entry `{}` of {}", record.entry, record.declaration.display()));
         }
         for id in ids {
             roots.entry(id).or_insert_with(|| Reason::Static {
@@ -363,6 +373,9 @@ fn plan_kernel(
                 builtin.push(entry.text.clone());
             } else if ids.is_empty() {
                 no_match(&format!("{}:{}", decl.path.display(), entry.line), &entry.text, &mut warnings);
+            }
+            if keeps_all.is_none() && ids.len() == index.modules().len() && !ids.is_empty() {
+                keeps_all = Some(format!("`{}` of {}", entry.text, decl.path.display()));
             }
             for id in ids {
                 let users = refcounts.entry(index.module(id).name.clone()).or_default();
@@ -463,6 +476,7 @@ fn plan_kernel(
         kept,
         builtin,
         unresolved_statics,
+        keeps_all,
         refcounts,
         prune,
         restore,

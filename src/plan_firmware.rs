@@ -319,6 +319,7 @@ mod tests {
             kept: BTreeMap::new(),
             builtin: Vec::new(),
             unresolved_statics: 0,
+            keeps_all: None,
             refcounts: BTreeMap::new(),
             prune: Vec::new(),
             restore: Vec::new(),

@@ -57,7 +57,10 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
     let kept = format!("kept {} of {} modules ({})", k.kept.len(), k.modules_total, count(k.declarations, "declaration"));
     let files = |n: usize, bytes: u64| format!("{} ({})", count(n, "file"), size(bytes));
     let what = match (k.action, done) {
-        (Action::UpToDate, _) => "nothing to prune".to_string(),
+        (Action::UpToDate, _) => match &k.keeps_all {
+            Some(entry) => format!("nothing to prune: {entry} names every module"),
+            None => "nothing to prune".to_string(),
+        },
         (Action::PruningOff, _) => format!(
             "would prune {}, but pruning is off (prune: false in {config_path})",
             files(k.prune.len(), k.prune_bytes())

@@ -10,6 +10,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fs::Folder;
 
 /// Where limopack keeps its state, lock, journal and saved indexes, inside the root.
 pub const STATE_DIR: &str = "/var/lib/limopack";
@@ -19,6 +20,12 @@ pub const CACHE_DIR: &str = "/var/cache/limopack";
 /// found them (`tree::Files`), its parsed `modules.dep` (`index_cache`), and the firmware
 /// names of its kept modules (`modinfo::FirmwareNames`).
 pub const CACHES: [&str; 3] = ["files", "index", "firmware"];
+
+/// The name in [`CACHE_DIR`] of kernel `version`'s cache of kind `kind`, one of [`CACHES`].
+pub fn cache_name(version: &crate::kver::Kver, kind: &str) -> String {
+    debug_assert!(CACHES.contains(&kind), "{kind} is not a cache");
+    format!("{version}.{kind}")
+}
 /// The admin's config.
 pub const CONFIG_FILE: &str = "/etc/limopack/limopack.yaml";
 /// Declarations shipped by packages.
@@ -95,6 +102,20 @@ impl Root {
         Ok(found)
     }
 
+    /// The bytes of the file at `absolute`, every link on the way followed inside the root;
+    /// none when there is none. A refusal names the path asked for, and where it led.
+    pub fn read_if_there(&self, absolute: impl AsRef<Path>, limit: u64) -> Result<Option<Vec<u8>>> {
+        let absolute = absolute.as_ref();
+        let asked = self.path.join(absolute.strip_prefix("/").unwrap_or(absolute));
+        let real = self.resolve(absolute)?;
+        match crate::fs::read_if_there(&real, limit) {
+            Err(Error::Refused { message, .. }) if real != asked => {
+                Err(Error::refused(asked, format!("leads to {}, which {message}", self.inside(&real).display())))
+            }
+            other => other,
+        }
+    }
+
     /// The path on this machine of what `handle` holds, which must be inside the root.
     fn real_path_of(&self, handle: &pathrs::Handle, asked: &Path) -> Result<PathBuf> {
         use std::os::fd::{AsFd, AsRawFd};
@@ -128,10 +149,21 @@ impl Root {
         self.resolve(STATE_DIR)
     }
 
-    /// Kernel `version`'s cache of kind `kind`, one of [`CACHES`].
-    pub fn cache_file(&self, version: &crate::kver::Kver, kind: &str) -> Result<PathBuf> {
-        debug_assert!(CACHES.contains(&kind), "{kind} is not a cache");
-        Ok(self.resolve(CACHE_DIR)?.join(format!("{version}.{kind}")))
+    /// limopack's own folder `dir` ([`STATE_DIR`] or [`CACHE_DIR`]) to read from, or none
+    /// when it is not there: everything in it is reached without leaving it.
+    pub fn own(&self, dir: &str) -> Result<Option<Folder>> {
+        Folder::open_if_there(&self.resolve(dir)?)
+    }
+
+    /// Where kernel `version`'s cache of kind `kind` is on this machine, for tests to look.
+    #[cfg(test)]
+    pub(crate) fn cache_path(&self, version: &crate::kver::Kver, kind: &str) -> PathBuf {
+        self.resolve(CACHE_DIR).unwrap().join(cache_name(version, kind))
+    }
+
+    /// limopack's own folder `dir` to write to, made when it is not there yet.
+    pub fn own_for_writing(&self, dir: &str) -> Result<Folder> {
+        Folder::create(&self.resolve(dir)?)
     }
 }
 

@@ -11,14 +11,14 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
-use crate::fs::{limits, remove_if_present, write_atomic, write_atomic_with, write_json};
+use crate::fs::{limits, Folder};
 use crate::index::{Sources, HEADERS};
 use crate::kver::Kver;
 use crate::name::Shared;
@@ -258,33 +258,28 @@ pub struct FirmwareJournal {
 }
 
 impl FirmwareJournal {
-    pub fn path(root: &Root) -> Result<PathBuf> {
-        Ok(root.state_dir()?.join("firmware-journal.json"))
-    }
+    const FILE: &'static str = "firmware-journal.json";
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(&FirmwareJournal::path(root)?, self)
+        write_json(root, FirmwareJournal::FILE, self)
     }
 
     pub fn clear(root: &Root) -> Result<()> {
-        remove_if_present(&FirmwareJournal::path(root)?)
+        remove(root, FirmwareJournal::FILE)
     }
 }
 
 impl State {
-    pub fn path(root: &Root) -> Result<PathBuf> {
-        Ok(root.state_dir()?.join("state.json"))
-    }
+    pub const FILE: &'static str = "state.json";
 
     /// The state under the root; none yet is an empty state.
     pub fn load(root: &Root) -> Result<State> {
-        let path = State::path(root)?;
-        let Some(state) = read_json::<State>(&path).map_err(|e| with_hint(e, "state"))? else {
+        let Some(state) = read_json::<State>(root, State::FILE).map_err(|e| with_hint(e, "state"))? else {
             return Ok(State::default());
         };
         if !(1..=FORMAT).contains(&state.format) {
             return Err(Error::refused(
-                path,
+                root.state_dir()?.join(State::FILE),
                 format!("state format {} is not one this limopack understands (1 to {FORMAT})", state.format),
             ));
         }
@@ -293,7 +288,7 @@ impl State {
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(&State::path(root)?, self)
+        write_json(root, State::FILE, self)
     }
 
     /// Fold a journal left by a run that was killed into the state: every journalled file that
@@ -313,8 +308,7 @@ impl State {
     /// Fold the firmware journal a killed run left into the state: every journalled file
     /// that is gone from disk was pruned. True when there was one.
     pub fn absorb_firmware(&mut self, root: &Root) -> Result<bool> {
-        let path = FirmwareJournal::path(root)?;
-        let Some(journal) = read_json::<FirmwareJournal>(&path).map_err(|e| with_hint(e, "journal"))? else {
+        let Some(journal) = read_json::<FirmwareJournal>(root, FirmwareJournal::FILE).map_err(|e| with_hint(e, "journal"))? else {
             return Ok(false);
         };
         for (path, file) in journal.files {
@@ -331,20 +325,18 @@ impl State {
 }
 
 impl Journal {
-    pub fn path(root: &Root) -> Result<PathBuf> {
-        Ok(root.state_dir()?.join("journal.json"))
-    }
+    const FILE: &'static str = "journal.json";
 
     pub fn load(root: &Root) -> Result<Option<Journal>> {
-        read_json(&Journal::path(root)?).map_err(|e| with_hint(e, "journal"))
+        read_json(root, Journal::FILE).map_err(|e| with_hint(e, "journal"))
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(&Journal::path(root)?, self)
+        write_json(root, Journal::FILE, self)
     }
 
     pub fn clear(root: &Root) -> Result<()> {
-        remove_if_present(&Journal::path(root)?)
+        remove(root, Journal::FILE)
     }
 }
 
@@ -361,47 +353,47 @@ fn with_hint(error: Error, what: &str) -> Error {
     }
 }
 
-/// The folder of the saved indexes, inside the state folder.
-const INDEX_DIR: &str = "index";
-
-/// Where the saved index of a kernel lives.
-fn saved_index_path(root: &Root, version: &Kver) -> Result<PathBuf> {
-    Ok(root.state_dir()?.join(INDEX_DIR).join(format!("{version}.index")))
+/// The saved index of a kernel, in the state folder.
+fn saved_index_name(version: &Kver) -> String {
+    format!("index/{version}.index")
 }
 
-/// Where the saved copy of a kernel's `modules.alias.bin` lives, beside its saved index.
-fn saved_aliases_path(root: &Root, version: &Kver) -> Result<PathBuf> {
-    Ok(root.state_dir()?.join(INDEX_DIR).join(format!("{version}.alias.bin")))
+/// The saved copy of a kernel's `modules.alias.bin`, beside its saved index.
+fn saved_aliases_name(version: &Kver) -> String {
+    format!("index/{version}.alias.bin")
 }
 
 /// Forget all limopack keeps of a kernel whose tree is gone: its saved index, its caches and
-/// its part of the archive. Each is removed from a descriptor of its folder, by a name made
-/// of the checked version, so nothing outside those folders can go whatever the state said.
+/// its part of the archive. Each is removed inside its own folder, by a name made of the
+/// checked version, so nothing outside those folders can go whatever the state said.
 pub fn forget_kernel(root: &Root, version: &Kver) -> Result<()> {
-    let state_dir = root.state_dir()?;
-    let names = [format!("{version}.index"), format!("{version}.alias.bin")];
-    crate::fs::remove_in(&state_dir.join(INDEX_DIR), &names)?;
-    let caches: Vec<String> = crate::root::CACHES.iter().map(|kind| format!("{version}.{kind}")).collect();
-    crate::fs::remove_in(&root.resolve(crate::root::CACHE_DIR)?, &caches)?;
-    crate::archive::forget_kernel(root, version)
+    if let Some(state) = root.own(crate::root::STATE_DIR)? {
+        state.remove_file(&saved_index_name(version))?;
+        state.remove_file(&saved_aliases_name(version))?;
+        state.remove_all(&crate::archive::kernel_part(version))?;
+    }
+    if let Some(caches) = root.own(crate::root::CACHE_DIR)? {
+        crate::root::CACHES.iter().try_for_each(|kind| caches.remove_file(&crate::root::cache_name(version, kind)))?;
+    }
+    Ok(())
 }
-
 
 /// Save the tree's index before the first prune: `modules.dep`, `modules.softdep` and
 /// `modules.weakdep` as one file in `depmod -n` layout, and `modules.alias.bin` as it is,
 /// which later runs search in place instead of parsing the 1.3 MB text of the aliases. A
 /// tree without the binary file has its `modules.alias` saved in the text instead.
 pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
-    let target = saved_index_path(root, &tree.version)?;
-    let aliases = saved_aliases_path(root, &tree.version)?;
+    let state = root.own_for_writing(crate::root::STATE_DIR)?;
+    let (target, aliases) = (saved_index_name(&tree.version), saved_aliases_name(&tree.version));
+    let folder = Folder::open(&tree.path)?;
     // The binary copy goes first: a saved index names no aliases only when it has a copy.
-    let with_binary = match crate::index::read_bytes(&tree.path, "modules.alias.bin")? {
-        Some((_, bytes)) => {
-            write_atomic(&aliases, &bytes)?;
+    let with_binary = match folder.read_if_there("modules.alias.bin", limits::INDEX)? {
+        Some(bytes) => {
+            state.write_atomic(&aliases, &bytes)?;
             true
         }
         None => {
-            remove_if_present(&aliases)?;
+            state.remove_file(&aliases)?;
             false
         }
     };
@@ -412,12 +404,11 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
     // Written file by file: the index of a big kernel is a few MiB, and a prune holds much else.
     let mut texts = Vec::new();
     for file in files {
-        let path = tree.path.join(file);
-        if let Some(bytes) = crate::fs::read_if_there(&path, limits::INDEX)? {
-            texts.push((file, String::from_utf8(bytes).map_err(|_| Error::refused(&path, "is not valid UTF-8"))?));
+        if let Some(bytes) = folder.read_if_there(file, limits::INDEX)? {
+            texts.push((file, String::from_utf8(bytes).map_err(|_| Error::refused(tree.path.join(file), "is not valid UTF-8"))?));
         }
     }
-    write_atomic_with(&target, |out| {
+    state.write_atomic_with(&target, |out| {
         for (file, body) in &texts {
             let header = HEADERS.iter().find(|(name, _)| name == *file).map(|(_, h)| *h);
             let body = match header {
@@ -440,27 +431,49 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
 /// The saved index of a kernel, if limopack saved one. An index saved by an older limopack
 /// holds the text of the aliases, and is read as it is.
 pub fn saved_index(root: &Root, tree: &Tree) -> Result<Option<Sources>> {
-    let path = saved_index_path(root, &tree.version)?;
-    let Some(bytes) = crate::mapped::Bytes::read_if_there(&path, limits::INDEX)? else { return Ok(None) };
+    let Some(state) = root.own(crate::root::STATE_DIR)? else { return Ok(None) };
+    let name = saved_index_name(&tree.version);
+    let Some(bytes) = state.bytes_if_there(&name, limits::INDEX)? else { return Ok(None) };
+    let path = state.path().join(&name);
     let mut sources = Sources::from_depmod_output(bytes, &path, &tree.path)?;
     if let Some(dep) = &mut sources.dep {
         dep.0 = path;
     }
     if sources.alias.is_none() {
-        sources.alias_bin = BinaryIndex::read(&saved_aliases_path(root, &tree.version)?)?;
+        let name = saved_aliases_name(&tree.version);
+        let bytes = state.bytes_if_there(&name, limits::INDEX)?;
+        sources.alias_bin = bytes.map(|bytes| BinaryIndex::parse(&state.path().join(&name), bytes)).transpose()?;
     }
     Ok(Some(sources))
 }
 
-/// Read a JSON file limopack wrote; mapped, as a pruned kernel's state is a few hundred KB.
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    let Some(bytes) = crate::mapped::Bytes::read_if_there(path, limits::STATE)? else { return Ok(None) };
+/// Read the JSON file `name` of limopack's state folder; mapped, as a pruned kernel's state
+/// is a few hundred KB. None when there is no such file.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(root: &Root, name: &str) -> Result<Option<T>> {
+    let Some(state) = root.own(crate::root::STATE_DIR)? else { return Ok(None) };
+    let Some(bytes) = state.bytes_if_there(name, limits::STATE)? else { return Ok(None) };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         // serde_json ends its message with the place, which the error leads with.
         let message = e.to_string();
         let message = message.rsplit_once(" at line ").map_or(&*message, |(m, _)| m).to_string();
-        Error::syntax(path, e.line(), e.column(), message)
+        Error::syntax(state.path().join(name), e.line(), e.column(), message)
     })
+}
+
+/// Write `value` as the JSON file `name` of limopack's state folder, atomically.
+pub(crate) fn write_json<T: Serialize>(root: &Root, name: &str, value: &T) -> Result<()> {
+    root.own_for_writing(crate::root::STATE_DIR)?.write_atomic_with(name, |out| {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    })
+}
+
+/// Remove the file `name` of limopack's state folder, if it is there.
+pub(crate) fn remove(root: &Root, name: &str) -> Result<()> {
+    match root.own(crate::root::STATE_DIR)? {
+        Some(state) => state.remove_file(name),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -482,7 +495,7 @@ mod tests {
         );
         state.save(&root).unwrap();
         assert_eq!(State::load(&root).unwrap(), state);
-        std::fs::write(State::path(&root).unwrap(), "{\"format\": 1,\n  oops").unwrap();
+        std::fs::write(root.state_dir().unwrap().join(State::FILE), "{\"format\": 1,\n  oops").unwrap();
         let e = State::load(&root).unwrap_err().to_string();
         assert!(e.contains("state.json:2:3:"), "{e}");
     }
@@ -508,7 +521,7 @@ mod tests {
         }
         state.firmware.insert("/lib/firmware/x.fw".into(), file("firmware-misc", 40, true));
         state.save(&root).unwrap();
-        let text = std::fs::read_to_string(State::path(&root).unwrap()).unwrap();
+        let text = std::fs::read_to_string(root.state_dir().unwrap().join(State::FILE)).unwrap();
         assert_eq!(State::load(&root).unwrap(), state, "{text}");
         // One group per package, version and archiving; one line per file, module left out.
         assert!(text.contains("\"format\": 2"), "{text}");
@@ -522,11 +535,11 @@ mod tests {
             "kernel/fs/c.ko": {"module": "c", "package": "linux-image-6.1", "version": "1", "size": 20, "archived": true},
             "extra/d.ko": {"module": "d", "package": "linux-modules-extra-6.1", "version": "1", "size": 30}}}},
             "firmware": {"/lib/firmware/x.fw": {"package": "firmware-misc", "version": "1", "size": 40, "archived": true}}}"#;
-        std::fs::write(State::path(&root).unwrap(), v1).unwrap();
+        std::fs::write(root.state_dir().unwrap().join(State::FILE), v1).unwrap();
         let read = State::load(&root).unwrap();
         assert_eq!(read, state);
         read.save(&root).unwrap();
-        assert_eq!(std::fs::read_to_string(State::path(&root).unwrap()).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(root.state_dir().unwrap().join(State::FILE)).unwrap(), text);
     }
 
     #[test]
@@ -559,7 +572,7 @@ mod tests {
         assert_eq!(state.firmware.keys().collect::<Vec<_>>(), ["/lib/firmware/rtl_nic/gone.fw"]);
         assert_eq!(State::load(&root).unwrap(), state, "saved");
         assert!(!state.absorb_firmware(&root).unwrap(), "the journal is gone");
-        let text = std::fs::read_to_string(State::path(&root).unwrap()).unwrap();
+        let text = std::fs::read_to_string(root.state_dir().unwrap().join(State::FILE)).unwrap();
         assert!(!text.contains("\"module\""), "firmware records have no module: {text}");
     }
 
@@ -579,20 +592,20 @@ mod tests {
         assert_eq!(index.modules().len(), 2);
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::Modules(vec![0]));
         assert_eq!(index.closure(&[0]).len(), 2);
-        assert!(!saved_aliases_path(&root, &kv("6.1")).unwrap().exists(), "no binary aliases to copy");
+        assert!(!root.state_dir().unwrap().join(saved_aliases_name(&kv("6.1"))).exists(), "no binary aliases to copy");
 
         // With depmod's binary aliases, those are copied and searched, and the text is not
         // saved; forgetting the kernel removes both files.
         let bin = crate::binary_index::tests::build(&[("fs_b", "b")]);
         std::fs::write(tree.path.join("modules.alias.bin"), bin).unwrap();
         save_index(&root, &tree).unwrap();
-        let text = std::fs::read_to_string(saved_index_path(&root, &kv("6.1")).unwrap()).unwrap();
+        let text = std::fs::read_to_string(root.state_dir().unwrap().join(saved_index_name(&kv("6.1")))).unwrap();
         assert!(!text.contains("alias fs-a"), "{text}");
         let index = ModuleIndex::parse(saved_index(&root, &tree).unwrap().unwrap()).unwrap();
         assert_eq!(index.lookup("fs-b"), crate::index::Lookup::Modules(vec![1]));
         assert_eq!(index.lookup("fs-a"), crate::index::Lookup::NotFound);
         forget_kernel(&root, &kv("6.1")).unwrap();
-        assert!(!saved_aliases_path(&root, &kv("6.1")).unwrap().exists() && !saved_index_path(&root, &kv("6.1")).unwrap().exists());
+        assert!(!root.state_dir().unwrap().join(saved_aliases_name(&kv("6.1"))).exists() && !root.state_dir().unwrap().join(saved_index_name(&kv("6.1"))).exists());
     }
 
     #[test]
@@ -601,13 +614,13 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         for version in ["6.1", "6.2"] {
             for kind in crate::root::CACHES {
-                write_atomic(&root.cache_file(&kv(version), kind).unwrap(), b"x").unwrap();
+                crate::fs::write_atomic(&root.cache_path(&kv(version), kind), b"x").unwrap();
             }
         }
         forget_kernel(&root, &kv("6.1")).unwrap();
         for kind in crate::root::CACHES {
-            assert!(!root.cache_file(&kv("6.1"), kind).unwrap().exists(), "{kind}");
-            assert!(root.cache_file(&kv("6.2"), kind).unwrap().exists(), "{kind}");
+            assert!(!root.cache_path(&kv("6.1"), kind).exists(), "{kind}");
+            assert!(root.cache_path(&kv("6.2"), kind).exists(), "{kind}");
         }
         forget_kernel(&root, &kv("6.1")).unwrap();
     }

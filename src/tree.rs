@@ -409,15 +409,12 @@ impl Files {
         self.dep.map(|(_, mtime, _)| mtime)
     }
 
-    fn cache_path(root: &Root, tree: &Tree) -> Result<PathBuf> {
-        root.cache_file(&tree.version, "files")
-    }
 
     /// The cached files of `tree`, if the cache is there, whole, and still true: `modules.dep`
     /// and every folder have the stamps the walk saw. A folder's stamp changes with any entry
     /// added, removed or renamed in it, which is how dpkg, depmod and DKMS change a tree.
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
-        let bytes = Bytes::read(&Files::cache_path(root, tree).ok()?, crate::fs::limits::STATE).ok()?;
+        let bytes = root.own(crate::root::CACHE_DIR).ok()??.bytes_if_there(&crate::root::cache_name(&tree.version, "files"), crate::fs::limits::STATE).ok()??;
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut lines = crate::index::lines(text);
         if lines.next()? != CACHE_HEADER {
@@ -478,7 +475,6 @@ impl Files {
     /// the order the next run's [`mark`](Self::mark) walks while the index stays the same.
     pub fn save_cache(&self, root: &Root, tree: &Tree, index: &ModuleIndex) -> Result<()> {
         use std::fmt::Write as _;
-        let path = Files::cache_path(root, tree)?;
         let mut all = self.dirs.iter().map(|(r, _)| r.as_str()).chain(self.regular().iter().map(|(rel, _)| rel)).chain(self.odd.iter().map(String::as_str));
         if self.cached || all.any(|rel| rel.contains('\n')) {
             return Ok(());
@@ -511,7 +507,7 @@ impl Files {
         for rel in &self.odd {
             let _ = writeln!(text, "o {rel}");
         }
-        crate::fs::write_atomic(&path, text.as_bytes())
+        root.own_for_writing(crate::root::CACHE_DIR)?.write_atomic(&crate::root::cache_name(&tree.version, "files"), text.as_bytes())
     }
 }
 
@@ -628,7 +624,7 @@ pub fn modprobe_config(root: &Root) -> Result<Vec<(PathBuf, String)>> {
         if std::fs::read_link(&entry).is_ok_and(|target| target == Path::new("/dev/null")) {
             continue;
         }
-        if let Some(bytes) = crate::fs::read_if_there(&root.resolve(&shown)?, crate::fs::limits::CONFIG)? {
+        if let Some(bytes) = root.read_if_there(&shown, crate::fs::limits::CONFIG)? {
             config.push((shown, String::from_utf8_lossy(&bytes).into_owned()));
         }
     }
@@ -838,7 +834,7 @@ mod tests {
         assert!(!Files::load(&root, &tree).unwrap().cached);
 
         // A cache that is not whole, or of another format, is not believed.
-        let cache = Files::cache_path(&root, &tree).unwrap();
+        let cache = root.cache_path(&tree.version, "files");
         Files::scan(&tree).unwrap().save_cache(&root, &tree, &ModuleIndex::default()).unwrap();
         let text = std::fs::read_to_string(&cache).unwrap();
         for broken in [text.replace("limopack tree cache 1", "limopack tree cache 9"), text.replace("\nd ", "\nd x"), String::new()] {
@@ -862,7 +858,7 @@ mod tests {
         let index = ModuleIndex::parse(Sources { dep: Some(("modules.dep".into(), dep.into())), ..Sources::default() }).unwrap();
         std::fs::write(tree.path.join("kernel/fs/extra.ko"), "x").unwrap();
         Files::scan(&tree).unwrap().save_cache(&root, &tree, &index).unwrap();
-        let text = std::fs::read_to_string(Files::cache_path(&root, &tree).unwrap()).unwrap();
+        let text = std::fs::read_to_string(root.cache_path(&tree.version, "files")).unwrap();
         let order: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("m ")).collect();
         assert_eq!(order, ["6 kernel/fs/btrfs/btrfs.ko", "4 kernel/fs/ext4/ext4.ko", "1 kernel/fs/extra.ko"], "the index's order, then the others");
 

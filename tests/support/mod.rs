@@ -574,3 +574,31 @@ pub fn fake_module(name: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Runs `command` to its end, killing it (and failing the test) if it takes longer than
+/// `limit`: what a test asks of limopack is that no input hangs it.
+pub fn output_within(command: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reading = std::thread::spawn(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let stderr = std::thread::spawn(move || std::io::Read::read_to_end(&mut pipes.1, &mut err).map(|_| err));
+        std::io::Read::read_to_end(&mut pipes.0, &mut out).unwrap();
+        (out, stderr.join().unwrap().unwrap())
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {limit:?}: it hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (stdout, stderr) = reading.join().unwrap();
+    std::process::Output { status, stdout, stderr }
+}

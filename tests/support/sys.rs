@@ -250,16 +250,16 @@ impl Sys {
             }
             None => Command::new(binary),
         };
-        let out = command
+        command
             .arg("--root")
             .arg(&self.root)
             .args(args)
             // Either would point dpkg-query away from the root's database.
             .env_remove("DPKG_ADMINDIR")
             .env_remove("DPKG_ROOT")
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap();
+            .env("LC_ALL", "C");
+        // No input may hang a run: one that takes a minute has hung.
+        let out = output_within(&mut command, std::time::Duration::from_secs(60));
         Out {
             ok: out.status.success(),
             stdout: String::from_utf8(out.stdout).unwrap(),
@@ -270,10 +270,16 @@ impl Sys {
     /// Runs under `strace -f -e trace=TRACE`, which must succeed; what the binary printed,
     /// and strace's log.
     pub fn traced(&self, trace: &str, args: &[&str]) -> (Out, String) {
-        let log = self.outside().join("strace.log");
+        let (out, log) = self.traced_any(trace, args);
+        assert!(out.ok, "limopack-hook {args:?} under strace failed:\n{}", out.stderr);
+        (out, log)
+    }
+
+    /// [`traced`](Self::traced), whether the run succeeds or not.
+    pub fn traced_any(&self, trace: &str, args: &[&str]) -> (Out, String) {
+        let log = self._tmp.path().join("strace.log");
         let log_arg = log.display().to_string();
         let out = self.run_under(env!("CARGO_BIN_EXE_limopack-hook"), &["strace", "-f", "-qq", "-e", &format!("trace={trace}"), "-o", &log_arg], args);
-        assert!(out.ok, "limopack-hook {args:?} under strace failed:\n{}", out.stderr);
         (out, fs::read_to_string(&log).unwrap())
     }
 
