@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use crate::declaration::{self, Draft};
 use crate::error::{Error, Result};
+use crate::fs::{limits, read_kernel_file};
 use crate::index::{Lookup, ModuleIndex};
 use crate::kver::Kver;
 use crate::root::{Root, ADMIN_DIR};
@@ -206,14 +207,14 @@ pub struct Survey {
 /// Read what the machine shows from its procfs and sysfs.
 pub fn survey(paths: &Paths) -> Result<Survey> {
     let mountinfo = paths.proc.join("self/mountinfo");
-    let text = std::fs::read_to_string(&mountinfo).map_err(|e| Error::io(&mountinfo, e))?;
+    let text = read_kernel_file(&mountinfo, limits::CONFIG)?;
     let mounts = parse_mountinfo(&mountinfo, &text)?;
     let swaps_path = paths.proc.join("swaps");
-    let swaps = match std::fs::read_to_string(&swaps_path) {
+    let swaps = match read_kernel_file(&swaps_path, limits::CONFIG) {
         Ok(text) => parse_swaps(&swaps_path, &text)?,
         // A kernel built without swap has no /proc/swaps.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::io(&swaps_path, e)),
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
     };
     let (modaliases, unreadable) = modaliases(&paths.sys.join("devices"));
     let mut block = Vec::new();
@@ -286,7 +287,7 @@ fn walk_block(devices: &Path, node: &Path, wanted: &mut BTreeSet<String>, seen: 
     if !seen.insert(node.to_path_buf()) {
         return;
     }
-    let read = |path: PathBuf| std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default();
+    let read = |path: PathBuf| read_kernel_file(&path, limits::CONFIG).map(|s| s.trim().to_string()).unwrap_or_default();
     // A partition's stack (dm, md, slaves) is its disk's.
     let disk = match node.join("partition").exists() {
         true => node.parent().unwrap_or(node),
@@ -335,7 +336,7 @@ fn modaliases(devices: &Path) -> (Vec<String>, usize) {
         if entry.file_name() != "modalias" || !entry.file_type().is_file() {
             continue;
         }
-        match std::fs::read_to_string(entry.path()) {
+        match read_kernel_file(entry.path(), limits::CONFIG) {
             Ok(text) if !text.trim().is_empty() => found.push(text.trim().to_string()),
             Ok(_) => {}
             Err(_) => unreadable += 1,

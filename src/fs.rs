@@ -126,7 +126,8 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String> {
 
 /// A file of procfs or sysfs, which shows a size of 0 whatever it holds: read up to `limit`.
 pub fn read_kernel_file(path: &Path, limit: u64) -> Result<String> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|e| Error::io(path, e))?;
+    refuse_odd(path, &file.metadata().map_err(|e| Error::io(path, e))?, u64::MAX)?;
     let bytes = read_all(path, file, 0, limit)?;
     String::from_utf8(bytes).map_err(|_| Error::refused(path, "is not valid UTF-8"))
 }
