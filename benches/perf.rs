@@ -135,6 +135,7 @@ fn main() {
         against_kmod_and_the_floor(&scratch, &mut report);
     }
     scaling(&scratch, &mut report);
+    declarations(&scratch, &mut report);
 
     println!("targets:");
     for line in &report.lines {
@@ -339,6 +340,28 @@ fn scaling(scratch: &Path, report: &mut Report) {
     report.target(&format!("100k-module plan < 1 s ({:.0} ms)", large.1), large.1 < 1000.0);
 }
 
+/// Many declarations of one module: the plan's cost grows with their number, not its square
+/// (each static entry and each module's users were once searched for every declaration).
+fn declarations(scratch: &Path, report: &mut Report) {
+    println!("declarations (dry run, 1,000 modules, N admin declarations of one module):");
+    let mut timed = Vec::new();
+    for n in [5_000usize, 10_000, 20_000] {
+        let tmp = tempfile::Builder::new().prefix("bench-declarations-").tempdir_in(scratch).unwrap();
+        synthetic(tmp.path(), 1_000);
+        for i in 0..n {
+            write(tmp.path(), &format!("/etc/limopack/modules.d/d{i}.yaml"), "modules: [m1]\nstatic: [m2]\n");
+        }
+        let samples: Vec<Duration> = (0..3).map(|_| run(&mut hook(tmp.path(), &["--dry-run"]))).collect();
+        let (median, min, max) = stats(&samples);
+        println!("  {n:>7} declarations  median {median:8.1} ms  (min {min:.1}, max {max:.1})");
+        timed.push((n, median));
+    }
+    let (small, large) = (timed[1], timed[2]);
+    let growth = (large.1 / small.1) / (large.0 as f64 / small.0 as f64);
+    report.target(&format!("plan grows linearly in declarations (10k to 20k: {growth:.2} x linear)"), growth <= 1.5);
+    report.target(&format!("20k declarations of one module plan < 1 s ({:.0} ms)", large.1), large.1 < 1000.0);
+}
+
 /// A root as every run but the first finds it: a real run has cached its trees' files (see
 /// `tree::Files`). That run has pruning off, so that it deletes nothing; the config is then
 /// put back.
@@ -408,7 +431,7 @@ fn synthetic(root: &Path, n: usize) {
         }
         let file = tree.join(path(i));
         fs::create_dir_all(file.parent().unwrap()).unwrap();
-        fs::write(&file, "m").unwrap();
+        fs::write(&file, fake_module(&format!("m{i}"))).unwrap();
         files.push(format!("/lib/modules/{kver}/{}", path(i)));
     }
     fs::write(tree.join("modules.dep"), dep).unwrap();

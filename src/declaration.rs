@@ -293,6 +293,7 @@ fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, O
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(Error::io(&folder, e)),
     };
+    trust::check_folders(root, &folder)?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&folder, e))?;
         let file_name = entry.file_name();
@@ -304,7 +305,7 @@ fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, O
         }
         let path = entry.path();
         let shown = Path::new(dir).join(name);
-        let declaration = match trust::read(root, &folder, name)? {
+        let declaration = match trust::read_in(&folder, name)? {
             Trusted::Bytes(bytes) => Some(
                 Declaration::parse(&shown, &bytes, origin).map_err(|e| rebase(e, &path))?,
             ),

@@ -73,6 +73,11 @@ impl Root {
         let Some(image) = &self.image else {
             return Ok(self.path.join(relative));
         };
+        // Most paths of an image hold no link at all, and are then where they are: an openat2
+        // or a few tell, and only a path with a link needs libpathrs to follow it.
+        if without_links(image, relative) {
+            return Ok(self.path.join(relative));
+        }
         let mut existing = relative.to_path_buf();
         let mut missing = Vec::new();
         let mut found = loop {
@@ -164,6 +169,30 @@ impl Root {
     /// limopack's own folder `dir` to write to, made when it is not there yet.
     pub fn own_for_writing(&self, dir: &str) -> Result<Folder> {
         Folder::create(&self.resolve(dir)?)
+    }
+}
+
+/// True when no part of `relative` in the image is a link, and each part is there or, from
+/// the first that is not on, simply not there (not even as a link), so that the path is
+/// where it reads. openat2 refuses any link with `RESOLVE_NO_SYMLINKS`, and `..` with
+/// `RESOLVE_BENEATH`.
+fn without_links(image: &pathrs::Root, relative: &Path) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    let try_open = |at: &Path| {
+        let at = if at.as_os_str().is_empty() { Path::new(".") } else { at };
+        rustix::fs::openat2(image, at, flags, Mode::empty(), ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH)
+    };
+    let mut at = relative;
+    loop {
+        match try_open(at) {
+            Ok(_) => return true,
+            Err(rustix::io::Errno::NOENT) => match at.parent() {
+                Some(parent) => at = parent,
+                None => return true,
+            },
+            Err(_) => return false,
+        }
     }
 }
 

@@ -25,8 +25,14 @@ const MAX_HOPS: usize = 8;
 /// Read the declaration or config file `name` of `dir`, a folder of `root` as
 /// [`Root::resolve`] gives it, refusing it unless it, its links and its folders are trusted.
 pub fn read(root: &Root, dir: &Path, name: &str) -> Result<Trusted> {
-    let mut path = dir.join(name);
     check_folders(root, dir)?;
+    read_in(dir, name)
+}
+
+/// [`read`] for a folder [`check_folders`] found trusted already: the declarations of one
+/// folder, which are thousands on some systems, share the check of their folder.
+pub fn read_in(dir: &Path, name: &str) -> Result<Trusted> {
+    let mut path = dir.join(name);
     for _ in 0..MAX_HOPS {
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         check_owner(&path, &meta, "is")?;
@@ -60,7 +66,7 @@ fn read_file(path: &Path) -> Result<Trusted> {
 
 /// `dir` and every folder above it up to the root's top must be trusted: whoever may write
 /// a folder may put any file in it.
-fn check_folders(root: &Root, dir: &Path) -> Result<()> {
+pub fn check_folders(root: &Root, dir: &Path) -> Result<()> {
     for folder in dir.ancestors().take_while(|d| d.starts_with(root.path())) {
         match std::fs::metadata(folder) {
             Ok(meta) => check_owner(folder, &meta, "is a folder")?,
