@@ -267,6 +267,7 @@ impl BinaryIndex {
         if node.values.left > 0 && fnmatch(pattern, rest) {
             let mut values = node.values.clone();
             while let Some(value) = values.next_value() {
+                walk.spend()?;
                 found.push(value?);
             }
         }
@@ -287,8 +288,9 @@ impl Seen {
 }
 
 /// The bounds of the subtree walks of one wildcard search: the nodes the current one has met,
-/// and how many more all of them may visit, as many as the file has bytes (a valid index has
-/// fewer nodes).
+/// and how many more nodes all of them may visit and values they may give, as many as the file
+/// has bytes. A valid index has fewer (a node takes 6 bytes or more, a value 5); a hostile one
+/// whose nodes overlap could otherwise give a number of values that grows as its size squared.
 struct Walk {
     seen: Seen,
     budget: usize,
@@ -303,8 +305,13 @@ impl Walk {
     }
 
     fn enter(&mut self, node: &Node) -> std::result::Result<(), Damaged> {
-        self.budget = self.budget.checked_sub(1).ok_or(Damaged)?;
+        self.spend()?;
         self.seen.visit(node)
+    }
+
+    fn spend(&mut self) -> std::result::Result<(), Damaged> {
+        self.budget = self.budget.checked_sub(1).ok_or(Damaged)?;
+        Ok(())
     }
 }
 
