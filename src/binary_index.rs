@@ -8,20 +8,30 @@
 //! offset per character in between, 0 for none) and values (a count, then for each a
 //! priority and a NUL-terminated string). Keys are the path of characters from the root.
 //!
-//! Like libkmod, it reads only the nodes a lookup walks through, not the whole file. Each one
-//! is decoded with bounds checks, children must come before their parent in the file (depmod
-//! writes them so), and a walk is bounded in depth and in the nodes it visits, so no file can
-//! make a lookup go out of bounds or loop. A lookup that meets a node that does not decode marks
-//! the index damaged; the run checks that after planning and stops before deleting anything.
+//! Nodes may lie in any order: kmod up to 33 (bookworm's 30) writes each node after its
+//! children, kmod 34 on (trixie) writes the root first and each node before its children. An
+//! empty tree's index is its header alone, its root a node of nothing at offset 12.
+//!
+//! Like libkmod, it reads only the nodes a lookup walks through, not the whole file. What keeps
+//! a walk safe does not depend on the order: each node is decoded with bounds checks, past the
+//! header and inside the file; no walk meets a node twice (a trie has no loop and no child of
+//! two parents); an exact walk takes a byte of the key at each step; a wildcard walk is bounded
+//! in depth and in the nodes it visits. So no file can make a lookup go out of bounds or loop.
+//! A lookup that meets a node that does not decode marks the index damaged: its answers may be
+//! short, and the caller must not trust them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustc_hash::FxHashSet;
 
 use crate::error::{Error, Result};
 use crate::mapped::Bytes;
 use crate::name::fnmatch;
 
 const MAGIC: u32 = 0xB007_F457;
+/// Magic, version and root offset: no node starts before this.
+const HEADER: usize = 12;
 const VERSION_MAJOR: u32 = 2;
 const NODE_PREFIX: u32 = 0x8000_0000;
 const NODE_VALUES: u32 = 0x4000_0000;
@@ -127,11 +137,12 @@ impl BinaryIndex {
         self.damaged.store(true, Ordering::Relaxed);
     }
 
-    /// Decode the node at `offset`.
+    /// Decode the node at `offset`. A node with no flags has no bytes, so it may start where
+    /// the file ends: that is the root of an empty tree's index, as depmod writes it.
     fn node(&self, offset: u32) -> std::result::Result<Node<'_>, Damaged> {
         let start = (offset & NODE_MASK) as usize;
         let bytes = &self.bytes;
-        if start < 12 || start >= bytes.len() {
+        if start < HEADER || start > bytes.len() {
             return Err(Damaged);
         }
         let mut at = start;
@@ -157,15 +168,6 @@ impl BinaryIndex {
         Ok(Node { at: start, prefix, first, children, values })
     }
 
-    /// The child of `parent` at `offset`. depmod writes every node after its children, so a
-    /// child lies before its parent: a walk down always ends.
-    fn child(&self, parent: &Node, offset: u32) -> std::result::Result<Node<'_>, Damaged> {
-        match (offset & NODE_MASK) as usize {
-            at if at < parent.at => self.node(offset),
-            _ => Err(Damaged),
-        }
-    }
-
     /// The first value stored under `key` exactly, as kmod's `index_mm_search` gives it.
     pub fn lookup(&self, key: &str) -> Option<&str> {
         match self.find(key.as_bytes()) {
@@ -177,14 +179,18 @@ impl BinaryIndex {
         }
     }
 
-    /// The node reached by `key` exactly, if any.
+    /// The node reached by `key` exactly, if any. Each step takes a byte of the key, so the
+    /// walk ends after `key.len() + 1` nodes at most, whatever the file says.
     fn find(&self, mut key: &[u8]) -> std::result::Result<Option<Node<'_>>, Damaged> {
+        let mut seen = Seen::default();
         let mut node = self.node(self.root)?;
+        seen.visit(&node)?;
         loop {
             let Some(rest) = key.strip_prefix(node.prefix) else { return Ok(None) };
             let Some((&ch, rest)) = rest.split_first() else { return Ok(Some(node)) };
             let Some(offset) = node.child_offset(ch) else { return Ok(None) };
-            node = self.child(&node, offset)?;
+            node = self.node(offset)?;
+            seen.visit(&node)?;
             key = rest;
         }
     }
@@ -199,14 +205,16 @@ impl BinaryIndex {
     }
 
     fn search_wild_from<'a>(&'a self, key: &[u8], found: &mut Vec<&'a str>) -> std::result::Result<(), Damaged> {
-        let mut budget = self.bytes.len();
+        let mut path = Seen::default();
+        let mut walk = Walk { seen: Seen::default(), budget: self.bytes.len() };
         let mut node = self.node(self.root)?;
         let mut i = 0;
         loop {
+            path.visit(&node)?;
             for (j, &ch) in node.prefix.iter().enumerate() {
                 if matches!(ch, b'*' | b'?' | b'[') {
                     // The prefix matched the key so far, so `i + j` is within it.
-                    return self.all_matching(&node, j, &mut Vec::new(), &key[i + j..], found, &mut budget);
+                    return self.all_matching(&node, j, &mut Vec::new(), &key[i + j..], found, walk.anew());
                 }
                 if key.get(i + j) != Some(&ch) {
                     return Ok(());
@@ -215,8 +223,8 @@ impl BinaryIndex {
             i += node.prefix.len();
             for wild in [b'*', b'?', b'['] {
                 if let Some(offset) = node.child_offset(wild) {
-                    let child = self.child(&node, offset)?;
-                    self.all_matching(&child, 0, &mut vec![wild], &key[i..], found, &mut budget)?;
+                    let child = self.node(offset)?;
+                    self.all_matching(&child, 0, &mut vec![wild], &key[i..], found, walk.anew())?;
                 }
             }
             let Some(&ch) = key.get(i) else {
@@ -227,15 +235,14 @@ impl BinaryIndex {
                 return Ok(());
             };
             let Some(offset) = node.child_offset(ch) else { return Ok(()) };
-            node = self.child(&node, offset)?;
+            node = self.node(offset)?;
             i += 1;
         }
     }
 
     /// The values under `node` whose full pattern (`pattern` so far, then `node`'s prefix from
     /// `skip` on and the rest of the path down to them) matches `rest` of the key. Recursion is
-    /// as deep as the pattern is long, at most [`MAX_DEPTH`], and the walk visits at most as
-    /// many nodes as the file has bytes.
+    /// as deep as the pattern is long, at most [`MAX_DEPTH`].
     fn all_matching<'a>(
         &'a self,
         node: &Node<'a>,
@@ -243,23 +250,24 @@ impl BinaryIndex {
         pattern: &mut Vec<u8>,
         rest: &[u8],
         found: &mut Vec<&'a str>,
-        budget: &mut usize,
+        walk: &mut Walk,
     ) -> std::result::Result<(), Damaged> {
-        *budget = budget.checked_sub(1).ok_or(Damaged)?;
+        walk.enter(node)?;
         let mark = pattern.len();
         pattern.extend_from_slice(node.prefix.get(skip..).ok_or(Damaged)?);
         if pattern.len() > MAX_DEPTH {
             return Err(Damaged);
         }
         for (ch, offset) in node.children() {
-            let child = self.child(node, offset)?;
+            let child = self.node(offset)?;
             pattern.push(ch);
-            self.all_matching(&child, 0, pattern, rest, found, budget)?;
+            self.all_matching(&child, 0, pattern, rest, found, walk)?;
             pattern.pop();
         }
         if node.values.left > 0 && fnmatch(pattern, rest) {
             let mut values = node.values.clone();
             while let Some(value) = values.next_value() {
+                walk.spend()?;
                 found.push(value?);
             }
         }
@@ -268,18 +276,119 @@ impl BinaryIndex {
     }
 }
 
+/// The nodes one walk has met, by where they start. A trie has no loop and no child of two
+/// parents, so a node met again is damage, whatever order the file's nodes are in.
+#[derive(Default)]
+struct Seen(FxHashSet<usize>);
+
+impl Seen {
+    fn visit(&mut self, node: &Node) -> std::result::Result<(), Damaged> {
+        self.0.insert(node.at).then_some(()).ok_or(Damaged)
+    }
+}
+
+/// The bounds of the subtree walks of one wildcard search: the nodes the current one has met,
+/// and how many more nodes all of them may visit and values they may give, as many as the file
+/// has bytes. A valid index has fewer (a node takes 6 bytes or more, a value 5); a hostile one
+/// whose nodes overlap could otherwise give a number of values that grows as its size squared.
+struct Walk {
+    seen: Seen,
+    budget: usize,
+}
+
+impl Walk {
+    /// Start the walk of another subtree. Each has its own nodes met: a key with a wildcard in
+    /// it goes down through a subtree that was walked already, as kmod's does.
+    fn anew(&mut self) -> &mut Walk {
+        self.seen.0.clear();
+        self
+    }
+
+    fn enter(&mut self, node: &Node) -> std::result::Result<(), Damaged> {
+        self.spend()?;
+        self.seen.visit(node)
+    }
+
+    fn spend(&mut self) -> std::result::Result<(), Damaged> {
+        self.budget = self.budget.checked_sub(1).ok_or(Damaged)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// Writes an index of `entries` (key, value) the way depmod lays one out: one node per
-    /// character, each with its prefix left empty, which the reader must take as well.
-    pub(crate) fn build(entries: &[(&str, &str)]) -> Vec<u8> {
-        #[derive(Default)]
-        struct Trie {
-            children: std::collections::BTreeMap<u8, Trie>,
-            values: Vec<String>,
+    /// Where a written index puts a node: after its children, as kmod up to 33 does, or
+    /// before them with the root first, as kmod 34 does.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) enum Layout {
+        ChildrenFirst,
+        RootFirst,
+    }
+
+    const LAYOUTS: [Layout; 2] = [Layout::ChildrenFirst, Layout::RootFirst];
+
+    #[derive(Default)]
+    struct Trie {
+        children: std::collections::BTreeMap<u8, Trie>,
+        values: Vec<String>,
+    }
+
+    impl Trie {
+        fn flags(&self) -> u32 {
+            let children = if self.children.is_empty() { 0 } else { NODE_CHILDS };
+            children | if self.values.is_empty() { 0 } else { NODE_VALUES }
         }
+
+        /// Write this node with `children` as its child offsets; where it starts.
+        fn write_node(&self, children: &[(u8, u32)], out: &mut Vec<u8>) -> usize {
+            let at = out.len();
+            if let (Some(&(first, _)), Some(&(last, _))) = (children.first(), children.last()) {
+                out.extend([first, last]);
+                for c in first..=last {
+                    let child = children.iter().find(|(k, _)| *k == c).map_or(0, |(_, o)| *o);
+                    out.extend(child.to_be_bytes());
+                }
+            }
+            if !self.values.is_empty() {
+                out.extend((self.values.len() as u32).to_be_bytes());
+                for (i, v) in self.values.iter().enumerate() {
+                    out.extend((i as u32).to_be_bytes());
+                    out.extend(v.as_bytes());
+                    out.push(0);
+                }
+            }
+            at
+        }
+
+        /// Write the subtree in `layout`; its node's offset, flags included.
+        fn write(&self, layout: Layout, out: &mut Vec<u8>) -> u32 {
+            let at = match layout {
+                Layout::ChildrenFirst => {
+                    let children: Vec<(u8, u32)> = self.children.iter().map(|(&c, n)| (c, n.write(layout, out))).collect();
+                    self.write_node(&children, out)
+                }
+                Layout::RootFirst => {
+                    // Child offsets are filled in as each child is written after this node.
+                    let unknown: Vec<(u8, u32)> = self.children.keys().map(|&c| (c, 0)).collect();
+                    let at = self.write_node(&unknown, out);
+                    let first = unknown.first().map_or(0, |&(c, _)| c);
+                    for (&c, child) in &self.children {
+                        let offset = child.write(layout, out);
+                        let slot = at + 2 + 4 * usize::from(c - first);
+                        out[slot..slot + 4].copy_from_slice(&offset.to_be_bytes());
+                    }
+                    at
+                }
+            };
+            at as u32 | self.flags()
+        }
+    }
+
+    /// Writes an index of `entries` (key, value) in `layout`: one node per character, each
+    /// with its prefix left empty, which the reader must take as well.
+    pub(crate) fn build_in(layout: Layout, entries: &[(&str, &str)]) -> Vec<u8> {
         let mut trie = Trie::default();
         for (key, value) in entries {
             let mut node = &mut trie;
@@ -288,39 +397,21 @@ pub(crate) mod tests {
             }
             node.values.push(value.to_string());
         }
-        fn write(node: &Trie, out: &mut Vec<u8>) -> u32 {
-            let children: Vec<(u8, u32)> = node.children.iter().map(|(&c, n)| (c, write(n, out))).collect();
-            let offset = out.len() as u32;
-            let mut flags = 0;
-            if let (Some(&(first, _)), Some(&(last, _))) = (children.first(), children.last()) {
-                flags |= NODE_CHILDS;
-                out.extend([first, last]);
-                for c in first..=last {
-                    let child = children.iter().find(|(k, _)| *k == c).map_or(0, |(_, o)| *o);
-                    out.extend(child.to_be_bytes());
-                }
-            }
-            if !node.values.is_empty() {
-                flags |= NODE_VALUES;
-                out.extend((node.values.len() as u32).to_be_bytes());
-                for (i, v) in node.values.iter().enumerate() {
-                    out.extend((i as u32).to_be_bytes());
-                    out.extend(v.as_bytes());
-                    out.push(0);
-                }
-            }
-            offset | flags
-        }
-        let mut out = vec![0u8; 12];
-        let root = write(&trie, &mut out);
+        let mut out = vec![0u8; HEADER];
+        let root = trie.write(layout, &mut out);
         out[0..4].copy_from_slice(&MAGIC.to_be_bytes());
         out[4..8].copy_from_slice(&0x0002_0001u32.to_be_bytes());
         out[8..12].copy_from_slice(&root.to_be_bytes());
         out
     }
 
-    fn index(entries: &[(&str, &str)]) -> BinaryIndex {
-        BinaryIndex::parse(Path::new("modules.alias.bin"), build(entries)).unwrap()
+    /// An index of `entries` laid out as kmod 30 does.
+    pub(crate) fn build(entries: &[(&str, &str)]) -> Vec<u8> {
+        build_in(Layout::ChildrenFirst, entries)
+    }
+
+    fn parse(bytes: Vec<u8>) -> BinaryIndex {
+        BinaryIndex::parse(Path::new("modules.alias.bin"), bytes).unwrap()
     }
 
     fn wild<'a>(index: &'a BinaryIndex, key: &str) -> Vec<&'a str> {
@@ -340,40 +431,193 @@ pub(crate) mod tests {
     ];
 
     #[test]
-    fn exact_and_wildcard_lookups_match_kmod() {
-        let idx = index(&ALIASES);
-        assert_eq!(idx.lookup("fs_btrfs"), Some("btrfs"));
-        assert_eq!(idx.lookup("fs_btrf"), None);
-        assert_eq!(wild(&idx, "crypto_crc32c"), ["crc32c_generic", "crc32c_intel"]);
-        assert_eq!(wild(&idx, "pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00"), ["e1000e", "generic_intel_net"]);
-        assert_eq!(wild(&idx, "pci:v00008086d000015B8sv00001028sd0000080Cbc03sc00i00"), ["e1000e"]);
-        assert_eq!(wild(&idx, "pci:v000010ECd00008168sv0sd0bc02sc00i00"), Vec::<&str>::new());
-        assert_eq!(wild(&idx, "acpi:PNP0C0A:"), ["acpi_thing"]);
-        assert_eq!(wild(&idx, "acpi:PNP0C0B:"), Vec::<&str>::new());
-        assert_eq!(wild(&idx, "nosuch"), Vec::<&str>::new());
-        assert_eq!(wild(&idx, ""), Vec::<&str>::new());
+    fn exact_and_wildcard_lookups_match_kmod_in_either_layout() {
+        for layout in LAYOUTS {
+            let idx = parse(build_in(layout, &ALIASES));
+            assert_eq!(idx.lookup("fs_btrfs"), Some("btrfs"), "{layout:?}");
+            assert_eq!(idx.lookup("fs_btrf"), None);
+            assert_eq!(wild(&idx, "crypto_crc32c"), ["crc32c_generic", "crc32c_intel"]);
+            assert_eq!(wild(&idx, "pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00"), ["e1000e", "generic_intel_net"]);
+            assert_eq!(wild(&idx, "pci:v00008086d000015B8sv00001028sd0000080Cbc03sc00i00"), ["e1000e"]);
+            assert_eq!(wild(&idx, "pci:v000010ECd00008168sv0sd0bc02sc00i00"), Vec::<&str>::new());
+            assert_eq!(wild(&idx, "acpi:PNP0C0A:"), ["acpi_thing"]);
+            assert_eq!(wild(&idx, "acpi:PNP0C0B:"), Vec::<&str>::new());
+            assert_eq!(wild(&idx, "nosuch"), Vec::<&str>::new());
+            assert_eq!(wild(&idx, ""), Vec::<&str>::new());
+            assert!(!idx.is_damaged(), "{layout:?}");
+        }
+    }
+
+    /// Root with prefix "fs_", one child 'b' whose node has prefix "trfs" and a value, in
+    /// `layout`.
+    fn prefixed(layout: Layout) -> Vec<u8> {
+        let leaf = |out: &mut Vec<u8>| {
+            let at = out.len() as u32;
+            out.extend(b"trfs\0");
+            out.extend(1u32.to_be_bytes());
+            out.extend(0u32.to_be_bytes());
+            out.extend(b"btrfs\0");
+            at | NODE_PREFIX | NODE_VALUES
+        };
+        let root = |out: &mut Vec<u8>, leaf: u32| {
+            let at = out.len() as u32;
+            out.extend(b"fs_\0");
+            out.extend([b'b', b'b']);
+            out.extend(leaf.to_be_bytes());
+            at | NODE_PREFIX | NODE_CHILDS
+        };
+        let mut out = [MAGIC.to_be_bytes(), 0x0002_0001u32.to_be_bytes(), [0; 4]].concat();
+        let root = match layout {
+            Layout::ChildrenFirst => {
+                let leaf = leaf(&mut out);
+                root(&mut out, leaf)
+            }
+            Layout::RootFirst => {
+                let at = root(&mut out, 0);
+                let leaf = leaf(&mut out);
+                out[HEADER + 6..HEADER + 10].copy_from_slice(&leaf.to_be_bytes());
+                at
+            }
+        };
+        out[8..12].copy_from_slice(&root.to_be_bytes());
+        out
     }
 
     #[test]
     fn prefixed_nodes_are_read_too() {
-        // Root with prefix "fs_", one child 'b' whose node has prefix "trfs" and a value.
-        let mut out = vec![0u8; 12];
-        let leaf = out.len() as u32;
-        out.extend(b"trfs\0");
-        out.extend(1u32.to_be_bytes());
-        out.extend(0u32.to_be_bytes());
-        out.extend(b"btrfs\0");
-        let root = out.len() as u32;
-        out.extend(b"fs_\0");
-        out.extend([b'b', b'b']);
-        out.extend((leaf | NODE_PREFIX | NODE_VALUES).to_be_bytes());
-        out[0..4].copy_from_slice(&MAGIC.to_be_bytes());
-        out[4..8].copy_from_slice(&0x0002_0001u32.to_be_bytes());
-        out[8..12].copy_from_slice(&(root | NODE_PREFIX | NODE_CHILDS).to_be_bytes());
-        let idx = BinaryIndex::parse(Path::new("x.bin"), out).unwrap();
-        assert_eq!(idx.lookup("fs_btrfs"), Some("btrfs"));
-        assert_eq!(wild(&idx, "fs_btrfs"), ["btrfs"]);
-        assert_eq!(idx.lookup("fs_b"), None);
+        for layout in LAYOUTS {
+            let idx = parse(prefixed(layout));
+            assert_eq!(idx.lookup("fs_btrfs"), Some("btrfs"), "{layout:?}");
+            assert_eq!(wild(&idx, "fs_btrfs"), ["btrfs"]);
+            assert_eq!(idx.lookup("fs_b"), None);
+            assert!(!idx.is_damaged());
+        }
+    }
+
+    /// What depmod wrote over the tree that `tests/data/kmod-index/make.sh` makes: its binary
+    /// and text alias tables, the binary one of an empty tree, and what `modprobe -R` answered.
+    struct Real {
+        kmod: &'static str,
+        bin: &'static [u8],
+        text: &'static str,
+        empty: &'static [u8],
+        modprobe: &'static str,
+    }
+
+    macro_rules! real {
+        ($kmod:literal) => {
+            Real {
+                kmod: $kmod,
+                bin: include_bytes!(concat!("../tests/data/kmod-index/", $kmod, "/modules.alias.bin")),
+                text: include_str!(concat!("../tests/data/kmod-index/", $kmod, "/modules.alias")),
+                empty: include_bytes!(concat!("../tests/data/kmod-index/", $kmod, "/empty.modules.alias.bin")),
+                modprobe: include_str!(concat!("../tests/data/kmod-index/", $kmod, "/modprobe-R.txt")),
+            }
+        };
+    }
+
+    const REAL: [Real; 2] = [real!("kmod30"), real!("kmod34")];
+
+    impl Real {
+        /// `(pattern, module)` of each line of the text table, the pattern as depmod keys it.
+        fn aliases(&self) -> Vec<(String, &str)> {
+            self.text
+                .lines()
+                .filter_map(|line| line.strip_prefix("alias ")?.split_once(' '))
+                .map(|(pattern, module)| (crate::name::normalize(pattern).into_owned(), module))
+                .collect()
+        }
+
+        /// The modules whose pattern in the text table matches `key`, as modprobe finds them
+        /// when there is no binary table.
+        fn text_answer(&self, key: &str) -> Vec<&str> {
+            let mut found: Vec<&str> =
+                self.aliases().into_iter().filter(|(p, _)| fnmatch(p.as_bytes(), key.as_bytes())).map(|(_, m)| m).collect();
+            found.sort();
+            found
+        }
+
+        /// Each modalias string given to `modprobe -R`, normalised, with its answer.
+        fn modprobe_answers(&self) -> impl Iterator<Item = (String, Vec<&str>)> {
+            self.modprobe.lines().map(|line| {
+                let (key, modules) = line.rsplit_once(':').unwrap();
+                let mut modules: Vec<&str> = modules.split_whitespace().collect();
+                modules.sort();
+                (crate::name::normalize(key).into_owned(), modules)
+            })
+        }
+    }
+
+    /// Every (parent, child) pair of nodes in the file, by where they start.
+    fn edges(idx: &BinaryIndex) -> Vec<(usize, usize)> {
+        fn walk(idx: &BinaryIndex, node: &Node, out: &mut Vec<(usize, usize)>) {
+            for (_, offset) in node.children() {
+                let child = idx.node(offset).ok().unwrap();
+                out.push((node.at, child.at));
+                walk(idx, &child, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(idx, &idx.node(idx.root).ok().unwrap(), &mut out);
+        out
+    }
+
+    #[test]
+    fn kmod_30_writes_children_first_and_kmod_34_the_root_first() {
+        let [kmod30, kmod34] = REAL.map(|real| edges(&parse(real.bin.to_vec())));
+        assert!(kmod30.len() > 30 && kmod30.len() == kmod34.len());
+        assert!(kmod30.iter().all(|(parent, child)| child < parent));
+        assert!(kmod34.iter().all(|(parent, child)| child > parent));
+        assert_eq!(REAL[1].bin[8..12], [0x20, 0, 0, 12], "kmod 34's root comes right after the header");
+    }
+
+    #[test]
+    fn real_indexes_answer_as_their_text_and_modprobe_do() {
+        for real in &REAL {
+            let idx = parse(real.bin.to_vec());
+            let aliases = real.aliases();
+            assert!(aliases.len() > 20, "{}", real.kmod);
+            for (pattern, _) in &aliases {
+                // The first module of that pattern in the text, which is in modules.order.
+                let first = aliases.iter().find(|(p, _)| p == pattern).map(|(_, m)| *m);
+                assert_eq!(idx.lookup(pattern), first, "{} {pattern}", real.kmod);
+                let mut text = real.text_answer(pattern);
+                let mut binary = wild(&idx, pattern);
+                text.dedup();
+                binary.dedup();
+                assert_eq!(binary, text, "{} {pattern}", real.kmod);
+            }
+            for (key, modprobe) in real.modprobe_answers() {
+                assert_eq!(wild(&idx, &key), modprobe, "{} {key}", real.kmod);
+                assert_eq!(real.text_answer(&key), modprobe, "{} {key}", real.kmod);
+            }
+            assert!(!idx.is_damaged(), "{}", real.kmod);
+        }
+    }
+
+    #[test]
+    fn an_empty_trees_index_is_empty_not_damaged() {
+        for real in &REAL {
+            assert_eq!(real.empty, [&MAGIC.to_be_bytes()[..], &0x0002_0001u32.to_be_bytes(), &12u32.to_be_bytes()].concat());
+            let idx = parse(real.empty.to_vec());
+            assert_eq!(idx.lookup("fs_btrfs"), None);
+            assert_eq!(wild(&idx, "pci:v00008086d000015B8sv0sd0bc02sc00i00"), Vec::<&str>::new());
+            assert_eq!(wild(&idx, ""), Vec::<&str>::new());
+            assert!(!idx.is_damaged(), "{}", real.kmod);
+        }
+        for layout in LAYOUTS {
+            assert_eq!(build_in(layout, &[]), REAL[0].empty, "{layout:?}");
+        }
+    }
+
+    /// Look up every key of `real` in `bytes`, which may be anything: it must not panic or loop.
+    fn look_everywhere(real: &Real, bytes: Vec<u8>) {
+        if let Ok(idx) = BinaryIndex::parse(Path::new("x"), bytes) {
+            for (key, _) in real.modprobe_answers() {
+                wild(&idx, &key);
+                idx.lookup(&key);
+            }
+        }
     }
 
     #[test]
@@ -385,27 +629,71 @@ pub(crate) mod tests {
         v3[4..8].copy_from_slice(&0x0003_0000u32.to_be_bytes());
         assert_eq!(refuse(v3), "modules.alias.bin: kmod index version 0x3, expected 2.x; run depmod");
         let key = "pci:v00008086d000015B8sv00001028sd0000080Cbc02sc00i00";
-        // Cut short, the walk to that key meets a node past the end.
-        let cut = BinaryIndex::parse(Path::new("x"), good[..good.len() - 8].to_vec()).unwrap();
-        wild(&cut, key);
-        assert!(cut.is_damaged());
-        // Every single-byte change either answers as before, answers otherwise, or is marked:
-        // none may panic or loop.
-        for at in 12..good.len() {
-            let mut bytes = good.clone();
-            bytes[at] ^= 0xA5;
-            if let Ok(idx) = BinaryIndex::parse(Path::new("x"), bytes) {
-                wild(&idx, key);
-                idx.lookup("fs_btrfs");
+        for layout in LAYOUTS {
+            // Cut short, the walk to that key meets a node past the end.
+            let good = build_in(layout, &ALIASES);
+            let cut = parse(good[..good.len() - 8].to_vec());
+            wild(&cut, key);
+            assert!(cut.is_damaged(), "{layout:?}");
+        }
+        // Every single-byte change and every cut of a real index either answers as before,
+        // answers otherwise, or is marked: none may panic or loop.
+        for real in &REAL {
+            for at in HEADER..real.bin.len() {
+                for flip in [0x01, 0xA5] {
+                    let mut bytes = real.bin.to_vec();
+                    bytes[at] ^= flip;
+                    look_everywhere(real, bytes);
+                }
+            }
+            for len in 0..real.bin.len() {
+                look_everywhere(real, real.bin[..len].to_vec());
             }
         }
-        // A child that points back at its parent is damage, not a loop.
-        let mut looped = build(&[("ab", "x")]);
-        let root = u32::from_be_bytes(looped[8..12].try_into().unwrap());
-        let at = (root & NODE_MASK) as usize + 2;
-        looped[at..at + 4].copy_from_slice(&root.to_be_bytes());
-        let idx = BinaryIndex::parse(Path::new("x"), looped).unwrap();
-        assert_eq!(wild(&idx, "ab"), Vec::<&str>::new());
-        assert!(idx.is_damaged());
+    }
+
+    /// Where the child offset for `ch` of the node at `path` is, in an index built with
+    /// one node per character.
+    fn slot(bytes: &[u8], path: &str, ch: u8) -> usize {
+        let idx = parse(bytes.to_vec());
+        let node = idx.find(path.as_bytes()).ok().flatten().unwrap();
+        node.at + 2 + 4 * usize::from(ch - node.first)
+    }
+
+    /// The offset, flags included, by which the node at `path` is reached.
+    fn offset_of(bytes: &[u8], path: &str) -> [u8; 4] {
+        let at = match path.as_bytes().split_last() {
+            None => 8,
+            Some((&ch, parent)) => slot(bytes, std::str::from_utf8(parent).unwrap(), ch),
+        };
+        bytes[at..at + 4].try_into().unwrap()
+    }
+
+    #[test]
+    fn a_child_that_points_back_up_is_damage_not_a_loop_in_either_layout() {
+        for layout in LAYOUTS {
+            // An exact walk: the child 'c' of "ab" points at "ab" itself, its parent, the root.
+            for target in ["ab", "a", ""] {
+                let mut bytes = build_in(layout, &[("abc", "x")]);
+                let (at, offset) = (slot(&bytes, "ab", b'c'), offset_of(&bytes, target));
+                bytes[at..at + 4].copy_from_slice(&offset);
+                let idx = parse(bytes);
+                assert_eq!(idx.lookup("abcabc"), None, "{layout:?} {target:?}");
+                assert!(idx.is_damaged(), "{layout:?} {target:?}");
+                let idx = parse(idx.bytes.to_vec());
+                assert_eq!(wild(&idx, "abc"), Vec::<&str>::new());
+                assert!(idx.is_damaged(), "{layout:?} {target:?}");
+            }
+            // A walk of the subtree under a wildcard: "a*b"'s child 'c' points at itself, at
+            // nodes of the subtree and at ancestors outside it.
+            for target in ["a*b", "a*", "a", ""] {
+                let mut bytes = build_in(layout, &[("a*bc", "x")]);
+                let (at, offset) = (slot(&bytes, "a*b", b'c'), offset_of(&bytes, target));
+                bytes[at..at + 4].copy_from_slice(&offset);
+                let idx = parse(bytes);
+                assert_eq!(wild(&idx, "axbc"), Vec::<&str>::new(), "{layout:?} {target:?}");
+                assert!(idx.is_damaged(), "{layout:?} {target:?}");
+            }
+        }
     }
 }

@@ -126,7 +126,7 @@ impl Aliases {
 #[derive(Debug)]
 enum AliasTable {
     Text(Aliases),
-    Binary(BinaryIndex),
+    Binary(BinaryAliases),
 }
 
 impl AliasTable {
@@ -134,9 +134,68 @@ impl AliasTable {
     fn lookup<'a>(&'a self, name: &str, found: &mut Vec<&'a str>) {
         match self {
             AliasTable::Text(aliases) => found.extend(aliases.lookup(name)),
-            AliasTable::Binary(index) => index.search_wild(name, found),
+            AliasTable::Binary(binary) => binary.lookup(name, found),
         }
     }
+}
+
+/// depmod's binary alias table, and its text twin, which depmod writes beside it from the same
+/// aliases: once a lookup finds the binary one damaged, the text answers that lookup and every
+/// later one, so that a part that does not decode leaves out no module.
+#[derive(Debug)]
+struct BinaryAliases {
+    index: BinaryIndex,
+    /// Where the twin is; none for limopack's copy of an index, which keeps no text.
+    twin: Option<PathBuf>,
+    /// The twin parsed, on first need only: a sound binary table never needs its 1.3 MB.
+    parsed_twin: OnceLock<Result<Aliases>>,
+}
+
+impl BinaryAliases {
+    fn lookup<'a>(&'a self, name: &str, found: &mut Vec<&'a str>) {
+        if !self.index.is_damaged() {
+            let before = found.len();
+            self.index.search_wild(name, found);
+            if !self.index.is_damaged() {
+                return;
+            }
+            found.truncate(before);
+        }
+        if let Some(Ok(aliases)) = self.twin.as_deref().map(|path| self.parse_twin(path)) {
+            found.extend(aliases.lookup(name));
+        }
+    }
+
+    /// The twin at `path`, parsed on first need: its aliases, or why it cannot stand in.
+    fn parse_twin(&self, path: &Path) -> &Result<Aliases> {
+        self.parsed_twin.get_or_init(|| {
+            let text = read_text_at(path)?.ok_or_else(|| Error::refused(path, "missing"))?;
+            let mut aliases = Aliases::default();
+            parse_aliases(path, &text, true, &mut aliases)?;
+            Ok(aliases)
+        })
+    }
+
+    /// What stood in for it, if a lookup found it damaged.
+    fn damage(&self) -> Option<AliasDamage<'_>> {
+        let bin = self.index.is_damaged().then(|| self.index.path())?;
+        let Some(text) = self.twin.as_deref() else { return Some(AliasDamage::NoTwin { bin }) };
+        Some(match self.parse_twin(text) {
+            Ok(_) => AliasDamage::Replaced { bin, text },
+            Err(why) => AliasDamage::TwinUnusable { bin, why },
+        })
+    }
+}
+
+/// A binary alias table that a lookup found damaged: one of its parts does not decode.
+#[derive(Debug)]
+pub enum AliasDamage<'a> {
+    /// Its text twin, `modules.alias`, answered instead: lookups are whole.
+    Replaced { bin: &'a Path, text: &'a Path },
+    /// Its twin is missing or does not parse either: lookups may have left modules out.
+    TwinUnusable { bin: &'a Path, why: &'a Error },
+    /// limopack's copy of an index from before a prune, which keeps no twin.
+    NoTwin { bin: &'a Path },
 }
 
 /// The first line depmod writes in each index file after `modules.dep`; `depmod -n` prints
@@ -159,6 +218,9 @@ pub struct Sources {
     pub parsed_dep: Option<DepList>,
     /// `modules.alias.bin`; when there is one, the text `modules.alias` is not read.
     pub alias_bin: Option<BinaryIndex>,
+    /// Where the text `modules.alias` beside `alias_bin` is, read only if a lookup finds the
+    /// binary table damaged; none for limopack's copy of an index, which keeps no text.
+    pub alias_twin: Option<PathBuf>,
     pub alias: Option<(PathBuf, String)>,
     pub softdep: Option<(PathBuf, String)>,
     pub weakdep: Option<(PathBuf, String)>,
@@ -181,6 +243,7 @@ impl Sources {
                 None => read_text(dir, "modules.alias")?,
             },
             parsed_dep: None,
+            alias_twin: alias_bin.as_ref().map(|_| dir.join("modules.alias")),
             alias_bin,
             softdep: read_text(dir, "modules.softdep")?,
             weakdep: read_text(dir, "modules.weakdep")?,
@@ -236,6 +299,7 @@ impl Sources {
             dep: Some((PathBuf::from(format!("{} (modules.dep)", label.display())), text)),
             parsed_dep: None,
             alias_bin: None,
+            alias_twin: None,
             alias: take("modules.alias"),
             softdep: take("modules.softdep"),
             weakdep: take("modules.weakdep"),
@@ -271,16 +335,23 @@ fn dep_words(text: &str) -> impl Iterator<Item = &str> {
 /// The bytes of `file` in `dir`, if there is one.
 pub(crate) fn read_bytes(dir: &Path, file: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(file);
-    Ok(crate::fs::read_entry_if_there(&path, crate::fs::limits::INDEX)?.map(|bytes| (path, bytes)))
+    Ok(read_bytes_at(&path)?.map(|bytes| (path, bytes)))
+}
+
+/// The bytes of the index file at `path`, if there is one: a regular file, never a link.
+fn read_bytes_at(path: &Path) -> Result<Option<Vec<u8>>> {
+    crate::fs::read_entry_if_there(path, crate::fs::limits::INDEX)
 }
 
 /// The text of `file` in `dir`, if there is one; it must be UTF-8.
 fn read_text(dir: &Path, file: &str) -> Result<Option<(PathBuf, String)>> {
-    let Some((path, bytes)) = read_bytes(dir, file)? else { return Ok(None) };
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(Some((path, text))),
-        Err(e) => Err(not_utf8(&path, e.as_bytes(), e.utf8_error())),
-    }
+    let path = dir.join(file);
+    Ok(read_text_at(&path)?.map(|text| (path, text)))
+}
+
+fn read_text_at(path: &Path) -> Result<Option<String>> {
+    let Some(bytes) = read_bytes_at(path)? else { return Ok(None) };
+    String::from_utf8(bytes).map(Some).map_err(|e| not_utf8(path, e.as_bytes(), e.utf8_error()))
 }
 
 /// `bytes` as text, or an error at the line of the first byte that is not UTF-8.
@@ -398,7 +469,8 @@ impl ModuleIndex {
             None => index.parse_dep(dep_path, utf8(dep_path, dep_bytes)?)?,
         }
         if let Some(bin) = sources.alias_bin {
-            index.aliases.push(AliasTable::Binary(bin));
+            let twin = sources.alias_twin;
+            index.aliases.push(AliasTable::Binary(BinaryAliases { index: bin, twin, parsed_twin: OnceLock::new() }));
         } else if let Some((path, text)) = &sources.alias {
             let mut aliases = Aliases::default();
             parse_aliases(path, text, true, &mut aliases)?;
@@ -567,12 +639,11 @@ impl ModuleIndex {
         })
     }
 
-    /// The binary alias table that a lookup found damaged, if one did: lookups since may
-    /// have found fewer modules than it holds, so a plan made with them cannot be trusted.
-    pub fn damaged(&self) -> Option<&Path> {
-        self.aliases.iter().find_map(|table| match table {
-            AliasTable::Binary(index) if index.is_damaged() => Some(index.path()),
-            _ => None,
+    /// The binary alias tables that a lookup found damaged, each with what stood in for it.
+    pub fn damaged(&self) -> impl Iterator<Item = AliasDamage<'_>> {
+        self.aliases.iter().filter_map(|table| match table {
+            AliasTable::Binary(binary) => binary.damage(),
+            AliasTable::Text(_) => None,
         })
     }
 
@@ -979,5 +1050,71 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
         let index = ModuleIndex::parse(s).unwrap();
         assert_eq!(index.modules().len(), 9);
         assert!(index.closure(&[0]).contains_key(&5));
+    }
+
+    /// kmod's header, and a root with children that would start where the file ends: every
+    /// lookup meets a part that does not decode.
+    const DAMAGED_BIN: [u8; 12] = [0xB0, 0x07, 0xF4, 0x57, 0, 2, 0, 1, 0x20, 0, 0, 12];
+
+    /// The index of a tree that holds `files`, read as a run reads a tree's.
+    fn tree_index(files: &[(&str, &[u8])]) -> (tempfile::TempDir, ModuleIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("modules.dep"), "kernel/fs/btrfs/btrfs.ko:\n").unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let index = ModuleIndex::load(dir.path()).unwrap();
+        (dir, index)
+    }
+
+    fn damage(index: &ModuleIndex) -> Vec<String> {
+        index.damaged().map(|damage| format!("{damage:?}")).collect()
+    }
+
+    #[test]
+    fn a_damaged_binary_alias_table_gives_way_to_its_text_twin() {
+        let (dir, index) = tree_index(&[("modules.alias.bin", &DAMAGED_BIN), ("modules.alias", b"alias fs-btrfs btrfs\n")]);
+        assert!(damage(&index).is_empty(), "nothing looked up yet");
+        for _ in 0..2 {
+            assert_eq!(index.lookup("fs-btrfs"), Lookup::Modules(vec![0]));
+        }
+        let bin = dir.path().join("modules.alias.bin");
+        let text = dir.path().join("modules.alias");
+        let damaged: Vec<_> = index.damaged().collect();
+        assert!(matches!(&damaged[..], [AliasDamage::Replaced { bin: b, text: t }] if *b == bin && *t == text));
+    }
+
+    #[test]
+    fn a_sound_binary_alias_table_never_reads_its_twin() {
+        let bin = crate::binary_index::tests::build(&[("fs_btrfs", "btrfs")]);
+        let (_dir, index) = tree_index(&[("modules.alias.bin", &bin), ("modules.alias", b"not an alias table\n")]);
+        assert_eq!(index.lookup("fs-btrfs"), Lookup::Modules(vec![0]));
+        assert_eq!(index.lookup("fs-ext4"), Lookup::NotFound);
+        assert!(damage(&index).is_empty());
+        let [AliasTable::Binary(binary)] = &index.aliases[..] else { panic!() };
+        assert!(binary.parsed_twin.get().is_none());
+    }
+
+    #[test]
+    fn a_damaged_binary_alias_table_with_no_usable_twin_is_damage() {
+        let missing: &[(&str, &[u8])] = &[("modules.alias.bin", &DAMAGED_BIN)];
+        let bad = &[("modules.alias.bin", &DAMAGED_BIN[..]), ("modules.alias", b"alias fs-btrfs\n")];
+        for (files, why) in [(missing, "modules.alias: missing"), (bad, "modules.alias:1:1: expected `alias PATTERN MODULE`")] {
+            let (dir, index) = tree_index(files);
+            assert_eq!(index.lookup("fs-btrfs"), Lookup::NotFound);
+            let damaged: Vec<_> = index.damaged().collect();
+            let [AliasDamage::TwinUnusable { bin, why: error }] = &damaged[..] else { panic!("{damaged:?}") };
+            assert_eq!(*bin, dir.path().join("modules.alias.bin"));
+            assert_eq!(error.to_string(), format!("{}/{why}", dir.path().display()));
+        }
+        // limopack's copy of an index keeps no text to stand in.
+        let copy = Sources {
+            dep: Some(("copy.index".into(), "kernel/fs/btrfs/btrfs.ko:\n".into())),
+            alias_bin: Some(BinaryIndex::parse(Path::new("copy.alias.bin"), DAMAGED_BIN.to_vec()).unwrap()),
+            ..Sources::default()
+        };
+        let index = ModuleIndex::parse(copy).unwrap();
+        assert_eq!(index.lookup("fs-btrfs"), Lookup::NotFound);
+        assert_eq!(damage(&index), [r#"NoTwin { bin: "copy.alias.bin" }"#]);
     }
 }

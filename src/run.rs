@@ -12,7 +12,7 @@ use crate::report;
 use crate::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::joined;
-use crate::index::{ModuleIndex, Sources};
+use crate::index::{AliasDamage, ModuleIndex, Sources};
 use crate::index_cache::{IndexCache, Key};
 use crate::kver::Kver;
 use crate::loaded;
@@ -76,8 +76,9 @@ impl Gathered {
         Some(&self.kernels[at].0)
     }
 
-    /// The plan, unless an index turned out damaged while it was made: then the run stops,
-    /// since a lookup that could not finish may have left out modules that are needed.
+    /// The plan, unless an index turned out damaged while it was made and nothing could stand
+    /// in for it: then the run stops, since a lookup that could not finish may have left out
+    /// modules that are needed.
     pub fn plan(&self) -> Result<Plan> {
         let inputs = Inputs {
             config: &self.config,
@@ -117,10 +118,35 @@ impl Gathered {
             can_download: self.can_download,
         };
         plan.firmware = plan_firmware::plan(&plan.kernels, &seen, &cx);
-        if let Some(path) = self.kernels.iter().find_map(|(index, _, _)| index.damaged()) {
-            return Err(crate::Error::refused(path, "damaged: a lookup met a part that does not decode; run depmod"));
-        }
+        self.check_aliases(&mut plan.warnings)?;
         Ok(plan)
+    }
+
+    /// Say which damaged binary alias table had its text twin answer instead; stop, with what
+    /// mends it, at one that had none.
+    fn check_aliases(&self, warnings: &mut Vec<String>) -> Result<()> {
+        const DAMAGED: &str = "damaged: a lookup met a part that does not decode";
+        for (tree, (index, _, _)) in self.trees.iter().zip(&self.kernels) {
+            for damage in index.damaged() {
+                let (bin, mend) = match damage {
+                    AliasDamage::Replaced { bin, text } => {
+                        warnings.push(format!("{}: {DAMAGED}; {} was used instead", bin.display(), text.display()));
+                        continue;
+                    }
+                    AliasDamage::TwinUnusable { bin, why } => {
+                        (bin, format!("{DAMAGED}, and its text twin cannot stand in ({why}); run `depmod {}`", tree.version))
+                    }
+                    AliasDamage::NoTwin { bin } => (bin, format!(
+                        "{DAMAGED}; it is limopack's copy of {}'s aliases from before it pruned, which keeps no text and which \
+                         depmod does not rewrite: reinstall the kernel's module packages, so that nothing of it is pruned, then \
+                         remove this file",
+                        tree.version
+                    )),
+                };
+                return Err(crate::Error::refused(bin, mend));
+            }
+        }
+        Ok(())
     }
 }
 

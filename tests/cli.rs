@@ -868,25 +868,38 @@ fn the_readmes_first_command_does_what_the_readme_says() {
     assert_eq!(Some(stdout.as_str()), promised, "{command}");
 }
 
-/// A `modules.alias.bin` whose nodes do not decode stops the run, real or dry, with the file
-/// named, and nothing is deleted: the softdep lookups of `crc32c` could not finish, so the
-/// plan may lack modules that are needed.
+/// A `modules.alias.bin` whose nodes do not decode gives way to the `modules.alias` that depmod
+/// writes beside it: the run plans as from a sound index, and says which file it used. Without
+/// that text too, the run stops, real or dry, with the files named and depmod as the mend, and
+/// nothing is deleted: the softdep lookups of `crc32c` could not finish, so the plan may lack
+/// modules that are needed.
 #[test]
-fn a_damaged_binary_alias_index_stops_the_run() {
+fn a_damaged_binary_alias_index_gives_way_to_its_text_or_stops_the_run() {
     let sys = demo_sys();
-    let tree = sys.root.join("lib/modules/6.1.0-99-demo-amd64");
+    let kver = "6.1.0-99-demo-amd64";
+    let tree = sys.root.join("lib/modules").join(kver);
+    let sound = sys.ok(&["--dry-run"]);
     // kmod's header (magic, version 2.1), and a root node with children that would start
     // where the file ends.
     let header: Vec<u8> = [0xB007_F457u32, 0x0002_0001, 0x2000_000C].iter().flat_map(|w| w.to_be_bytes()).collect();
     fs::write(tree.join("modules.alias.bin"), header).unwrap();
+    let replaced = sys.ok(&["--dry-run"]);
+    assert_eq!(replaced.stdout, sound.stdout);
+    let warning = format!(
+        "limopack: warning: {0}/modules.alias.bin: damaged: a lookup met a part that does not decode; {0}/modules.alias was used instead",
+        tree.display()
+    );
+    assert!(replaced.stderr.contains(&warning), "{}", replaced.stderr);
+    fs::remove_file(tree.join("modules.alias")).unwrap();
     let before = tree_hash(&tree);
     for args in [&["--dry-run"][..], &[]] {
         let out = sys.fails(args);
-        assert!(
-            out.stderr.contains("/lib/modules/6.1.0-99-demo-amd64/modules.alias.bin: damaged: "),
-            "{args:?}: {}",
-            out.stderr
-        );
+        for said in [
+            format!("{}/modules.alias.bin: damaged: ", tree.display()),
+            format!("({}/modules.alias: missing); run `depmod {kver}`", tree.display()),
+        ] {
+            assert!(out.stderr.contains(&said), "{args:?}: {}", out.stderr);
+        }
         assert_eq!(tree_hash(&tree), before, "{args:?} changed the tree");
     }
 }
