@@ -9,7 +9,7 @@
 //! pair prunes on an ext4 of its own in RAM (see [`ApplyDisk`]); `LIMOPACK_BENCH_DISK=target`
 //! prunes on the disk under `target/bench` instead.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -7,8 +7,6 @@
 //! console. The real firmware-realtek package is installed too, with `firmware: prune`: no
 //! kept module of the cloud kernel asks for its files, so they go.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
@@ -16,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fs_err as fs;
-use support::debian_root::{bookworm_cloud_root, modules, package, Chroot};
-use support::image::{ext4_image, footprint, footprint_table, part};
-use support::{copy_root, firmware_deb, modprobe_show_depends_many, qemu};
+use crate::support::debian_root::{bookworm_cloud_root, modules, package, Chroot};
+use crate::support::image::{ext4_image, footprint, footprint_table, part};
+use crate::support::{copy_root, firmware_deb, modprobe_show_depends_many, qemu};
 
 /// What a QEMU guest needs to mount its root and reach the network: the virtio PCI
 /// transport (without it no virtio device shows up), the disk and network drivers, and ext4.
@@ -32,7 +30,7 @@ const DECLARED: &str = "isofs";
 const PRUNED: &str = "btrfs";
 const PRUNED_FILE: &str = "kernel/fs/btrfs/btrfs.ko";
 const NET_DRIVER: &str = "virtio_net";
-/// The checks tests/support/boot-check.sh runs in the booted image, in its order.
+/// The checks tests/it/support/boot-check.sh runs in the booted image, in its order.
 const CHECKS: [&str; 9] = [
     "mounts",
     "kernel",

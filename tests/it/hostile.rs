@@ -2,15 +2,13 @@
 //! trees, read-only and full disks, and a `--root` run watched for what it touches outside
 //! the root. Whatever happens, nothing needed is lost, and only what was to be pruned goes.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use fs_err as fs;
-use support::sys::*;
-use support::*;
+use crate::support::sys::*;
+use crate::support::*;
 
 /// What a bad input must lead to.
 enum Expect {

@@ -7,15 +7,13 @@
 //! is built once and cached under `target/test-cache`. The `.deb` under test comes from
 //! `tests/build-deb`, which `tests/run-all` runs first and names in `LIMOPACK_DEB`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use serde_json::Value;
-use support::copy_root;
-use support::debian_root::{bookworm_cloud_root, kmod_loads, modules, package, Chroot};
+use crate::support::copy_root;
+use crate::support::debian_root::{bookworm_cloud_root, kmod_loads, modules, package, Chroot};
 
 /// The tree holds exactly what limopack keeps, and that is all kmod loads for the same
 /// modules, or more: limopack follows every module an alias names, where modprobe may stop

@@ -1,8 +1,6 @@
 //! `limopack-hook freeze` on this machine's real /proc and /sys, against a real Debian kernel
 //! (`--root` with `--from-host`), with kmod's modprobe as the oracle for every name.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,8 +8,8 @@ use std::process::Command;
 
 use fs_err as fs;
 use limopack::declaration::{Declaration, Origin};
-use support::sys::Sys;
-use support::*;
+use crate::support::sys::Sys;
+use crate::support::*;
 
 /// What `modprobe -R` resolves `alias` to in root's kernel: module names, built-ins left out.
 fn resolve(root: &Path, kver: &str, builtin: &BTreeSet<String>, alias: &str) -> BTreeSet<String> {

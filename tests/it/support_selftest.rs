@@ -1,14 +1,12 @@
 //! Checks the shared test support against the real tools it imitates or wraps.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use fs_err as fs;
-use support::*;
+use crate::support::*;
 
 /// Runs `dpkg-query --root=ROOT ARGS`, returning (success, stdout).
 fn dpkg_query(root: &Path, args: &[&str]) -> (bool, String) {

@@ -2,8 +2,6 @@
 //! bookworm root, with a journal entry on top, both must name the same owner for every path
 //! under the module tree and the same version and status for every owner.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +9,7 @@ use std::process::Command;
 use fs_err as fs;
 use limopack::packages::Packages;
 use limopack::root::Root;
-use support::debian_root::{bookworm_cloud_root, run};
+use crate::support::debian_root::{bookworm_cloud_root, run};
 
 /// dpkg-query's answer for each path: `path -> owners`, from `--search` lines.
 fn dpkg_search(root: &Path, pattern: &str) -> BTreeMap<String, Vec<String>> {

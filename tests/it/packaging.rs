@@ -5,9 +5,7 @@
 //! Debian root.
 //!
 //! External tools used: dpkg-buildpackage and dpkg-deb (dpkg-dev, dpkg), dh (debhelper), perl;
-//! for the last test, those of tests/support/debian_root.rs.
-
-mod support;
+//! for the last test, those of tests/it/support/debian_root.rs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,8 +13,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use fs_err as fs;
-use support::copy_root;
-use support::debian_root::{bookworm_cloud_root, kmod_loads, modules, run, Chroot};
+use crate::support::copy_root;
+use crate::support::debian_root::{bookworm_cloud_root, kmod_loads, modules, run, Chroot};
 
 const EXAMPLE: &str = "limopack-example-vpn";
 

@@ -3,8 +3,6 @@
 //! Debian firmware package (`firmware-realtek`, with its symbolic links) provides for those
 //! modules' firmware names, against the package's own listing.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +12,7 @@ use fs_err as fs;
 use limopack::firmware::{FirmwareDir, Found, Kind};
 use limopack::modinfo;
 use limopack::root::Root;
-use support::*;
+use crate::support::*;
 
 const GENERIC: &str = "amd64";
 /// A firmware package with links (rtlwifi, rtl_bt) for modules of the generic kernel.
@@ -365,7 +363,7 @@ fn firmware_of_kept_modules_stays_and_the_rest_is_pruned_and_restored() {
     let plan = &json["plan"]["firmware"];
     assert_eq!(plan["action"], "prune", "{plan:#}");
     assert!(plan["modules"][&kver]["r8169"].as_array().unwrap().len() == names.len(), "{plan:#}");
-    let schema: serde_json::Value = serde_json::from_str(include_str!("../doc/json/limopack-1.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../doc/json/limopack-1.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let json_of = |args: &[&str]| -> serde_json::Value {
         let out = hook(&root, args);

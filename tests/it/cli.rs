@@ -1,6 +1,4 @@
-//! End-to-end tests of `limopack-hook` on small synthetic roots (`support::sys`).
-
-mod support;
+//! End-to-end tests of `limopack-hook` on small synthetic roots (`crate::support::sys`).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -8,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use fs_err as fs;
-use support::sys::*;
-use support::*;
+use crate::support::sys::*;
+use crate::support::*;
 
 /// Case 1: Installing limopack deletes nothing: no config means pruning is off, even with a
 /// baseline and plenty to prune.
@@ -1242,7 +1240,7 @@ fn import_active_moves_the_original_list_over() {
 /// real run (with a restore), `status` and `explain`.
 #[test]
 fn json_output_follows_its_schema() {
-    let schema: serde_json::Value = serde_json::from_str(include_str!("../doc/json/limopack-1.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../doc/json/limopack-1.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let check = |what: &str, doc: &serde_json::Value| {
         let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();

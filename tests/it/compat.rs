@@ -1,15 +1,13 @@
 //! The `limopack` command: each of the original limopack's commands, mapped onto
-//! declarations, on small synthetic roots (`support::sys`) and on a real Debian kernel with
+//! declarations, on small synthetic roots (`crate::support::sys`) and on a real Debian kernel with
 //! modprobe as the oracle.
-
-mod support;
 
 use std::collections::BTreeSet;
 
 use fs_err as fs;
 use limopack::index::ModuleIndex;
-use support::sys::*;
-use support::*;
+use crate::support::sys::*;
+use crate::support::*;
 
 const LOCAL: &str = "etc/limopack/modules.d/local.yaml";
 

@@ -3,15 +3,13 @@
 //! hold, nothing outside the root is read or written, no input hangs a run or fills its
 //! memory, a typo never empties a tree, and no name printed can forge a line.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fs_err as fs;
-use support::sys::*;
-use support::*;
+use crate::support::sys::*;
+use crate::support::*;
 
 const STATE: &str = "var/lib/limopack/state.json";
 const JOURNAL: &str = "var/lib/limopack/journal.json";

@@ -1,0 +1,19 @@
+//! limopack's integration tests, in one binary so that they build and link once and run
+//! side by side: each module is one area, and `support` holds what they share (synthetic
+//! roots, real Debian kernels and roots, the kmod oracle, QEMU).
+
+mod support;
+
+mod boot;
+mod cli;
+mod compat;
+mod debian;
+mod dpkg_db;
+mod firmware;
+mod freeze;
+mod host_safety;
+mod hostile;
+mod manual;
+mod packaging;
+mod real_kernel;
+mod support_selftest;
