@@ -1,5 +1,5 @@
 //! A module file's bytes as the fuzzer writes them: its `.modinfo` comes out, or an error,
-//! never a panic. The seeds in `fuzz/corpus/modinfo/` are `gcc -Os -c` (and `-m32`) of a C
+//! never a panic. The seeds in `fuzz/seeds/modinfo/` are `gcc -Os -c` (and `-m32`) of a C
 //! file of `static const char x[] __attribute__((section(".modinfo"), used, aligned(1))) =
 //! "firmware=…";` lines, as the kernel's `MODULE_*` macros write them.
 #![no_main]
