@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::declaration::{Declaration, Entry, Origin};
 use crate::error::{Error, Result};
-use crate::index::{Lookup, ModuleIndex};
+use crate::index::ModuleIndex;
 use crate::kver::Kver;
 use crate::root::Root;
 use crate::tree;
@@ -48,7 +48,8 @@ pub fn kernels(root: &Path, version: Option<&Kver>) -> Result<Vec<Kernel>> {
         if !tree.path.join("modules.dep").exists() {
             continue;
         }
-        kernels.push(Kernel { index: ModuleIndex::load(&tree.path)?, version: tree.version });
+        // The index the run plans with: after a prune, the pruned modules are still named.
+        kernels.push(Kernel { index: crate::run::kernel_index(&root, &tree)?, version: tree.version });
     }
     match (version, kernels.is_empty()) {
         (Some(v), true) => Err(Error::refused(root.resolve("/lib/modules")?.join(v), "no such module tree with a modules.dep")),
@@ -94,13 +95,8 @@ pub fn check(files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
 }
 
 fn resolves(index: &ModuleIndex, entry: &Entry) -> bool {
-    match &entry.glob {
-        Some(glob) => {
-            let (ids, builtin) = index.glob(glob);
-            !ids.is_empty() || builtin
-        }
-        None => index.lookup(&entry.text) != Lookup::NotFound,
-    }
+    let (ids, builtin) = entry.resolve(index);
+    !ids.is_empty() || builtin
 }
 
 #[cfg(test)]

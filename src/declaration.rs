@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::Pattern;
 use crate::error::{Error, Result};
+use crate::index::{Lookup, ModId, ModuleIndex};
 use crate::name;
 use crate::root::{Root, ADMIN_DIR, VENDOR_DIR};
 use crate::trust::{self, Trusted};
@@ -38,6 +39,22 @@ pub struct Entry {
     pub line: usize,
     /// Column of the entry on that line (0 when unknown).
     pub column: usize,
+}
+
+impl Entry {
+    /// What the entry names in a kernel: its modules, and whether it matched a built-in. The
+    /// one resolver: a run, `check`, `explain`, `freeze` and the `limopack` command all ask
+    /// this, of the index a run plans with (pruned modules included).
+    pub fn resolve(&self, index: &ModuleIndex) -> (Vec<ModId>, bool) {
+        match &self.glob {
+            Some(glob) => index.glob(glob),
+            None => match index.lookup(&self.text) {
+                Lookup::Modules(ids) => (ids, false),
+                Lookup::Builtin => (Vec::new(), true),
+                Lookup::NotFound => (Vec::new(), false),
+            },
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Entry {

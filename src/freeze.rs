@@ -87,7 +87,8 @@ pub fn target(root: &Root, kernel: Option<&Kver>, from_host: bool, what: &str) -
         };
         return Err(Error::refused(root.resolve("/lib/modules")?.join(crate::shown::escaped(&version).as_ref()), why));
     };
-    Ok(Target { index: ModuleIndex::load(&tree.path)?, version: tree.version, shown: tree.shown })
+    // The index the run plans with: after a prune, the pruned modules are still named.
+    Ok(Target { index: crate::run::kernel_index(root, &tree)?, version: tree.version, shown: tree.shown })
 }
 
 /// One mount, from `/proc/self/mountinfo`.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::deb::AptCache;
 use crate::declaration::{Declarations, Entry, Origin};
-use crate::index::{Edge, Lookup, ModId, ModuleIndex};
+use crate::index::{Edge, ModId, ModuleIndex};
 use crate::kver::Kver;
 use crate::name::{self, Shared};
 use crate::packages::{Package, Packages};
@@ -290,18 +290,6 @@ fn declaration_statuses(inputs: &Inputs, warnings: &mut Vec<String>) -> (Vec<Dec
     (statuses, active)
 }
 
-/// What an entry names in one kernel: modules, and whether it matched a built-in.
-fn resolve(index: &ModuleIndex, entry: &Entry) -> (Vec<ModId>, bool) {
-    match &entry.glob {
-        Some(glob) => index.glob(glob),
-        None => match index.lookup(&entry.text) {
-            Lookup::Modules(ids) => (ids, false),
-            Lookup::Builtin => (Vec::new(), true),
-            Lookup::NotFound => (Vec::new(), false),
-        },
-    }
-}
-
 fn plan_kernel(
     inputs: &Inputs,
     k: &KernelInput,
@@ -330,7 +318,7 @@ fn plan_kernel(
             continue;
         }
         let entry = entry_of(&record.entry);
-        let (ids, is_builtin) = resolve(index, &entry);
+        let (ids, is_builtin) = entry.resolve(index);
         baseline |= is_builtin || !ids.is_empty();
         unresolved_statics += usize::from(!is_builtin && ids.is_empty());
         if is_builtin {
@@ -368,7 +356,7 @@ fn plan_kernel(
         // an active declaration's package is its present owner.
         let package = statuses[d].package.clone();
         for entry in &decl.modules {
-            let (ids, is_builtin) = resolve(index, entry);
+            let (ids, is_builtin) = entry.resolve(index);
             if is_builtin {
                 builtin.push(entry.text.clone());
             } else if ids.is_empty() {
@@ -467,7 +455,7 @@ fn plan_kernel(
     builtin.dedup();
     KernelPlan {
         version: version.clone(),
-        path: k.tree.shown.clone(),
+        path: owners.shown().unwrap_or_else(|| k.tree.shown.clone()),
         running: k.loaded.is_some(),
         action,
         baseline,
@@ -502,6 +490,13 @@ impl<'a> Owners<'a> {
     fn new(inputs: &'a Inputs<'a>, tree: &Tree) -> Owners<'a> {
         let prefixes = tree.dpkg_paths("").into_iter().filter(|p| inputs.packages.lists_under(p)).collect();
         Owners { inputs, prefixes, path: String::new(), prunable: HashMap::default() }
+    }
+
+    /// The tree as dpkg lists it (`/usr/lib/modules/KVER` on trixie, `/lib/modules/KVER` on
+    /// bookworm, whichever way `/lib` is linked), so that a path printed under it is one
+    /// `dpkg -S` finds; none when no package lists the tree.
+    fn shown(&self) -> Option<PathBuf> {
+        self.prefixes.first().map(|p| PathBuf::from(p.trim_end_matches('/')))
     }
 
     fn prunable_owner(&mut self, rel: &str) -> Result<&'a Package, Option<String>> {

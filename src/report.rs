@@ -261,10 +261,12 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
                 _ => break,
             }
         }
+        // Whole paths, as dpkg lists them: `dpkg -S` takes them as they are.
+        let file = k.path.join(&*kept.path);
         let line = if kept.present {
-            format!("kept ({})", kept.path)
+            format!("kept ({})", file.display())
         } else {
-            format!("kept, but its file {} is missing (pruned earlier)", kept.path)
+            format!("kept, but its file {} is missing (pruned earlier)", file.display())
         };
         return ("kept", chain, line);
     }
@@ -273,7 +275,7 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
             Action::Prune => "would be pruned",
             _ => "would be pruned once pruning is on",
         };
-        let line = format!("{line}: no declaration names it and no kept module needs it ({} of {})", f.path, f.package);
+        let line = format!("{line}: no declaration names it and no kept module needs it ({} of {})", k.path.join(&*f.path).display(), f.package);
         return ("prune", Vec::new(), line);
     }
     if let Some((rel, p)) = gathered
@@ -282,7 +284,7 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
         .get(&k.version)
         .and_then(|s| s.pruned.iter().find(|(rel, _)| name::module_name_of_path(rel).is_some_and(|m| m == wanted)))
     {
-        return ("pruned", Vec::new(), format!("pruned ({rel} of {}); nothing needs it", p.package));
+        return ("pruned", Vec::new(), format!("pruned ({} of {}); nothing needs it", k.path.join(rel).display(), p.package));
     }
     if k.builtin.iter().any(|b| b == wanted)
         || gathered.index(&k.version).is_some_and(|i| i.is_builtin(wanted))
@@ -317,6 +319,8 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (Vec<String>, serde_
         let pruned_count = pruned.map_or(0, |p| p.len());
         let pruned_bytes: u64 = pruned.map_or(0, |p| p.values().map(|f| f.size).sum());
         text.push(format!("{}{}", k.version, if k.running { " (running)" } else { "" }));
+        // The paths below are of this tree, spelled as dpkg lists them.
+        text.push(format!("  tree: {}", k.path.display()));
         text.push(format!("  action: {}", serde_json::to_value(k.action).unwrap().as_str().unwrap_or("")));
         text.push(format!("  kept: {} of {} modules, {} declaration(s)", k.kept.len(), k.modules_total, k.declarations));
         if verbose {

@@ -272,6 +272,14 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     })
 }
 
+/// The index of `tree` as a dry run plans with it, pruned modules included: what `check`,
+/// `freeze` and the `limopack` command resolve names in, so that they agree with a run.
+pub fn kernel_index(root: &Root, tree: &Tree) -> Result<ModuleIndex> {
+    let config = Config::load(root)?;
+    let config_files = tree::modprobe_config(root)?;
+    Ok(load_index(root, &config, tree, &config_files, true, false, &mut Vec::new())?.0)
+}
+
 /// The index of one tree, fresh, with the modules limopack pruned earlier added back from
 /// its saved copy; and whether depmod ran to make it fresh.
 fn load_index(

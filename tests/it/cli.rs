@@ -599,7 +599,7 @@ fn explain_status_and_json() {
     let text = &out.stdout;
     assert!(
         text.contains(&format!(
-            "{K}: crc32c_generic: kept (kernel/crypto/crc32c_generic.ko)"
+            "{K}: crc32c_generic: kept (/lib/modules/{K}/kernel/crypto/crc32c_generic.ko)"
         )),
         "{text}"
     );
@@ -671,7 +671,7 @@ fn explain_status_and_json() {
     let out = sys.ok(&["explain", "btrfs"]);
     assert!(
         out.stdout.contains(&format!(
-            "{K}: btrfs: pruned (kernel/fs/btrfs/btrfs.ko of {KPKG}); nothing needs it"
+            "{K}: btrfs: pruned (/lib/modules/{K}/kernel/fs/btrfs/btrfs.ko of {KPKG}); nothing needs it"
         )),
         "{}",
         out.stdout
@@ -777,7 +777,7 @@ fn module_declared_after_pruning_is_reported_missing() {
     let out = sys.ok(&["explain", "btrfs"]);
     assert!(
         out.stdout
-            .contains("kept, but its file kernel/fs/btrfs/btrfs.ko is missing (pruned earlier)"),
+            .contains(&format!("kept, but its file /lib/modules/{K}/kernel/fs/btrfs/btrfs.ko is missing (pruned earlier)")),
         "{}",
         out.stdout
     );

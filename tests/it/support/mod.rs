@@ -289,13 +289,20 @@ pub fn real_kernel_tree(flavour: &str) -> (PathBuf, String) {
     (root, kver)
 }
 
-/// A root at `dst` holding only the index files (`modules.*`) of flavour's real kernel tree:
-/// enough for commands that look names up, and cheap to copy, so the cached tree is never
-/// written to. Returns the kernel version.
+/// A root at `dst` holding the index files (`modules.*`) of flavour's real kernel tree and an
+/// empty stand-in for each module it lists: enough for commands that look names up, which
+/// check the index against the files as a run does, and cheap to make, so the cached tree is
+/// never written to. Returns the kernel version.
 pub fn real_kernel_index_root(flavour: &str, dst: &Path) -> String {
     let (cached, kver) = real_kernel_tree(flavour);
     let tree = dst.join("lib/modules").join(&kver);
     fs::create_dir_all(&tree).unwrap();
+    for rel in modules_dep_paths(&cached, &kver) {
+        let stand_in = tree.join(&rel);
+        fs::create_dir_all(stand_in.parent().unwrap()).unwrap();
+        fs::write(&stand_in, "").unwrap();
+    }
+    // After the stand-ins, so that the index is not older than any module.
     for entry in fs::read_dir(cached.join("lib/modules").join(&kver)).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name().to_str().unwrap().starts_with("modules.") {
