@@ -37,7 +37,9 @@ fn touched_under(log: &str, dir: &Path) -> Vec<String> {
 /// so none can become a path to delete; the run stops and says where the name is.
 #[test]
 fn names_from_the_state_and_journal_never_reach_outside_the_root() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path) -> String>)> = vec![
+    // Where the hostile text goes, and the text, made from the victim's path.
+    type Case = (&'static str, Box<dyn Fn(&Path) -> String>);
+    let cases: Vec<Case> = vec![
         (STATE, Box::new(|v: &Path| format!(r#"{{"format": 2, "kernels": {{"{}": {{}}}}}}"#, v.display()))),
         (STATE, Box::new(|_: &Path| r#"{"format": 2, "kernels": {"../../../outside/victim": {}}}"#.to_string())),
         (JOURNAL, Box::new(|v: &Path| format!(r#"{{"kernel": "{}", "files": []}}"#, v.display()))),
