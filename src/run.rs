@@ -167,89 +167,70 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     }
     let declarations = Declarations::load(&root)?;
     let mut notes = Vec::new();
-
-    let mut trees = tree::discover(&root, &mut notes)?;
-    trees.retain(|t| {
-        let managed = t.path.join("modules.dep").exists() || tree::has_module_files(t);
-        if !managed {
-            notes.push(format!("{}: no modules.dep and no modules; not a module tree, left alone", t.version));
-        }
-        managed
-    });
-    // The kernel a killed run was pruning: its depmod may have stopped half way, leaving a
-    // fresh modules.dep beside stale other index files, so its index is rebuilt regardless.
-    let mut interrupted = None;
-    let mut changed = false;
-    let state = match reading {
-        Some(handle) => Later::Reading(handle),
+    let trees = tree::discover(&root, &mut notes)?;
+    let (state, interrupted, mut changed) = match reading {
+        Some(handle) => (Later::Reading(handle), None, false),
         None => {
-            let mut state = State::load(&root)?;
-            // Before --kernel narrows the trees: the journal may be another kernel's.
-            if let Some(journal) = Journal::load(&root)? {
-                let tree = trees.iter().find(|t| t.version == journal.kernel);
-                notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
-                interrupted = Some(journal.kernel.clone());
-                state.absorb(journal, tree);
-                changed = true;
-                state.save(&root)?;
-                Journal::clear(&root)?;
-            }
-            changed |= state.absorb_firmware(&root)?;
-            Later::Ready(state)
+            let (state, interrupted, changed) = complete_killed_run(&root, &trees, &mut notes)?;
+            (Later::Ready(state), interrupted, changed)
         }
     };
-    let all_trees: Vec<Kver> = trees.iter().map(|t| t.version.clone()).collect();
-    if let Some(only) = &opts.kernel {
-        trees.retain(|t| &t.version == only);
-        if trees.is_empty() {
-            return Err(crate::Error::refused(root.resolve("/lib/modules")?.join(only), "no such module tree"));
-        }
+    let narrowed = |t: &Tree| opts.kernel.as_ref().is_none_or(|only| &t.version == only);
+    if opts.kernel.is_some() && !trees.iter().any(narrowed) {
+        let only = opts.kernel.as_ref().map(Kver::as_str).unwrap_or_default();
+        return Err(crate::Error::refused(root.resolve("/lib/modules")?.join(only), "no such module tree"));
     }
 
-    // With no tree and no vendor declaration, there is nothing to ask dpkg about.
-    let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
-    let read_packages = || -> Result<(Packages, State)> {
-        let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
-        prefixes.extend(trees.iter().flat_map(|t| t.dpkg_paths("")));
-        let firmware = crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR));
-        let all: Vec<String> = prefixes.iter().chain(&firmware).cloned().collect();
-        let db = (vendor || !trees.is_empty()).then(|| Database::read(&root, &all)).transpose()?;
-        let Some(db) = db else { return Ok((Packages::default(), state.get()?)) };
-        // Firmware's owners matter when firmware is pruned, or was: only the second needs the
-        // state, which a dry run may still be reading, and it is rare.
-        let pruning_firmware = config.firmware == crate::config::FirmwareMode::Prune;
-        if pruning_firmware {
-            prefixes.extend_from_slice(&firmware);
-        }
-        let packages = Packages::from_database(&db, &prefixes)?;
-        let state = state.get()?;
-        match pruning_firmware || state.firmware.is_empty() {
-            true => Ok((packages, state)),
-            false => {
-                prefixes.extend(firmware);
-                Ok((Packages::from_database(&db, &prefixes)?, state))
-            }
-        }
-    };
     let config_files = tree::modprobe_config(&root)?;
     let running = root.is_host().then(loaded::running_kernel);
+    let reading = Reading { root: &root, config: &config, config_files: &config_files, dry_run: opts.dry_run };
+    let load = |tree: &Tree, bare_ok: bool, notes: &mut Vec<String>| -> Result<Option<Kernel>> {
+        let rebuild = interrupted.as_ref() == Some(&tree.version);
+        let Some((index, files, ran_depmod)) = load_index(&reading, tree, rebuild, bare_ok, notes)? else {
+            return Ok(None);
+        };
+        let loaded = match &running {
+            Some(version) if **version == *tree.version => Some(loaded::read_proc()?),
+            _ => None,
+        };
+        Ok(Some(Kernel { index, files, loaded, ran_depmod }))
+    };
     // dpkg's database is read while the trees are.
-    let ((packages, state), kernels) = std::thread::scope(|s| {
-        let packages = s.spawn(read_packages);
-        let mut kernels = Vec::new();
+    let ((packages, state), loaded) = std::thread::scope(|s| {
+        let packages = s.spawn(|| read_packages(&root, &config, &declarations, trees.iter(), state));
+        let mut loaded = Vec::new();
         for tree in &trees {
-            let rebuild = interrupted.as_deref() == Some(tree.version.as_str());
-            let (index, files, ran_depmod) = load_index(&root, &config, tree, &config_files, opts.dry_run, rebuild, &mut notes)?;
-            changed |= ran_depmod;
-            let loaded = match &running {
-                Some(version) if **version == *tree.version => Some(loaded::read_proc()?),
-                _ => None,
+            let kernel = match narrowed(tree) {
+                true => load(tree, false, &mut notes)?,
+                false => None,
             };
-            kernels.push((index, files, loaded));
+            loaded.push(kernel);
         }
-        Ok::<_, crate::Error>((joined(packages)?, kernels))
+        Ok::<_, crate::Error>((joined(packages)?, loaded))
     })?;
-    let gone: Vec<Kver> = state.kernels.keys().filter(|k| !all_trees.contains(k)).cloned().collect();
+    // A tree with no module file is what a removed kernel leaves behind (its index files,
+    // which depmod wrote and dpkg does not remove): left alone, and forgotten. Unless
+    // limopack pruned every module of a kernel whose package is still installed.
+    let mut managed = Vec::new();
+    let mut kernels = Vec::new();
+    for (tree, kernel) in trees.into_iter().zip(loaded) {
+        let kernel = match kernel {
+            Some(kernel) => Some(kernel),
+            None if !narrowed(&tree) => None,
+            None if fully_pruned(&state, &packages, &tree) => load(&tree, true, &mut notes)?,
+            None => {
+                notes.push(format!("{}: holds no module files, as a removed kernel leaves its folder; left alone", tree.version));
+                continue;
+            }
+        };
+        if let Some(kernel) = kernel {
+            changed |= kernel.ran_depmod;
+            kernels.push((kernel.index, kernel.files, kernel.loaded));
+        }
+        managed.push(tree);
+    }
+    let gone: Vec<Kver> = state.kernels.keys().filter(|k| !managed.iter().any(|t| &t.version == *k)).cloned().collect();
+    let trees: Vec<Tree> = managed.into_iter().filter(narrowed).collect();
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.
@@ -272,25 +253,101 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     })
 }
 
+/// One kernel's share of what is gathered, and whether depmod ran to make its index.
+struct Kernel {
+    index: ModuleIndex,
+    files: Files,
+    loaded: Option<Vec<String>>,
+    ran_depmod: bool,
+}
+
+/// Whether `tree`, which holds no module file, is one limopack pruned whole while its
+/// package is still installed.
+fn fully_pruned(state: &State, packages: &Packages, tree: &Tree) -> bool {
+    state.kernels.get(&tree.version).is_some_and(|k| {
+        k.pruned.values().any(|f| packages.packages().iter().any(|p| p.name == f.package && p.is_present()))
+    })
+}
+
+/// The state, with the journal of a run that was killed folded into it, the kernel that run
+/// was pruning, and whether there was one. Its depmod may have stopped half way, leaving a
+/// fresh modules.dep beside stale other index files, so that kernel's index is rebuilt.
+fn complete_killed_run(root: &Root, trees: &[Tree], notes: &mut Vec<String>) -> Result<(State, Option<Kver>, bool)> {
+    let mut state = State::load(root)?;
+    let (mut interrupted, mut changed) = (None, false);
+    // Before --kernel narrows the trees: the journal may be another kernel's.
+    if let Some(journal) = Journal::load(root)? {
+        let tree = trees.iter().find(|t| t.version == journal.kernel);
+        notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
+        interrupted = Some(journal.kernel.clone());
+        state.absorb(journal, tree);
+        changed = true;
+        state.save(root)?;
+        Journal::clear(root)?;
+    }
+    changed |= state.absorb_firmware(root)?;
+    Ok((state, interrupted, changed))
+}
+
+/// dpkg's database, as far as it owns the trees, the declarations and the firmware, and the
+/// state (which a dry run may still be reading). With no tree and no vendor declaration,
+/// there is nothing to ask dpkg about.
+fn read_packages<'a>(
+    root: &Root,
+    config: &Config,
+    declarations: &Declarations,
+    trees: impl Iterator<Item = &'a Tree>,
+    state: Later,
+) -> Result<(Packages, State)> {
+    let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
+    let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
+    prefixes.extend(trees.flat_map(|t| t.dpkg_paths("")));
+    let firmware = crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR));
+    let all: Vec<String> = prefixes.iter().chain(&firmware).cloned().collect();
+    let db = (vendor || prefixes.len() > 1).then(|| Database::read(root, &all)).transpose()?;
+    let Some(db) = db else { return Ok((Packages::default(), state.get()?)) };
+    // Firmware's owners matter when firmware is pruned, or was: only the second needs the
+    // state, which a dry run may still be reading, and it is rare.
+    let pruning_firmware = config.firmware == crate::config::FirmwareMode::Prune;
+    if pruning_firmware {
+        prefixes.extend_from_slice(&firmware);
+    }
+    let packages = Packages::from_database(&db, &prefixes)?;
+    let state = state.get()?;
+    match pruning_firmware || state.firmware.is_empty() {
+        true => Ok((packages, state)),
+        false => {
+            prefixes.extend(firmware);
+            Ok((Packages::from_database(&db, &prefixes)?, state))
+        }
+    }
+}
+
 /// The index of `tree` as a dry run plans with it, pruned modules included: what `check`,
 /// `freeze` and the `limopack` command resolve names in, so that they agree with a run.
 pub fn kernel_index(root: &Root, tree: &Tree) -> Result<ModuleIndex> {
     let config = Config::load(root)?;
     let config_files = tree::modprobe_config(root)?;
-    Ok(load_index(root, &config, tree, &config_files, true, false, &mut Vec::new())?.0)
+    let reading = Reading { root, config: &config, config_files: &config_files, dry_run: true };
+    let kernel = load_index(&reading, tree, false, true, &mut Vec::new())?;
+    Ok(kernel.map(|(index, _, _)| index).unwrap_or_default())
+}
+
+/// What every tree's index is read with.
+struct Reading<'a> {
+    root: &'a Root,
+    config: &'a Config,
+    /// modprobe.d, whose `alias` and `softdep` lines count.
+    config_files: &'a [(PathBuf, String)],
+    /// Read what depmod would write, and write nothing.
+    dry_run: bool,
 }
 
 /// The index of one tree, fresh, with the modules limopack pruned earlier added back from
-/// its saved copy; and whether depmod ran to make it fresh.
-fn load_index(
-    root: &Root,
-    config: &Config,
-    tree: &Tree,
-    config_files: &[(PathBuf, String)],
-    dry_run: bool,
-    rebuild: bool,
-    notes: &mut Vec<String>,
-) -> Result<(ModuleIndex, Files, bool)> {
+/// its saved copy; and whether depmod ran to make it fresh. `rebuild` asks for depmod
+/// whatever the index says; a tree with no module file gives none, unless `bare_ok`.
+fn load_index(reading: &Reading, tree: &Tree, rebuild: bool, bare_ok: bool, notes: &mut Vec<String>) -> Result<Option<(ModuleIndex, Files, bool)>> {
+    let Reading { root, config, config_files, dry_run } = *reading;
     // With depmod off there is nothing to rebuild with; the index is used as it is.
     let rebuild = rebuild && config.depmod;
     let parse = |sources: Sources| {
@@ -321,6 +378,10 @@ fn load_index(
         (files, joined(indexes))
     });
     let (mut files, (index, saved)) = (files?, indexes?);
+    // No module file: a folder a removed kernel left, which is not to be refreshed.
+    if !bare_ok && files.is_empty() {
+        return Ok(None);
+    }
     let (mut index, mut key) = index.map(|(index, key, cached)| (index, (key, cached))).unzip();
     if let Some(index) = &mut index {
         files.mark(index);
@@ -368,7 +429,7 @@ fn load_index(
     if let Some((saved, _, _)) = saved {
         index.merge_pruned(saved);
     }
-    Ok((index, files, ran_depmod))
+    Ok(Some((index, files, ran_depmod)))
 }
 
 /// The state, read now or still being read (see [`gather`]).

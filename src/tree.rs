@@ -102,16 +102,6 @@ pub fn discover(root: &Root, warnings: &mut Vec<String>) -> Result<Vec<Tree>> {
     Ok(trees)
 }
 
-/// True when the tree holds at least one module file: a folder with none, and no index, is
-/// what a removed kernel leaves behind, not a tree to manage.
-pub fn has_module_files(tree: &Tree) -> bool {
-    walkdir::WalkDir::new(&tree.path)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .any(|e| name::module_name_of_path(&e.path().to_string_lossy()).is_some())
-}
-
 /// When a file was last written, and which: the newest module file of a tree, which must not
 /// be newer than `modules.dep`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +333,11 @@ impl Files {
         let mut unlisted: Vec<&str> = self.regular().iter().map(|(rel, _)| rel).filter(|rel| !listed.contains(rel)).collect();
         unlisted.sort_unstable();
         unlisted
+    }
+
+    /// Whether there is no module file at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// How many module files there are.

@@ -205,7 +205,7 @@ fn cases() -> Vec<Case> {
         case(
             "an empty leftover kernel folder",
             |s| fs::create_dir_all(s.p("lib/modules/6.0.0-gone/updates/dkms")).unwrap(),
-            handled("6.0.0-gone: no modules.dep and no modules; not a module tree, left alone"),
+            handled("6.0.0-gone: holds no module files, as a removed kernel leaves its folder; left alone"),
         ),
         // dpkg and the state.
         case(

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod boot;
 mod cli;
 mod compat;

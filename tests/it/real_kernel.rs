@@ -969,7 +969,7 @@ fn explain_names_the_chain() {
     let out = fx.run(&["explain", victim]);
     assert_ok(&out, "explain nilfs2");
     let stdout = text(&out.stdout);
-    assert!(stdout.contains(&format!("{}: {victim}: pruned ({UNOWNED} of {}", fx.kver, fx.kernel_pkg.name)), "{stdout}");
+    assert!(stdout.contains(&format!("{0}: {victim}: pruned (/lib/modules/{0}/{UNOWNED} of {1}", fx.kver, fx.kernel_pkg.name)), "{stdout}");
     let out = fx.run(&["explain", "--json", victim]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["kernels"][0]["status"], "pruned", "{json:#}");
