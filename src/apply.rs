@@ -162,6 +162,8 @@ pub struct Effects {
 /// an initramfs refreshed after a kernel's tree changed finds its modules' firmware there.
 pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &mut State, effects: Effects) -> Result<(Vec<Done>, FirmwareDone)> {
     let before = state.clone();
+    // A record declared again after a forget replaces the one it undoes.
+    state.statics.retain(|r| !plan.new_statics.iter().any(|n| n.entry == r.entry && n.kernels == r.kernels));
     state.statics.extend(plan.new_statics.iter().cloned());
     forget_restored(root, state, trees)?;
     for kplan in &plan.kernels {

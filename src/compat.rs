@@ -163,7 +163,10 @@ pub fn remove(root: &Root, names: &[String]) -> Result<Change> {
     let file = shown();
     for name in &names {
         if draft.statics.iter().any(|(e, _)| e == name) {
-            change.warnings.push(format!("{name}: static in {}; skipped (static modules are kept for good; edit the file to drop it)", file.display()));
+            change.warnings.push(format!(
+                "{name}: static in {}; skipped (static modules are kept for good: take it out of that file, then `limopack-hook forget {name}`)",
+                file.display()
+            ));
             continue;
         }
         let Some(at) = draft.modules.iter().position(|(e, _)| e == name) else {

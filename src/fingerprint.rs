@@ -81,6 +81,8 @@ impl Fingerprint {
             }
         }
         note("/var/lib/dpkg/status".into(), root.resolve("/var/lib/dpkg/status"));
+        // The state: a forget changes what a run keeps.
+        note(format!("{}/{}", crate::root::STATE_DIR, crate::state::State::FILE), root.resolve(format!("{}/{}", crate::root::STATE_DIR, crate::state::State::FILE)));
         seen.push((format!("limopack {}", env!("CARGO_PKG_VERSION")), [0; 6]));
         if root.is_host() {
             let loaded = crate::fs::read_kernel_file(Path::new("/proc/modules"), crate::fs::limits::CONFIG).unwrap_or_default();

@@ -34,6 +34,7 @@ pub mod report;
 pub mod check;
 pub mod active;
 pub mod freeze;
+pub mod forget;
 pub mod compat;
 pub mod modinfo;
 pub mod firmware;

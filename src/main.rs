@@ -173,6 +173,12 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
                 outcome.yaml.lines().for_each(|line| say(out, line));
             }
         }
+        Some(Command::Forget { names }) => {
+            let opts = run::Options { dry_run: cli.dry_run, ..opts };
+            for line in limopack::forget::forget(&opts, names)?.lines {
+                say(out, line);
+            }
+        }
         Some(Command::Status) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan()?;

@@ -51,7 +51,13 @@ pub struct Inputs<'a> {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Reason {
     /// A static entry, recorded in the state or named by a declaration now.
-    Static { entry: String, declaration: PathBuf },
+    Static {
+        entry: String,
+        declaration: PathBuf,
+        /// No declaration names it any more: only the state keeps it, until it is forgotten.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        recorded_only: bool,
+    },
     /// Named under `modules:` by an active declaration.
     Declared {
         entry: String,
@@ -210,8 +216,8 @@ pub fn plan(inputs: &Inputs) -> Plan {
         .map(|r| (r.clone(), 0))
         .collect();
     // Each entry once, whatever number of declarations repeat it: looked up, not searched.
-    let mut known: std::collections::HashSet<(String, Option<String>)> =
-        statics.iter().map(|(r, _)| (r.entry.clone(), r.kernels.clone())).collect();
+    let mut known: HashMap<(String, Option<String>), usize> =
+        statics.iter().enumerate().map(|(i, (r, _))| ((r.entry.clone(), r.kernels.clone()), i)).collect();
     let mut new_statics = Vec::new();
     for &d in &active {
         let decl = &inputs.declarations.active[d];
@@ -220,10 +226,20 @@ pub fn plan(inputs: &Inputs) -> Plan {
                 entry: entry.text.clone(),
                 kernels: decl.kernels.as_ref().map(|k| k.text.clone()),
                 declaration: decl.path.clone(),
+                forgotten_for: Vec::new(),
             };
-            if known.insert((record.entry.clone(), record.kernels.clone())) {
-                new_statics.push(record.clone());
-                statics.push((record, entry.line));
+            match known.get(&(record.entry.clone(), record.kernels.clone())) {
+                None => {
+                    known.insert((record.entry.clone(), record.kernels.clone()), statics.len());
+                    new_statics.push(record.clone());
+                    statics.push((record, entry.line));
+                }
+                // Forgotten for some kernel and declared again: that undoes the forget.
+                Some(&at) if !statics[at].0.forgotten_for.is_empty() => {
+                    statics[at] = (record.clone(), entry.line);
+                    new_statics.push(record);
+                }
+                Some(_) => {}
             }
         }
     }
@@ -308,13 +324,16 @@ fn plan_kernel(
 
     // A baseline is a static entry that names something in this kernel: one whose entries
     // all match nothing (a typo) would otherwise prune the whole tree.
+    // The static entries active declarations name now; the others only the state keeps.
+    let declared: std::collections::HashSet<(&str, Option<&str>)> = active
+        .iter()
+        .map(|&d| &inputs.declarations.active[d])
+        .flat_map(|decl| decl.statics.iter().map(|e| (e.text.as_str(), decl.kernels.as_ref().map(|k| k.text.as_str()))))
+        .collect();
     let (mut baseline, mut unresolved_statics) = (false, 0);
     let mut keeps_all = None;
     for (record, line) in statics {
-        let applies = record.kernels.as_ref().is_none_or(|k| {
-            globset::Glob::new(k).is_ok_and(|g| g.compile_matcher().is_match(version))
-        });
-        if !applies {
+        if !record.applies_to(version) {
             continue;
         }
         let entry = entry_of(&record.entry);
@@ -340,6 +359,7 @@ fn plan_kernel(
             roots.entry(id).or_insert_with(|| Reason::Static {
                 entry: record.entry.clone(),
                 declaration: record.declaration.clone(),
+                recorded_only: !declared.contains(&(record.entry.as_str(), record.kernels.as_deref())),
             });
         }
     }
@@ -778,7 +798,7 @@ kernel/fs/btrfs/btrfs.ko:
     #[test]
     fn recorded_statics_outlive_their_declaration() {
         let mut w = world(&[], &[]);
-        w.state.statics.push(StaticRecord { entry: "fs_btrfs".into(), kernels: None, declaration: "/gone.yaml".into() });
+        w.state.statics.push(StaticRecord { entry: "fs_btrfs".into(), kernels: None, declaration: "/gone.yaml".into(), forgotten_for: Vec::new() });
         let p = run(&w, None);
         assert!(p.kernels[0].baseline);
         assert!(kept(&p).contains(&"btrfs"));

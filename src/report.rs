@@ -73,7 +73,8 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
     format!("{head} {kept}, {what}{restored}")
 }
 
-fn count(n: usize, what: &str) -> String {
+/// `1 file`, `3 files`.
+pub fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -183,7 +184,11 @@ pub fn sync_json(plan: &Plan, done: &[Done], firmware: &FirmwareDone, dry_run: b
 
 fn describe(reason: &Reason) -> String {
     match reason {
-        Reason::Static { entry, declaration } => format!("static entry `{entry}` of {}", declaration.display()),
+        Reason::Static { entry, declaration, recorded_only: false } => format!("static entry `{entry}` of {}", declaration.display()),
+        Reason::Static { entry, declaration, recorded_only: true } => format!(
+            "static entry `{entry}`, recorded from {}, which names it no more; `limopack-hook forget {entry}` takes it back",
+            declaration.display()
+        ),
         Reason::Declared { entry, declaration, package } => match package {
             Some(p) => format!("declared as `{entry}` in {} (package {p})", declaration.display()),
             None => format!("declared as `{entry}` in {}", declaration.display()),

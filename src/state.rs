@@ -38,6 +38,18 @@ pub struct StaticRecord {
     pub kernels: Option<String>,
     /// The declaration that first named it.
     pub declaration: PathBuf,
+    /// Kernels it was forgotten for (`limopack-hook forget --kernel`): it keeps nothing there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten_for: Vec<Kver>,
+}
+
+impl StaticRecord {
+    /// Whether the entry keeps modules of kernel `version`: its `kernels:` glob takes it, and
+    /// it was not forgotten for it.
+    pub fn applies_to(&self, version: &Kver) -> bool {
+        let glob = self.kernels.as_ref().is_none_or(|k| globset::Glob::new(k).is_ok_and(|g| g.compile_matcher().is_match(version.as_str())));
+        glob && !self.forgotten_for.contains(version)
+    }
 }
 
 /// A file limopack deleted, and what owned it. A module file's module is not kept: it is
@@ -488,7 +500,7 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         assert_eq!(State::load(&root).unwrap(), State::default());
         let mut state = State::default();
-        state.statics.push(StaticRecord { entry: "ext4".into(), kernels: None, declaration: "/etc/limopack/modules.d/b.yaml".into() });
+        state.statics.push(StaticRecord { entry: "ext4".into(), kernels: None, declaration: "/etc/limopack/modules.d/b.yaml".into(), forgotten_for: Vec::new() });
         state.kernels.entry(kv("6.1")).or_default().pruned.insert(
             "kernel/a.ko".into(),
             PrunedFile { package: "linux-image-6.1".into(), version: "1".into(), size: 10, archived: true },

@@ -180,6 +180,15 @@ pub enum Command {
         #[arg(long)]
         from_host: bool,
     },
+    /// Take static entries back: they are kept for good once seen, even after the file that
+    /// named them is gone. Each NAME is an entry as it was declared (a name, an alias or a
+    /// glob); with --kernel, only for that kernel. Refused while a declaration still names it
+    /// static; declaring it again undoes the forget. Says what the next run prunes as a result.
+    Forget {
+        /// Static entries, as `explain` and `status -v` show them.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Turn the original limopack's modules.active (`NAME:S`, `NAME:COUNT` lines) into the
     /// admin declaration /etc/limopack/modules.d/imported-active.yaml; with --dry-run, print it.
     ///

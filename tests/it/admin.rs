@@ -39,3 +39,59 @@ fn a_removed_kernel_never_stops_the_others() {
         sys.ok(command);
     }
 }
+
+/// Issue 20, 2: a static entry outlives its file until it is forgotten: `explain` says so and
+/// how; `forget` refuses while a file still names it, says what the next run prunes, and a
+/// declaration of the entry again undoes it. A no-op run sees the state change.
+#[test]
+fn a_static_entry_is_taken_back_with_forget() {
+    let sys = Sys::standard();
+    sys.admin("storage", "static: [btrfs]\n");
+    sys.ok(&[]);
+    assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file());
+
+    let out = sys.fails(&["forget", "btrfs"]);
+    assert!(out.stderr.contains("storage.yaml:1:10: `btrfs` is still a static entry here"), "{}", out.stderr);
+    fs::remove_file(sys.p("etc/limopack/modules.d/storage.yaml")).unwrap();
+    let out = sys.ok(&["explain", "btrfs"]);
+    assert!(
+        out.stdout.contains("btrfs: static entry `btrfs`, recorded from /etc/limopack/modules.d/storage.yaml, which names it no more; `limopack-hook forget btrfs` takes it back"),
+        "{}",
+        out.stdout
+    );
+    // Nothing changed since the last run but the file: the no-op check sees that too.
+    sys.ok(&[]);
+    let out = sys.ok(&["--dry-run", "forget", "btrfs"]);
+    assert!(out.stdout.contains("limopack: forgot static entry `btrfs` (recorded from /etc/limopack/modules.d/storage.yaml)"), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("limopack: {K}: the next run would prune 4 more files (2 KiB): btrfs, raid6_pq, xor, libcrc32c")), "{}", out.stdout);
+    assert!(sys.state()["statics"].as_array().unwrap().iter().any(|r| r["entry"] == "btrfs"), "a dry run changes nothing");
+
+    let out = sys.ok(&["forget", "btrfs"]);
+    assert!(out.stdout.contains(&format!("limopack: {K}: the next run prunes 4 more files")), "{}", out.stdout);
+    assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file(), "forget itself deletes nothing");
+    let out = sys.ok(&[]);
+    assert!(out.stdout.contains("pruned 4 files"), "the no-op check saw the state change:\n{}", out.stdout);
+    assert!(!sys.m(K, "kernel/fs/btrfs/btrfs.ko").exists());
+    let out = sys.fails(&["forget", "btrfs"]);
+    assert!(out.stderr.contains("`btrfs` is not a recorded static entry; recorded: ext4"), "{}", out.stderr);
+}
+
+/// Issue 20, 2: forget for one kernel keeps the entry for the others; declaring the entry
+/// again undoes it.
+#[test]
+fn forget_for_one_kernel_and_declared_again() {
+    let sys = Sys::standard();
+    sys.kernel(K2, DEP);
+    sys.dpkg(&[sys.kernel_pkg(K), sys.kernel_pkg(K2)]);
+    sys.admin("storage", "static: [btrfs]\n");
+    sys.ok(&[]);
+    fs::remove_file(sys.p("etc/limopack/modules.d/storage.yaml")).unwrap();
+    let out = sys.ok(&["--kernel", K2, "forget", "btrfs"]);
+    assert!(out.stdout.contains(&format!("forgot static entry `btrfs` (recorded from /etc/limopack/modules.d/storage.yaml) for {K2}")), "{}", out.stdout);
+    sys.ok(&[]);
+    assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file(), "kept for the other kernel");
+    assert!(!sys.m(K2, "kernel/fs/btrfs/btrfs.ko").exists(), "pruned for the kernel it was forgotten for");
+    sys.admin("storage", "static: [btrfs]\n");
+    let plan = sys.plan(K2);
+    assert_eq!(plan["kept"]["btrfs"]["reason"]["kind"], "static", "declared again, it is kept again");
+}
