@@ -277,42 +277,66 @@ pub struct Declarations {
     pub active: Vec<Declaration>,
     /// Vendor files masked by an admin file of the same name.
     pub masked: Vec<PathBuf>,
+    /// Files (or folders) that could not be read or trusted, each with why. What they meant
+    /// is unknown, so nothing is pruned while there is one; the valid ones still count, so
+    /// that what they need is restored.
+    pub broken: Vec<Error>,
 }
 
 impl Declarations {
-    /// Read both folders. Any invalid or untrusted file is an error: a run never guesses about
-    /// what a broken file meant.
+    /// Read both folders. An invalid or untrusted file is kept as broken: a run never guesses
+    /// about what it meant.
     pub fn load(root: &Root) -> Result<Declarations> {
-        let vendor = read_dir(root, VENDOR_DIR, Origin::Vendor)?;
-        let admin = read_dir(root, ADMIN_DIR, Origin::Admin)?;
         let mut result = Declarations::default();
+        let vendor = read_dir(root, VENDOR_DIR, Origin::Vendor, &mut result.broken)?;
+        let admin = read_dir(root, ADMIN_DIR, Origin::Admin, &mut result.broken)?;
         for (name, declaration) in &vendor {
-            if admin.contains_key(name) {
-                result.masked.push(declaration.as_ref().map_or_else(
+            // A broken admin file masks nothing: keeping what the vendor file names is the
+            // safe side of not knowing what the admin meant.
+            if admin.get(name).is_some_and(Option::is_some) {
+                result.masked.push(declaration.as_ref().and_then(|d| d.as_ref()).map_or_else(
                     || Path::new(VENDOR_DIR).join(name),
                     |d| d.path.clone(),
                 ));
             }
         }
         let mut by_name = vendor;
-        by_name.extend(admin);
-        result.active = by_name.into_values().flatten().collect();
+        by_name.extend(admin.into_iter().filter(|(_, d)| d.is_some()));
+        result.active = by_name.into_values().flatten().flatten().collect();
         Ok(result)
     }
 }
 
-/// `*.yaml` files of one folder, by file name; `None` for a masked (`/dev/null`) one.
-fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, Option<Declaration>>> {
+/// One file of a declaration folder: a declaration, a mask (`None`), or broken (an error,
+/// pushed to the run's list; the file is `None` here, and counts as no file at all).
+type Read = Option<Option<Declaration>>;
+
+/// `*.yaml` files of one folder, by file name: `Some(None)` for a masked (`/dev/null`) one,
+/// `None` for a broken one, whose error goes to `broken`. A folder that cannot be listed or
+/// trusted is broken as a whole.
+fn read_dir(root: &Root, dir: &str, origin: Origin, broken: &mut Vec<Error>) -> Result<BTreeMap<String, Read>> {
     let folder = root.resolve(dir)?;
     let mut found = BTreeMap::new();
     let entries = match std::fs::read_dir(&folder) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(Error::io(&folder, e)),
+        Err(e) => {
+            broken.push(Error::io(&folder, e));
+            return Ok(found);
+        }
     };
-    trust::check_folders(root, &folder)?;
+    if let Err(e) = trust::check_folders(root, &folder) {
+        broken.push(e);
+        return Ok(found);
+    }
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(&folder, e))?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                broken.push(Error::io(&folder, e));
+                continue;
+            }
+        };
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else {
             continue;
@@ -322,13 +346,17 @@ fn read_dir(root: &Root, dir: &str, origin: Origin) -> Result<BTreeMap<String, O
         }
         let path = entry.path();
         let shown = Path::new(dir).join(name);
-        let declaration = match trust::read_in(&folder, name)? {
-            Trusted::Bytes(bytes) => Some(
-                Declaration::parse(&shown, &bytes, origin).map_err(|e| rebase(e, &path))?,
-            ),
-            Trusted::Masked => None,
+        let read = trust::read_in(&folder, name).and_then(|trusted| match trusted {
+            Trusted::Bytes(bytes) => Declaration::parse(&shown, &bytes, origin).map(Some).map_err(|e| rebase(e, &path)),
+            Trusted::Masked => Ok(None),
+        });
+        match read {
+            Ok(declaration) => found.insert(name.to_string(), Some(declaration)),
+            Err(e) => {
+                broken.push(e);
+                found.insert(name.to_string(), None)
+            }
         };
-        found.insert(name.to_string(), declaration);
     }
     Ok(found)
 }
@@ -425,14 +453,24 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_file_fails_the_whole_load_naming_it() {
+    fn a_broken_file_is_named_and_the_others_still_count() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
-        let vendor = root.resolve(VENDOR_DIR).unwrap();
+        let (vendor, admin) = (root.resolve(VENDOR_DIR).unwrap(), root.resolve(ADMIN_DIR).unwrap());
         fs::create_dir_all(&vendor).unwrap();
+        fs::create_dir_all(&admin).unwrap();
         fs::write(vendor.join("ok.yaml"), "modules: [btusb]\n").unwrap();
         fs::write(vendor.join("bad.yaml"), "modules: [btusb\n").unwrap();
-        let e = Declarations::load(&root).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}:2:1:", vendor.join("bad.yaml").display())), "{e}");
+        // A broken admin file masks nothing: what the vendor file needs is kept.
+        fs::write(vendor.join("wifi.yaml"), "modules: [iwlwifi]\n").unwrap();
+        fs::write(admin.join("wifi.yaml"), "modlues: []\n").unwrap();
+        let d = Declarations::load(&root).unwrap();
+        let active: Vec<_> = d.active.iter().map(|d| d.path.display().to_string()).collect();
+        assert_eq!(active, ["/usr/share/limopack/ok.yaml", "/usr/share/limopack/wifi.yaml"]);
+        let broken: Vec<String> = d.broken.iter().map(ToString::to_string).collect();
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(broken[0].starts_with(&format!("{}:2:1:", vendor.join("bad.yaml").display())), "{broken:?}");
+        assert!(broken[1].starts_with(&format!("{}:1:1: unknown field `modlues`", admin.join("wifi.yaml").display())), "{broken:?}");
+        assert!(d.masked.is_empty());
     }
 }

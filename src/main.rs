@@ -89,7 +89,7 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
             }
             if cli.json {
                 out.push(limopack::shown::json(&report::sync_json(&outcome.plan, &outcome.done, &outcome.firmware, dry_run)));
-                return Ok(());
+                return stop_if_broken(&outcome.gathered);
             }
             for k in &outcome.plan.kernels {
                 let done = outcome.done.iter().find(|d| d.version == k.version);
@@ -123,12 +123,14 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
             for skipped in &outcome.firmware.skipped {
                 warn(&format!("firmware: {skipped} was no longer a regular file; left alone"));
             }
+            stop_if_broken(&outcome.gathered)?;
         }
         Some(Command::Explain { module }) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan()?;
             let (text, value) = report::explain(&gathered, &plan, module);
             print_either(out, cli.json, text, &value);
+            stop_if_broken(&gathered)?;
         }
         Some(Command::Check { files }) => {
             let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
@@ -187,6 +189,7 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
             }
             let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
             print_either(out, cli.json, text, &value);
+            stop_if_broken(&gathered)?;
         }
     }
     Ok(())
@@ -197,6 +200,18 @@ fn print_either(out: &mut Vec<String>, json: bool, text: Vec<String>, value: &se
         true => out.push(limopack::shown::json(value)),
         false => out.extend(text),
     }
+}
+
+/// Say each declaration that could not be read, after what the command printed, and end with
+/// an error: the run did what it could (nothing pruned, restores done) and the files need
+/// fixing.
+fn stop_if_broken(gathered: &run::Gathered) -> anyhow::Result<()> {
+    let mut lines = report::errors(gathered);
+    let Some(last) = lines.pop() else { return Ok(()) };
+    for line in lines {
+        eprintln!("limopack: error: {}", escaped(&line));
+    }
+    anyhow::bail!(last)
 }
 
 /// One line of output, escaped: names in it come from disk.

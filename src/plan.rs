@@ -133,6 +133,9 @@ pub enum Action {
     PruningOff,
     /// No static module applies to this kernel: it is left whole.
     NoBaseline,
+    /// There are files to prune, but a declaration cannot be read: what it needs is unknown,
+    /// so nothing is pruned until it is fixed. What the others need is still restored.
+    Blocked,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,6 +202,10 @@ pub struct Plan {
     /// Kernels whose trees are gone: their state, saved index and archive are dropped.
     pub forget_kernels: Vec<Kver>,
     pub warnings: Vec<String>,
+    /// Declarations that could not be read, each as its error says: nothing is pruned while
+    /// there is one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
     /// What the kept modules need under `/lib/firmware`, and what goes; made after the
     /// kernels' plans ([`crate::plan_firmware`]).
     pub firmware: FirmwarePlan,
@@ -256,6 +263,7 @@ pub fn plan(inputs: &Inputs) -> Plan {
         kernels,
         forget_kernels: inputs.gone.clone(),
         warnings,
+        errors: inputs.declarations.broken.iter().map(ToString::to_string).collect(),
         firmware: FirmwarePlan::default(),
     }
 }
@@ -468,6 +476,8 @@ fn plan_kernel(
         Action::UpToDate
     } else if !inputs.config.prune {
         Action::PruningOff
+    } else if !inputs.declarations.broken.is_empty() {
+        Action::Blocked
     } else {
         Action::Prune
     };
@@ -669,6 +679,7 @@ kernel/fs/btrfs/btrfs.ko:
                 .map(|(path, origin, text)| Declaration::parse(Path::new(path), text.as_bytes(), *origin).unwrap())
                 .collect(),
             masked: Vec::new(),
+            broken: Vec::new(),
         };
         let mut config = Config::default();
         config.prune = true;

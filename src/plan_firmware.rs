@@ -182,6 +182,9 @@ pub fn plan(kernels: &[KernelPlan], seen: &Seen, cx: &Context) -> FirmwarePlan {
     if kernels.is_empty() {
         unsure.push("there is no module tree".into());
     }
+    for k in kernels.iter().filter(|k| k.action == Action::Blocked).take(1) {
+        unsure.push(format!("a declaration cannot be read, so what {} needs is unknown", k.version));
+    }
     for k in kernels.iter().filter(|k| matches!(k.action, Action::NoBaseline | Action::PruningOff)) {
         unsure.push(format!("{} is left whole, so every module of it may need its firmware", k.version));
     }

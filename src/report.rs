@@ -28,6 +28,32 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// What stopped part of a run, each as its error says (declarations that could not be read,
+/// kernels that could not be), and last what that meant; nothing when nothing did.
+pub fn errors(gathered: &Gathered) -> Vec<String> {
+    let broken = &gathered.declarations.broken;
+    let mut lines: Vec<String> = broken.iter().map(ToString::to_string).collect();
+    lines.extend(gathered.errors.iter().map(|k| format!("{}: left as it is this run: {}", k.version, k.error)));
+    let mut meant = Vec::new();
+    if !broken.is_empty() {
+        meant.push(format!(
+            "{} cannot be read: nothing is pruned until {} fixed; what the others declare is kept and restored",
+            count(broken.len(), "declaration file"),
+            if broken.len() == 1 { "it is" } else { "they are" }
+        ));
+    }
+    if !gathered.errors.is_empty() {
+        meant.push(match gathered.errors.len() {
+            1 => "a kernel cannot be read: it is left as it is this run, and the others were served".to_string(),
+            n => format!("{n} kernels cannot be read: they are left as they are this run, and the others were served"),
+        });
+    }
+    if !meant.is_empty() {
+        lines.push(meant.join("; "));
+    }
+    lines
+}
+
 /// What a run says while it waits for another's lock.
 pub fn waiting(holder: Option<u32>) -> String {
     match holder {
@@ -68,6 +94,10 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
         (Action::Prune, Some(done)) => format!("pruned {}", files(done.removed, done.bytes)),
         (Action::Prune, None) if dry_run => format!("would prune {}", files(k.prune.len(), k.prune_bytes())),
         (Action::Prune, None) => "pruning did not run".to_string(),
+        (Action::Blocked, _) => format!(
+            "would prune {}, but nothing is pruned while a declaration cannot be read (see the error)",
+            files(k.prune.len(), k.prune_bytes())
+        ),
         (Action::NoBaseline, _) => unreachable!("handled above"),
     };
     format!("{head} {kept}, {what}{restored}")
@@ -381,7 +411,11 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (Vec<String>, serde_
             if d.active { "active" } else { "inactive" },
             d.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()));
     }
-    (text, json!({ "schema": SCHEMA, "declarations": plan.declarations, "kernels": kernels, "firmware": firmware, "warnings": plan.warnings }))
+    let mut value = json!({ "schema": SCHEMA, "declarations": plan.declarations, "kernels": kernels, "firmware": firmware, "warnings": plan.warnings });
+    if !plan.errors.is_empty() {
+        value["errors"] = json!(plan.errors);
+    }
+    (text, value)
 }
 
 fn describe_firmware(why: &Why) -> String {

@@ -61,6 +61,8 @@ pub struct Gathered {
     gone: Vec<Kver>,
     /// Things noticed while gathering (stale indexes refreshed, odd kernel folders).
     pub notes: Vec<String>,
+    /// Kernels that could not be read, and are left as they are this run.
+    pub errors: Vec<KernelError>,
     /// Gathering changed something: it ran depmod or completed an interrupted run.
     pub changed: bool,
     /// Only some kernels are looked at (`--kernel`): firmware, shared by all, is not pruned.
@@ -196,41 +198,51 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         Ok(Some(Kernel { index, files, loaded, ran_depmod }))
     };
     // dpkg's database is read while the trees are.
+    // One kernel's trouble stops only that kernel: its error is kept for the end of the run.
+    let found = |loaded: Result<Option<Kernel>>| match loaded {
+        Ok(Some(kernel)) => Found::Ready(kernel),
+        Ok(None) => Found::Bare,
+        Err(e) => Found::Broken(e),
+    };
     let ((packages, state), loaded) = std::thread::scope(|s| {
         let packages = s.spawn(|| read_packages(&root, &config, &declarations, trees.iter(), state));
-        let mut loaded = Vec::new();
-        for tree in &trees {
-            let kernel = match narrowed(tree) {
-                true => load(tree, false, &mut notes)?,
-                false => None,
-            };
-            loaded.push(kernel);
-        }
+        let loaded: Vec<Found> = trees
+            .iter()
+            .map(|tree| match narrowed(tree) {
+                true => found(load(tree, false, &mut notes)),
+                false => Found::Elsewhere,
+            })
+            .collect();
         Ok::<_, crate::Error>((joined(packages)?, loaded))
     })?;
     // A tree with no module file is what a removed kernel leaves behind (its index files,
     // which depmod wrote and dpkg does not remove): left alone, and forgotten. Unless
     // limopack pruned every module of a kernel whose package is still installed.
-    let mut managed = Vec::new();
-    let mut kernels = Vec::new();
-    for (tree, kernel) in trees.into_iter().zip(loaded) {
-        let kernel = match kernel {
-            Some(kernel) => Some(kernel),
-            None if !narrowed(&tree) => None,
-            None if fully_pruned(&state, &packages, &tree) => load(&tree, true, &mut notes)?,
-            None => {
+    let (mut managed, mut kernels, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for (tree, loaded) in trees.into_iter().zip(loaded) {
+        let loaded = match loaded {
+            Found::Bare if fully_pruned(&state, &packages, &tree) => found(load(&tree, true, &mut notes)),
+            Found::Bare => {
                 notes.push(format!("{}: holds no module files, as a removed kernel leaves its folder; left alone", tree.version));
                 continue;
             }
+            other => other,
         };
-        if let Some(kernel) = kernel {
-            changed |= kernel.ran_depmod;
-            kernels.push((kernel.index, kernel.files, kernel.loaded));
+        match loaded {
+            Found::Ready(kernel) => {
+                changed |= kernel.ran_depmod;
+                kernels.push((kernel.index, kernel.files, kernel.loaded));
+                managed.push((tree, true));
+            }
+            Found::Broken(e) => {
+                errors.push(KernelError { version: tree.version.clone(), error: e });
+                managed.push((tree, false));
+            }
+            Found::Elsewhere | Found::Bare => managed.push((tree, false)),
         }
-        managed.push(tree);
     }
-    let gone: Vec<Kver> = state.kernels.keys().filter(|k| !managed.iter().any(|t| &t.version == *k)).cloned().collect();
-    let trees: Vec<Tree> = managed.into_iter().filter(narrowed).collect();
+    let gone: Vec<Kver> = state.kernels.keys().filter(|k| !managed.iter().any(|(t, _)| &t.version == *k)).cloned().collect();
+    let trees: Vec<Tree> = managed.into_iter().filter(|(_, planned)| *planned).map(|(t, _)| t).collect();
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.
@@ -247,10 +259,29 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         can_download,
         gone,
         notes,
+        errors,
         changed,
         narrowed: opts.kernel.is_some(),
         keeps_caches: !opts.dry_run,
     })
+}
+
+/// What reading one tree gave.
+enum Found {
+    Ready(Kernel),
+    /// No module file.
+    Bare,
+    /// An error of this kernel's alone.
+    Broken(crate::Error),
+    /// Not read: `--kernel` names another.
+    Elsewhere,
+}
+
+/// A kernel that could not be read this run, and why: it is left as it is, and the others
+/// are served.
+pub struct KernelError {
+    pub version: Kver,
+    pub error: crate::Error,
 }
 
 /// One kernel's share of what is gathered, and whether depmod ran to make its index.
@@ -496,6 +527,8 @@ pub fn sync(opts: &Options, waiting: impl FnOnce(Option<u32>)) -> Result<Synced>
         // Only a run that found nothing to do may be repeated by doing nothing: after a
         // change, the next run plans again and finds the tree as this one left it.
         let settled = !gathered.changed
+            && gathered.declarations.broken.is_empty()
+            && gathered.errors.is_empty()
             && done.is_empty()
             && !firmware.changed()
             && plan.firmware.prune.is_empty()

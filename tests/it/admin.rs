@@ -95,3 +95,31 @@ fn forget_for_one_kernel_and_declared_again() {
     let plan = sys.plan(K2);
     assert_eq!(plan["kept"]["btrfs"]["reason"]["kind"], "static", "declared again, it is kept again");
 }
+
+/// Issue 20, 3: a declaration that cannot be read (here one others may write) stops pruning,
+/// not restoring: what the valid declarations need comes back, `status` still shows the
+/// whole picture, and each says the error.
+#[test]
+fn a_bad_declaration_never_blocks_restores() {
+    use std::os::unix::fs::PermissionsExt;
+    let sys = Sys::standard();
+    sys.config("prune: true\ndepmod: false\narchive: true\n");
+    let kernel = sys.kernel_pkg(K);
+    sys.ok(&[]);
+    sys.vendor("bluez", "modules: [btusb]\n");
+    fs::set_permissions(sys.p("usr/share/limopack/bluez.yaml"), std::fs::Permissions::from_mode(0o664)).unwrap();
+    sys.dpkg(&[kernel, Sys::decl_pkg("bluez")]);
+    sys.admin("storage", "modules: [btrfs]\n");
+    let before = sys.present(K, DEP);
+    let out = sys.fails(&[]);
+    assert!(out.stderr.contains("bluez.yaml: is writable by group or others (mode 664)"), "{}", out.stderr);
+    assert!(out.stderr.contains("1 declaration file cannot be read: nothing is pruned until it is fixed"), "{}", out.stderr);
+    assert!(out.stdout.contains("restored 4 files"), "{}", out.stdout);
+    let after = sys.present(K, DEP);
+    assert!(after.is_superset(&before) && after.contains("btrfs"), "only restored, nothing pruned: {after:?}");
+    let out = sys.fails(&["status"]);
+    assert!(out.stdout.contains(&format!("{K}\n  tree: /lib/modules/{K}\n  action: up-to-date")), "{}", out.stdout);
+    assert!(out.stderr.contains("bluez.yaml: is writable by group or others"), "{}", out.stderr);
+    let out = sys.run(&["--called-by", "apt"]);
+    assert!(out.ok, "under apt the status is 0:\n{}", out.stderr);
+}

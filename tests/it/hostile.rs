@@ -18,6 +18,9 @@ enum Expect {
     /// The run goes on: it says `says` (on stderr), and the kernel's tree ends exactly as it
     /// does without the fault.
     Handled { says: &'static str },
+    /// Another kernel's tree (`tree`) is at fault: the run serves the standard kernel as a
+    /// clean run does, leaves that one as it is, and ends with an error naming `file`.
+    OtherKernel { tree: &'static str, file: &'static str, message: &'static str },
 }
 
 struct Case {
@@ -200,7 +203,11 @@ fn cases() -> Vec<Case> {
         case(
             "a kernel folder with modules and no modules.dep",
             |s| s.write("lib/modules/6.2.0-noindex/kernel/x.ko", "x"),
-            refused("lib/modules/6.2.0-noindex/modules.dep", "missing, and depmod is off"),
+            Expect::OtherKernel {
+                tree: "lib/modules/6.2.0-noindex",
+                file: "lib/modules/6.2.0-noindex/modules.dep",
+                message: "missing, and depmod is off",
+            },
         ),
         case(
             "an empty leftover kernel folder",
@@ -254,10 +261,24 @@ fn bad_input_matrix() {
                 assert!(out.stderr.contains(message), "{what}: expected {message:?} in:\n{}", out.stderr);
                 assert!(out.stderr.lines().count() <= 3, "{what}: the error is not short:\n{}", out.stderr);
                 assert_eq!(tree_hash(&sys.p("lib")), before, "{what}: something changed");
-                assert_eq!(fs::read(sys.p(STATE)).ok(), state_before, "{what}: the state changed");
-                assert!(!out.stdout.contains("pruned"), "{what}: {}", out.stdout);
+                // A broken declaration stops pruning only, and a broken tree only its kernel:
+                // what the rest declares is still recorded, kept and restored. A fault of the
+                // config, dpkg's database or the state stops everything.
+                if [CONFIG, "var/lib/dpkg/status", STATE].contains(file) {
+                    assert_eq!(fs::read(sys.p(STATE)).ok(), state_before, "{what}: the state changed");
+                }
+                assert!(!out.stdout.contains(", pruned "), "{what}: {}", out.stdout);
                 sys.fails(&["--dry-run"]);
                 sys.fails(&["status"]);
+            }
+            Expect::OtherKernel { tree, file, message } => {
+                let other = tree_hash(&sys.p(tree));
+                let out = sys.fails(&[]);
+                let path = sys.p(file).display().to_string();
+                assert!(out.stderr.contains(&path) && out.stderr.contains(message), "{what}:\n{}", out.stderr);
+                assert!(out.stderr.contains("a kernel cannot be read: it is left as it is this run, and the others were served"), "{what}:\n{}", out.stderr);
+                assert_eq!(tree_hash(&sys.p(tree)), other, "{what}: the kernel at fault changed");
+                assert_eq!(tree_hash(&sys.m(K, "kernel")), clean, "{what}: the other kernel is not what a clean run leaves");
             }
             Expect::Handled { says } => {
                 let out = sys.ok(&[]);
