@@ -200,7 +200,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     // dpkg's database is read while the trees are.
     // One kernel's trouble stops only that kernel: its error is kept for the end of the run.
     let found = |loaded: Result<Option<Kernel>>| match loaded {
-        Ok(Some(kernel)) => Found::Ready(kernel),
+        Ok(Some(kernel)) => Found::Ready(Box::new(kernel)),
         Ok(None) => Found::Bare,
         Err(e) => Found::Broken(e),
     };
@@ -268,7 +268,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
 
 /// What reading one tree gave.
 enum Found {
-    Ready(Kernel),
+    Ready(Box<Kernel>),
     /// No module file.
     Bare,
     /// An error of this kernel's alone.
