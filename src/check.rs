@@ -8,7 +8,8 @@ use crate::declaration::{Declaration, Entry, Origin};
 use crate::error::{Error, Result};
 use crate::index::ModuleIndex;
 use crate::kver::Kver;
-use crate::root::Root;
+use crate::root::{Root, ADMIN_DIR, VENDOR_DIR};
+use crate::trust::{self, Trusted};
 use crate::tree;
 
 /// One thing wrong, at `path:line:column`.
@@ -58,26 +59,24 @@ pub fn kernels(root: &Path, version: Option<&Kver>) -> Result<Vec<Kernel>> {
     }
 }
 
-/// Check each file: that it parses as a declaration, and that each of its entries resolves in
-/// each of `kernels` its `kernels:` glob applies to.
-pub fn check(files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
+/// Check each file: every problem of it as a run would find them (a file in the root's
+/// declaration folders also with the run's checks of owner, mode and links), and that each
+/// of its entries resolves in each of `kernels` its `kernels:` glob applies to.
+pub fn check(root: &Root, files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for path in files {
-        let declaration = crate::fs::read(path, crate::fs::limits::DECLARATION)
-            .and_then(|bytes| Declaration::parse(path, &bytes, Origin::Vendor));
-        let declaration = match declaration {
-            Ok(declaration) => declaration,
-            Err(Error::Syntax { path, line, column, message }) => {
-                problems.push(Problem { path, line, column, message });
-                continue;
+        let read = read(root, path).map(|bytes| Declaration::read(path, &bytes, Origin::Vendor));
+        let declaration = match read {
+            Ok((declaration, found)) => {
+                problems.extend(found.into_iter().map(|e| Problem::of(path, e)));
+                declaration
             }
-            Err(other) => {
-                let text = other.to_string();
-                let message = text.strip_prefix(&format!("{}: ", path.display())).unwrap_or(&text).to_string();
-                problems.push(Problem { path: path.clone(), line: 0, column: 0, message });
-                continue;
+            Err(e) => {
+                problems.push(Problem::of(path, e));
+                None
             }
         };
+        let Some(declaration) = declaration else { continue };
         for kernel in kernels.iter().filter(|k| declaration.applies_to(&k.version)) {
             for entry in declaration.modules.iter().chain(&declaration.statics) {
                 if !resolves(&kernel.index, entry) {
@@ -92,6 +91,36 @@ pub fn check(files: &[PathBuf], kernels: &[Kernel]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// The bytes of the declaration at `path`: through the run's trust checks when it is one
+/// of the root's declaration folders, else as any file limopack reads (a packager's
+/// `debian/PACKAGE.limopack`, which the package installs with its own mode and owner).
+fn read(root: &Root, path: &Path) -> Result<Vec<u8>> {
+    let folder = path.parent().and_then(|p| std::fs::canonicalize(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok());
+    let installed = [VENDOR_DIR, ADMIN_DIR].iter().any(|dir| root.resolve(dir).ok().is_some_and(|d| Some(d) == folder));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match (installed, &folder) {
+        (true, Some(folder)) => match trust::read(root, folder, &name)? {
+            Trusted::Bytes(bytes) => Ok(bytes),
+            Trusted::Masked => Ok(Vec::new()),
+        },
+        _ => crate::fs::read(path, crate::fs::limits::DECLARATION),
+    }
+}
+
+impl Problem {
+    /// `error` of the file at `path` as a problem: at its place, when it has one.
+    fn of(path: &Path, error: Error) -> Problem {
+        match error {
+            Error::Syntax { path, line, column, message } => Problem { path, line, column, message },
+            other => {
+                let text = other.to_string();
+                let message = text.strip_prefix(&format!("{}: ", path.display())).unwrap_or(&text).to_string();
+                Problem { path: path.to_path_buf(), line: 0, column: 0, message }
+            }
+        }
+    }
 }
 
 fn resolves(index: &ModuleIndex, entry: &Entry) -> bool {
@@ -118,7 +147,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pkg.yaml");
         std::fs::write(&path, text).unwrap();
-        check(std::slice::from_ref(&path), kernels)
+        check(&Root::new(dir.path()).unwrap(), std::slice::from_ref(&path), kernels)
             .iter()
             .map(|p| p.to_string().replace(&path.display().to_string(), "pkg.yaml"))
             .collect()

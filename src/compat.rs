@@ -141,7 +141,7 @@ pub fn install(root: &Root, names: &[String], as_static: bool) -> Result<Change>
     // Each entry against every kernel of the root, as `limopack-hook check --root` does; a
     // root with no kernel tree yet has nothing to check against.
     if let Ok(kernels) = check::kernels(root.path(), None) {
-        for problem in check::check(&[path], &kernels) {
+        for problem in check::check(root, &[path], &kernels) {
             if names.iter().any(|n| problem.message.starts_with(&format!("`{n}`"))) {
                 change.warnings.push(format!("{}:{}:{}: {}", file.display(), problem.line, problem.column, problem.message));
             }

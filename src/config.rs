@@ -25,17 +25,23 @@ impl Pattern {
     }
 }
 
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = yaml::string(d)?;
+impl Pattern {
+    /// `text` as a glob, or why it cannot be one.
+    pub(crate) fn of_text(text: &str) -> std::result::Result<Pattern, String> {
         if text.trim().is_empty() {
-            return Err(serde::de::Error::custom("empty pattern"));
+            return Err("empty pattern".into());
         }
-        let glob = globset::GlobBuilder::new(&text)
+        let glob = globset::GlobBuilder::new(text)
             .literal_separator(true)
             .build()
-            .map_err(|e| serde::de::Error::custom(format!("bad glob `{text}`: {}", e.kind())))?;
-        Ok(Pattern { text, glob })
+            .map_err(|e| format!("bad glob `{text}`: {}", e.kind()))?;
+        Ok(Pattern { text: text.to_string(), glob })
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Pattern::of_text(&yaml::string(d)?).map_err(serde::de::Error::custom)
     }
 }
 

@@ -57,19 +57,16 @@ impl Entry {
     }
 }
 
-impl<'de> Deserialize<'de> for Entry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let raw = yaml::string(d)?;
-        if let Some(why) = name::invalid_entry(&raw) {
-            return Err(serde::de::Error::custom(why));
+impl Entry {
+    /// `raw`, an entry as written, checked and normalised; or why it cannot be one.
+    fn of_text(raw: &str) -> std::result::Result<Entry, String> {
+        if let Some(why) = name::invalid_entry(raw) {
+            return Err(why);
         }
-        let text = name::normalize(&raw).into_owned();
-        let glob = if name::is_name_glob(&text) {
-            let glob = globset::Glob::new(&text)
-                .map_err(|e| serde::de::Error::custom(format!("bad glob `{raw}`: {}", e.kind())))?;
-            Some(glob.compile_matcher())
-        } else {
-            None
+        let text = name::normalize(raw).into_owned();
+        let glob = match name::is_name_glob(&text) {
+            true => Some(globset::Glob::new(&text).map_err(|e| format!("bad glob `{raw}`: {}", e.kind()))?.compile_matcher()),
+            false => None,
         };
         Ok(Entry { text, glob, line: 0, column: 0 })
     }
@@ -79,29 +76,102 @@ impl<'de> Deserialize<'de> for Entry {
 #[derive(Debug, Clone)]
 pub struct FirmwarePattern(pub Pattern);
 
-impl<'de> Deserialize<'de> for FirmwarePattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let pattern = Pattern::deserialize(d)?;
-        let t = &pattern.text;
-        if t.starts_with('/') || t.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
-            return Err(serde::de::Error::custom(format!(
-                "`{t}` must be a path relative to /lib/firmware, without `..`"
-            )));
+impl FirmwarePattern {
+    /// `raw`, a firmware entry as written, checked; or why it cannot be one.
+    fn of_text(raw: &str) -> std::result::Result<FirmwarePattern, String> {
+        if raw.starts_with('/') || raw.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
+            return Err(format!("`{raw}` must be a path relative to /lib/firmware, without `..`"));
         }
-        Ok(FirmwarePattern(pattern))
+        Pattern::of_text(raw).map(FirmwarePattern)
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One item of a list, as read: what it is, or why it is not. A bad item does not stop the
+/// read, so that every one of a file is reported (as lintian does), not only the first.
+enum Item<T> {
+    Good(T),
+    Bad { raw: String, why: String },
+}
+
+/// What an item can be: a checked form of its text.
+trait OfText: Sized {
+    fn of_text(raw: &str) -> std::result::Result<Self, String>;
+}
+
+impl OfText for Entry {
+    fn of_text(raw: &str) -> std::result::Result<Self, String> {
+        Entry::of_text(raw)
+    }
+}
+
+impl OfText for FirmwarePattern {
+    fn of_text(raw: &str) -> std::result::Result<Self, String> {
+        FirmwarePattern::of_text(raw)
+    }
+}
+
+impl<'de, T: OfText> Deserialize<'de> for Item<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // A scalar of the wrong type is a bad item; a list or a mapping where an item belongs
+        // is a fault of the file's shape, which stops the read.
+        let bad = |raw: String, what: &str| Item::Bad {
+            why: format!("invalid type: {what} `{raw}`, expected a string (quote a name that YAML would read as a number or a boolean)"),
+            raw,
+        };
+        Ok(match yaml::scalar_of(d)? {
+            yaml::Scalar::Text(raw) => match T::of_text(&raw) {
+                Ok(good) => Item::Good(good),
+                Err(why) => Item::Bad { raw, why },
+            },
+            yaml::Scalar::Other(raw, what) => bad(raw, what),
+        })
+    }
+}
+
+/// A declaration as written: its lists item by item, and any keys that are not its own.
 struct RawDeclaration {
-    #[serde(default)]
-    modules: Vec<Entry>,
-    #[serde(default, rename = "static")]
-    statics: Vec<Entry>,
+    modules: Vec<Item<Entry>>,
+    statics: Vec<Item<Entry>>,
     kernels: Option<Pattern>,
-    #[serde(default)]
-    firmware: Vec<FirmwarePattern>,
+    firmware: Vec<Item<FirmwarePattern>>,
+    unknown: Vec<String>,
+}
+
+/// The keys of a declaration.
+const KEYS: [&str; 4] = ["modules", "static", "kernels", "firmware"];
+
+impl<'de> Deserialize<'de> for RawDeclaration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawDeclaration;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a declaration: a mapping of `modules`, `static`, `kernels` and `firmware`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawDeclaration, A::Error> {
+                let mut raw = RawDeclaration { modules: Vec::new(), statics: Vec::new(), kernels: None, firmware: Vec::new(), unknown: Vec::new() };
+                let mut seen = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if seen.contains(&key) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    match key.as_str() {
+                        "modules" => raw.modules = map.next_value()?,
+                        "static" => raw.statics = map.next_value()?,
+                        "kernels" => raw.kernels = Some(map.next_value()?),
+                        "firmware" => raw.firmware = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            raw.unknown.push(key.clone());
+                        }
+                    }
+                    seen.push(key);
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// One declaration file.
@@ -120,30 +190,64 @@ pub struct Declaration {
 }
 
 impl Declaration {
-    /// Parse one declaration. `path` is the file as the system sees it.
+    /// Parse one declaration, or give its first problem. `path` is the file as the system
+    /// sees it.
     pub fn parse(path: &Path, bytes: &[u8], origin: Origin) -> Result<Declaration> {
-        let raw: Option<RawDeclaration> = yaml::parse(path, bytes)?;
-        let raw = raw.unwrap_or(RawDeclaration {
-            modules: Vec::new(),
-            statics: Vec::new(),
-            kernels: None,
-            firmware: Vec::new(),
-        });
-        let text = String::from_utf8_lossy(bytes);
-        let locate = |mut entries: Vec<Entry>| {
-            for entry in &mut entries {
-                (entry.line, entry.column) = place_of(&text, &entry.text);
-            }
-            entries
+        let (declaration, mut problems) = Declaration::read(path, bytes, origin);
+        match declaration {
+            Some(declaration) if problems.is_empty() => Ok(declaration),
+            _ => Err(problems.remove(0)),
+        }
+    }
+
+    /// Read one declaration, with every problem found in it: none means the declaration is
+    /// there. A fault of the file's shape (not YAML, a list where a mapping belongs) is one
+    /// problem; each bad item and each unknown key is one more.
+    pub fn read(path: &Path, bytes: &[u8], origin: Origin) -> (Option<Declaration>, Vec<Error>) {
+        let raw: Option<RawDeclaration> = match yaml::parse(path, bytes) {
+            Ok(raw) => raw,
+            Err(e) => return (None, vec![e]),
         };
-        Ok(Declaration {
-            path: path.to_path_buf(),
-            origin,
-            modules: locate(raw.modules),
-            statics: locate(raw.statics),
-            kernels: raw.kernels,
-            firmware: raw.firmware,
-        })
+        let raw = raw.unwrap_or(RawDeclaration { modules: Vec::new(), statics: Vec::new(), kernels: None, firmware: Vec::new(), unknown: Vec::new() });
+        let text = String::from_utf8_lossy(bytes);
+        let mut problems = Vec::new();
+        for key in &raw.unknown {
+            let (line, column) = yaml::place_of_key(&text, key);
+            let expected = KEYS.map(|k| format!("`{k}`")).join(", ");
+            problems.push(Error::syntax(path, line, column, format!("unknown field `{key}`, expected one of {expected}")));
+        }
+        let mut good = |key: &str, items: Vec<Item<Entry>>| -> Vec<Entry> {
+            items.into_iter().filter_map(|item| match item {
+                Item::Good(mut entry) => {
+                    (entry.line, entry.column) = place_of(&text, &entry.text);
+                    Some(entry)
+                }
+                Item::Bad { raw, why } => {
+                    let (line, column) = yaml::place_of_value(&text, key, &raw);
+                    problems.push(Error::syntax(path, line, column, format!("{key}: {why}")));
+                    None
+                }
+            })
+            .collect()
+        };
+        let modules = good("modules", raw.modules);
+        let statics = good("static", raw.statics);
+        let mut firmware = Vec::new();
+        for item in raw.firmware {
+            match item {
+                Item::Good(pattern) => firmware.push(pattern),
+                Item::Bad { raw, why } => {
+                    let (line, column) = yaml::place_of_value(&text, "firmware", &raw);
+                    problems.push(Error::syntax(path, line, column, format!("firmware: {why}")));
+                }
+            }
+        }
+        problems.sort_by_key(|e| match e {
+            Error::Syntax { line, column, .. } => (*line, *column),
+            _ => (0, 0),
+        });
+        let declaration = Declaration { path: path.to_path_buf(), origin, modules, statics, kernels: raw.kernels, firmware };
+        (Some(declaration), problems)
     }
 
     /// True when the file names no module: an empty file that only masks another.
@@ -346,14 +450,21 @@ fn read_dir(root: &Root, dir: &str, origin: Origin, broken: &mut Vec<Error>) -> 
         }
         let path = entry.path();
         let shown = Path::new(dir).join(name);
-        let read = trust::read_in(&folder, name).and_then(|trusted| match trusted {
-            Trusted::Bytes(bytes) => Declaration::parse(&shown, &bytes, origin).map(Some).map_err(|e| rebase(e, &path)),
-            Trusted::Masked => Ok(None),
-        });
+        let read = match trust::read_in(&folder, name) {
+            Ok(Trusted::Bytes(bytes)) => {
+                let (declaration, problems) = Declaration::read(&shown, &bytes, origin);
+                match problems.is_empty() {
+                    true => Ok(declaration),
+                    false => Err(problems.into_iter().map(|e| rebase(e, &path)).collect()),
+                }
+            }
+            Ok(Trusted::Masked) => Ok(None),
+            Err(e) => Err(vec![e]),
+        };
         match read {
             Ok(declaration) => found.insert(name.to_string(), Some(declaration)),
-            Err(e) => {
-                broken.push(e);
+            Err(problems) => {
+                broken.extend(problems);
                 found.insert(name.to_string(), None)
             }
         };
@@ -400,6 +511,22 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_file_is_found() {
+        let text = "modules:\n  - btusb\n  - ../x\n  - 123\nmodlues: [a]\nstatic: [\"a b\", ext4]\nfirmware: [/abs]\n";
+        let (declaration, problems) = Declaration::read(Path::new("x.yaml"), text.as_bytes(), Origin::Vendor);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems, [
+            "x.yaml:3:5: modules: `../x` is a path; give the module's name, as modprobe takes it",
+            "x.yaml:4:5: modules: invalid type: integer `123`, expected a string (quote a name that YAML would read as a number or a boolean)",
+            "x.yaml:5:1: unknown field `modlues`, expected one of `modules`, `static`, `kernels`, `firmware`",
+            "x.yaml:6:10: static: `a b` contains ' ', which no module name has",
+            "x.yaml:7:12: firmware: `/abs` must be a path relative to /lib/firmware, without `..`",
+        ]);
+        let declaration = declaration.unwrap();
+        assert_eq!((declaration.modules.len(), declaration.statics.len()), (1, 1), "the good entries are read");
+    }
+
+    #[test]
     fn empty_file_is_an_empty_declaration() {
         let d = parse("").unwrap();
         assert!(d.modules.is_empty() && d.statics.is_empty());
@@ -414,13 +541,13 @@ mod tests {
             ("modules: btusb\n", "x.yaml:1:10: modules: invalid type: string \"btusb\", expected a sequence"),
             ("modules:\n  a: b\n", "x.yaml:2:3: modules: invalid type: map, expected a sequence"),
             ("static: [\"snd_[\"]\n", "x.yaml:1:10: static: bad glob `snd_[`: unclosed character class; missing ']'"),
-            ("modules: [\"\"]\n", "x.yaml:1:10: modules: empty module name"),
+            ("modules: [\"\"]\n", "x.yaml:1:11: modules: empty module name"),
             ("modules: [a b]\n", "x.yaml:1:11: modules: `a b` contains ' ', which no module name has"),
             ("firmware: [../x]\n", "x.yaml:1:12: firmware: `../x` must be a path relative to /lib/firmware, without `..`"),
             ("kernels: [6.1]\n", "x.yaml:1:10: kernels: invalid type: sequence, expected a string (quote a name that YAML would read as a number or a boolean)"),
-            ("modules: [btusb, 123]\n", "x.yaml:1:18: modules[1]: invalid type: integer `123`, expected a string (quote a name that YAML would read as a number or a boolean)"),
-            ("static: [true]\n", "x.yaml:1:10: static[0]: invalid type: boolean `true`, expected a string (quote a name that YAML would read as a number or a boolean)"),
-            ("- btusb\n", "x.yaml:1:1: invalid type: sequence, expected struct RawDeclaration"),
+            ("modules: [btusb, 123]\n", "x.yaml:1:18: modules: invalid type: integer `123`, expected a string (quote a name that YAML would read as a number or a boolean)"),
+            ("static: [true]\n", "x.yaml:1:10: static: invalid type: boolean `true`, expected a string (quote a name that YAML would read as a number or a boolean)"),
+            ("- btusb\n", "x.yaml:1:1: invalid type: sequence, expected a declaration: a mapping of `modules`, `static`, `kernels` and `firmware`"),
         ];
         for (text, want) in cases {
             assert_eq!(parse(text).unwrap_err().to_string(), want, "for {text:?}");

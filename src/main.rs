@@ -138,7 +138,8 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
                 true => limopack::check::kernels(&cli.root, cli.kernel.as_ref())?,
                 false => Vec::new(),
             };
-            let problems = limopack::check::check(files, &kernels);
+            let root = limopack::root::Root::new(&cli.root)?;
+            let problems = limopack::check::check(&root, files, &kernels);
             for problem in &problems {
                 say(out, problem.to_string());
             }

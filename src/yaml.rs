@@ -47,6 +47,74 @@ pub fn string<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Str
     d.deserialize_any(Strict)
 }
 
+/// A scalar as read: text, or a value of another type (`123`, `true`, `~`) with its text
+/// and what YAML took it for.
+pub enum Scalar {
+    Text(String),
+    Other(String, &'static str),
+}
+
+/// A scalar of any type, told apart; a list or a mapping is an error, as for [`string`].
+pub fn scalar_of<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Scalar, D::Error> {
+    struct Any;
+    impl serde::de::Visitor<'_> for Any {
+        type Value = Scalar;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string (quote a name that YAML would read as a number or a boolean)")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Scalar, E> {
+            Ok(Scalar::Text(text.to_string()))
+        }
+        fn visit_bool<E: serde::de::Error>(self, b: bool) -> std::result::Result<Scalar, E> {
+            Ok(Scalar::Other(b.to_string(), "boolean"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<Scalar, E> {
+            Ok(Scalar::Other(n.to_string(), "integer"))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<Scalar, E> {
+            Ok(Scalar::Other(n.to_string(), "integer"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> std::result::Result<Scalar, E> {
+            Ok(Scalar::Other(n.to_string(), "floating point"))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Scalar, E> {
+            Ok(Scalar::Other("null".into(), "null"))
+        }
+    }
+    d.deserialize_any(Any)
+}
+
+/// Line and column of the mapping key `key` at the start of a line of `text`; (1, 1) when
+/// not found. serde gives no place for a key it was handed whole.
+pub fn place_of_key(text: &str, key: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(n, line)| {
+            let indent = line.len() - line.trim_start().len();
+            let rest = &line[indent..];
+            rest.strip_prefix(key).filter(|r| r.trim_start().starts_with(':')).map(|_| (n + 1, indent + 1))
+        })
+        .unwrap_or((1, 1))
+}
+
+/// Line and column of the value `raw` under the key `key`: its first appearance after the
+/// key, at its opening quote if it is quoted; the key's place when it is not found.
+pub fn place_of_value(text: &str, key: &str, raw: &str) -> (usize, usize) {
+    let (key_line, _) = place_of_key(text, key);
+    let start: usize = text.split_inclusive('\n').take(key_line - 1).map(str::len).sum();
+    let found = match raw.is_empty() {
+        true => ["\"\"", "''"].iter().filter_map(|q| text[start..].find(q)).min(),
+        false => text[start..].find(raw).map(|at| match at > 0 && matches!(text.as_bytes()[start + at - 1], b'"' | b'\'') {
+            true => at - 1,
+            false => at,
+        }),
+    };
+    match found {
+        Some(at) => line_column(text.as_bytes(), start + at),
+        None => place_of_key(text, key),
+    }
+}
+
 /// `text` as a YAML scalar: plain when it is a word that starts with a letter or `_` and
 /// holds only letters, digits, `_`, `-` and `.` (and is not a boolean or null), else
 /// double-quoted (a JSON string is a valid double-quoted YAML scalar), so that aliases and

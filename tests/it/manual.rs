@@ -69,7 +69,10 @@ fn indent(line: &str) -> usize {
 /// puts it there, at column 14, when the tag is short enough.
 fn tp_item(line: &str) -> (&str, Option<&str>) {
     let bytes = line.as_bytes();
-    match bytes.len() > 14 && bytes[13] == b' ' && bytes[14] != b' ' {
+    // A six-letter tag with its arguments (`forget NAME...`) also has a space there: words
+    // that are all arguments (`NAME...`, `[FILE]`) are the tag's, not its text.
+    let arguments = |text: &str| text.split_whitespace().all(|w| w.trim_matches(['[', ']', '.']).chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+    match bytes.len() > 14 && bytes[13] == b' ' && bytes[14] != b' ' && !arguments(&line[14..]) {
         true => (line[..13].trim(), Some(&line[14..])),
         false => (line.trim(), None),
     }
