@@ -593,18 +593,18 @@ pub fn look(
         let Some(tree) = trees.iter().find(|t| t.version == k.version) else { continue };
         let modules = seen.modules.entry(k.version.to_string()).or_default();
         let (present, missing): (Vec<_>, Vec<_>) = k.kept.iter().partition(|(_, kept)| kept.present);
-        for (module, _) in missing {
-            modules.insert(module.clone(), Err("its file is missing; its firmware is read once it is back".into()));
-        }
+        seen.missing += missing.len();
         let rels: Vec<&str> = present.iter().map(|(_, kept)| &*kept.path).collect();
         let cache = names.entry(k.version.clone()).or_insert_with(|| FirmwareNames::read(root, &k.version));
         for ((module, _), found) in present.into_iter().zip(cache.of(&tree.path, &rels)) {
-            if let Err(e) = &found {
-                seen.unreadable.push(format!("{}: kept module {module} cannot be read, so its firmware is unknown: {e}", k.version));
-            }
-            let firmware = found.and_then(|found| {
-                found.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect()
-            });
+            let found = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    seen.unreadable.push(format!("{}: kept module {module} cannot be read, so its firmware is unknown: {e}", k.version));
+                    continue;
+                }
+            };
+            let firmware: Result<Vec<Wanted>> = found.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect();
             modules.insert(module.clone(), firmware.map_err(|e| e.to_string()));
         }
     }

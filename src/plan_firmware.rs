@@ -60,6 +60,9 @@ pub struct Seen {
     /// one that decompresses to more than any module does): said on every run, whatever
     /// the firmware setting, since a broken module is worth knowing about.
     pub unreadable: Vec<String>,
+    /// Kept modules whose file is missing (to be restored): their firmware is read once they
+    /// are back.
+    pub missing: usize,
 }
 
 /// Why a firmware file stays.
@@ -136,14 +139,26 @@ pub struct Context<'a> {
 /// Work out the firmware plan from the kernels' plans and what was seen. Pure.
 pub fn plan(kernels: &[KernelPlan], seen: &Seen, cx: &Context) -> FirmwarePlan {
     let mut fp = FirmwarePlan { declared: seen.declared.clone(), warnings: seen.unreadable.clone(), ..FirmwarePlan::default() };
+    // Said once each, not once a module: a run that restores a hundred modules would
+    // otherwise say a hundred times that their firmware is read the next time.
     let mut unsure: Vec<String> = Vec::new();
+    match seen.missing {
+        0 => {}
+        1 => unsure.push("a kept module is missing (to be restored), and its firmware is read once it is back".into()),
+        n => unsure.push(format!("{n} kept modules are missing (to be restored), and their firmware is read once they are back")),
+    }
+    match seen.unreadable.len() {
+        0 => {}
+        1 => unsure.push("a kept module cannot be read (see the warning), so the firmware it needs is unknown".into()),
+        n => unsure.push(format!("{n} kept modules cannot be read (see the warnings), so the firmware they need is unknown")),
+    }
     let mut wanted_back: BTreeMap<&str, String> = BTreeMap::new();
     for (kernel, modules) in &seen.modules {
         for (module, firmware) in modules {
             let firmware = match firmware {
                 Ok(firmware) => firmware,
                 Err(why) => {
-                    unsure.push(format!("{kernel}: the firmware of kept module {module} is unknown: {why}"));
+                    unsure.push(format!("{kernel}: the firmware of kept module {module} cannot be looked up: {why}"));
                     continue;
                 }
             };
@@ -410,11 +425,16 @@ mod tests {
     #[test]
     fn an_unsure_run_prunes_no_firmware_and_says_why() {
         let mut unreadable = seen();
-        unreadable.modules.get_mut(KVER).unwrap().insert("btusb".into(), Err("truncated".into()));
+        unreadable.unreadable.push(format!("{KVER}: kept module btusb cannot be read, so its firmware is unknown: truncated"));
+        let mut unknown = seen();
+        unknown.modules.get_mut(KVER).unwrap().insert("btusb".into(), Err("a bad name".into()));
+        let missing = Seen { missing: 3, ..seen() };
         let narrowed = Seen { narrowed: true, ..seen() };
         let cases = [
             (vec![kernel(Action::Prune), kernel(Action::NoBaseline)], seen(), "6.1.0-1-test is left whole"),
-            (vec![kernel(Action::Prune)], unreadable, "the firmware of kept module btusb is unknown: truncated"),
+            (vec![kernel(Action::Prune)], unreadable, "a kept module cannot be read (see the warning)"),
+            (vec![kernel(Action::Prune)], unknown, "the firmware of kept module btusb cannot be looked up: a bad name"),
+            (vec![kernel(Action::Prune)], missing, "3 kept modules are missing (to be restored), and their firmware is read once they are back"),
             (vec![kernel(Action::Prune)], narrowed, "covers some kernels only"),
             (Vec::new(), Seen::default(), "there is no module tree"),
         ];

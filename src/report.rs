@@ -72,6 +72,17 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
         }
         _ => String::new(),
     };
+    // Kept modules still missing after this run: the warning says why and what brings them
+    // back, and the summary that they are.
+    let back = |path: &str| match done {
+        Some(d) => d.restored.iter().any(|r| &*r.path == path),
+        None => dry_run && k.restore.iter().any(|r| &*r.path == path && !r.sources.is_empty()),
+    };
+    let missing = k.missing().filter(|(_, kept)| !back(&kept.path)).count();
+    let restored = match missing {
+        0 => restored,
+        n => format!("{restored}, {n} missing (see the warning)"),
+    };
     if k.action == Action::NoBaseline {
         let why = match k.unresolved_statics {
             0 => "no static modules recorded for it".to_string(),
@@ -181,30 +192,48 @@ pub fn warnings(plan: &Plan, state: &State, done: &[Done]) -> Vec<String> {
     }
     for k in &plan.kernels {
         out.extend(k.warnings.iter().map(|w| format!("{}: {w}", k.version)));
-        let done = done.iter().find(|d| d.version == k.version);
-        for (module, kept) in k.missing() {
-            let restore = k.restore.iter().find(|r| r.path == kept.path);
-            let failed = done.and_then(|d| d.not_restored.iter().find(|n| n.path == kept.path));
-            let restored = done.is_some_and(|d| d.restored.iter().any(|r| r.path == kept.path));
-            // Left to the summary: brought back now, or will be by the next real run.
-            if restored || (done.is_none() && restore.is_some_and(|r| !r.sources.is_empty())) {
-                continue;
-            }
-            let package = restore.map(|r| r.package.clone()).or_else(|| {
-                state.kernels.get(&k.version).and_then(|s| s.pruned.get(&*kept.path)).map(|p| p.package.clone())
-            });
-            let why = match failed {
-                Some(n) => format!("; could not restore it: {}", n.reason),
-                None => String::new(),
-            };
-            let hint = match package {
-                Some(p) => format!("; `apt-get install --reinstall {}` brings it back", p.split(':').next().unwrap_or(&p)),
-                None => "; no installed package owns it".to_string(),
-            };
-            out.push(format!("{}: kept module {module} is missing ({}){why}{hint}", k.version, kept.path));
-        }
+        out.extend(missing(k, state, done.iter().find(|d| d.version == k.version)));
     }
     out
+}
+
+/// The kept modules of `k` that are missing and that this run did not bring back, grouped
+/// by the package that owns them: a run offline fails a hundred restores for one reason,
+/// which is said once, with the reinstall that brings them all back.
+fn missing(k: &KernelPlan, state: &State, done: Option<&Done>) -> Vec<String> {
+    // By package (none: no installed package owns it), the modules and the first reason.
+    let mut by_package: BTreeMap<Option<String>, (Vec<&str>, Option<&str>)> = BTreeMap::new();
+    for (module, kept) in k.missing() {
+        let restore = k.restore.iter().find(|r| r.path == kept.path);
+        let failed = done.and_then(|d| d.not_restored.iter().find(|n| n.path == kept.path));
+        let restored = done.is_some_and(|d| d.restored.iter().any(|r| r.path == kept.path));
+        // Left to the summary: brought back now, or will be by the next real run.
+        if restored || (done.is_none() && restore.is_some_and(|r| !r.sources.is_empty())) {
+            continue;
+        }
+        let package = restore.map(|r| r.package.to_string()).or_else(|| {
+            state.kernels.get(&k.version).and_then(|s| s.pruned.get(&*kept.path)).map(|p| p.package.to_string())
+        });
+        let package = package.map(|p| p.split(':').next().unwrap_or(&p).to_string());
+        let group = by_package.entry(package).or_default();
+        group.0.push(module);
+        group.1 = group.1.or(failed.map(|n| n.reason.as_str()));
+    }
+    by_package
+        .into_iter()
+        .map(|(package, (modules, why))| {
+            let (what, them) = match modules.len() {
+                1 => (format!("kept module {} is missing", modules[0]), ["it", "it"]),
+                n => (format!("{n} kept modules are missing: {}", modules.join(", ")), ["they", "them"]),
+            };
+            let why = why.map(|w| format!("; {} could not be restored: {w}", them[0])).unwrap_or_default();
+            let hint = match package {
+                Some(p) => format!("; `apt-get install --reinstall {p}` brings {} back", them[1]),
+                None => format!("; no installed package owns {}", them[1]),
+            };
+            format!("{}: {what}{why}{hint}", k.version)
+        })
+        .collect()
 }
 
 /// The JSON of a sync or dry run.
@@ -357,15 +386,26 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (Vec<String>, serde_
         // The paths below are of this tree, spelled as dpkg lists them.
         text.push(format!("  tree: {}", k.path.display()));
         text.push(format!("  action: {}", serde_json::to_value(k.action).unwrap().as_str().unwrap_or("")));
-        text.push(format!("  kept: {} of {} modules, {} declaration(s)", k.kept.len(), k.modules_total, k.declarations));
+        text.push(match k.action {
+            Action::NoBaseline => format!("  kept: all {} modules, as the kernel has no baseline and is left whole", k.modules_total),
+            _ => format!("  kept: {} of {} modules, {}", k.kept.len(), k.modules_total, count(k.declarations, "declaration")),
+        });
         if verbose {
             for (module, kept) in &k.kept {
                 text.push(format!("    {module}: {}", describe(&kept.reason)));
             }
         }
-        text.push(format!("  pruned: {pruned_count} file(s), {}", size(pruned_bytes)));
-        for (rel, file) in pruned.into_iter().flatten() {
-            text.push(format!("    {rel} ({} {})", file.package, file.version));
+        text.push(format!("  pruned: {}, {}", count(pruned_count, "file"), size(pruned_bytes)));
+        // Each file under -v; by default, how many of each package.
+        match verbose {
+            true => text.extend(pruned.into_iter().flatten().map(|(rel, file)| format!("    {rel} ({} {})", file.package, file.version))),
+            false => {
+                let mut by_package: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+                for file in pruned.into_iter().flat_map(|p| p.values()) {
+                    *by_package.entry((&file.package, &file.version)).or_default() += 1;
+                }
+                text.extend(by_package.into_iter().map(|((package, version), n)| format!("    {} of {package} {version}", count(n, "file"))));
+            }
         }
         let missing: Vec<_> = k.missing().map(|(m, kept)| json!({"module": m, "path": kept.path})).collect();
         for (m, kept) in k.missing() {
