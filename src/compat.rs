@@ -228,6 +228,7 @@ pub fn apply(root: &Path, kernel: Option<crate::kver::Kver>, package: Option<Str
             change.warnings = saved.warnings;
             change.lines.extend(saved.summaries);
         }
+        run::Synced::NoTrees => change.lines.push(report::NO_TREES.into()),
     }
     change.lines.push(match &package {
         Some(p) => format!("limopack: this was `limopack-hook` pruning only the files of {p}; apt runs limopack-hook after every transaction, for every module package"),

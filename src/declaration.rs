@@ -379,12 +379,23 @@ pub fn write_admin(root: &Root, name: &str, text: &str) -> Result<PathBuf> {
 #[derive(Debug, Default)]
 pub struct Declarations {
     pub active: Vec<Declaration>,
-    /// Vendor files masked by an admin file of the same name.
-    pub masked: Vec<PathBuf>,
+    /// Vendor files masked by an admin file of the same name, each as it reads (so that
+    /// `explain` can say a module it names is pruned because of the mask).
+    pub masked: Vec<Masked>,
     /// Files (or folders) that could not be read or trusted, each with why. What they meant
     /// is unknown, so nothing is pruned while there is one; the valid ones still count, so
     /// that what they need is restored.
     pub broken: Vec<Error>,
+}
+
+/// A vendor declaration an admin file masks.
+#[derive(Debug)]
+pub struct Masked {
+    pub path: PathBuf,
+    /// The admin's file that masks it.
+    pub by: PathBuf,
+    /// What it declares, when it reads.
+    pub declaration: Option<Declaration>,
 }
 
 impl Declarations {
@@ -394,17 +405,21 @@ impl Declarations {
         let mut result = Declarations::default();
         let vendor = read_dir(root, VENDOR_DIR, Origin::Vendor, &mut result.broken)?;
         let admin = read_dir(root, ADMIN_DIR, Origin::Admin, &mut result.broken)?;
-        for (name, declaration) in &vendor {
+        let mut by_name = BTreeMap::new();
+        for (name, declaration) in vendor {
             // A broken admin file masks nothing: keeping what the vendor file names is the
             // safe side of not knowing what the admin meant.
-            if admin.get(name).is_some_and(Option::is_some) {
-                result.masked.push(declaration.as_ref().and_then(|d| d.as_ref()).map_or_else(
-                    || Path::new(VENDOR_DIR).join(name),
-                    |d| d.path.clone(),
-                ));
+            match admin.get(&name).is_some_and(Option::is_some) {
+                true => result.masked.push(Masked {
+                    path: Path::new(VENDOR_DIR).join(&name),
+                    by: Path::new(ADMIN_DIR).join(&name),
+                    declaration: declaration.flatten(),
+                }),
+                false => {
+                    by_name.insert(name, declaration);
+                }
             }
         }
-        let mut by_name = vendor;
         by_name.extend(admin.into_iter().filter(|(_, d)| d.is_some()));
         result.active = by_name.into_values().flatten().flatten().collect();
         Ok(result)

@@ -80,6 +80,12 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
                     }
                     return Ok(());
                 }
+                run::Synced::NoTrees => {
+                    if !cli.quiet && cli.called_by.is_none() {
+                        say(out, report::NO_TREES);
+                    }
+                    return Ok(());
+                }
             };
             // What a run read is large (a module index, every file of the trees) and the
             // process ends here: the kernel takes it back faster than freeing it would.
@@ -128,9 +134,12 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
         Some(Command::Explain { module }) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan()?;
-            let (text, value) = report::explain(&gathered, &plan, module);
-            print_either(out, cli.json, text, &value);
+            let explained = report::explain(&gathered, &plan, module);
+            print_either(out, cli.json, explained.lines, &explained.json);
             stop_if_broken(&gathered)?;
+            if !explained.known {
+                anyhow::bail!("`{module}` is no module, alias or built-in of any kernel here");
+            }
         }
         Some(Command::Check { files }) => {
             let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
@@ -189,6 +198,9 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
                 warn(&w);
             }
             let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
+            if plan.kernels.is_empty() && !cli.json {
+                say(out, report::NO_TREES);
+            }
             print_either(out, cli.json, text, &value);
             stop_if_broken(&gathered)?;
         }

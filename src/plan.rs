@@ -304,7 +304,7 @@ fn declaration_statuses(inputs: &Inputs, warnings: &mut Vec<String>) -> (Vec<Dec
     }
     for masked in &inputs.declarations.masked {
         statuses.push(DeclarationStatus {
-            path: masked.clone(),
+            path: masked.path.clone(),
             origin: Origin::Vendor,
             package: None,
             active: false,

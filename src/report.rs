@@ -54,6 +54,9 @@ pub fn errors(gathered: &Gathered) -> Vec<String> {
     lines
 }
 
+/// What a run says of a root without module trees.
+pub const NO_TREES: &str = "limopack: no module tree under /lib/modules or /usr/lib/modules; nothing to do";
+
 /// What a run says while it waits for another's lock.
 pub fn waiting(holder: Option<u32>) -> String {
     match holder {
@@ -273,8 +276,16 @@ struct Link<'a> {
     reason: &'a Reason,
 }
 
+/// What `explain` says: its lines, its JSON, and whether any kernel knows the name (as
+/// modinfo fails for a name it does not know, so does explain).
+pub struct Explained {
+    pub lines: Vec<String>,
+    pub json: serde_json::Value,
+    pub known: bool,
+}
+
 /// Why a module is kept (the chain back to a declaration), or why it is not.
-pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (Vec<String>, serde_json::Value) {
+pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> Explained {
     let mut text = Vec::new();
     let mut kernels = Vec::new();
     for k in &plan.kernels {
@@ -308,7 +319,8 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> (Vec<String>, 
             }));
         }
     }
-    (text, json!({ "schema": SCHEMA, "module": module, "kernels": kernels }))
+    let known = kernels.iter().any(|k| k["status"] != "unknown");
+    Explained { lines: text, json: json!({ "schema": SCHEMA, "module": module, "kernels": kernels }), known }
 }
 
 fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'static str, Vec<Link<'a>>, String) {
@@ -339,7 +351,10 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
             Action::Prune => "would be pruned",
             _ => "would be pruned once pruning is on",
         };
-        let line = format!("{line}: no declaration names it and no kept module needs it ({} of {})", k.path.join(&*f.path).display(), f.package);
+        let mut line = format!("{line}: no declaration names it and no kept module needs it ({} of {})", k.path.join(&*f.path).display(), f.package);
+        if let Some(masked) = masked_naming(gathered, &k.version, wanted) {
+            line.push_str(&format!("; {} names it, but is masked by {}", masked.path.display(), masked.by.display()));
+        }
         return ("prune", Vec::new(), line);
     }
     if let Some((rel, p)) = gathered
@@ -355,10 +370,22 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
     {
         return ("builtin", Vec::new(), "built into the kernel".into());
     }
-    if k.action == Action::NoBaseline {
+    let known = gathered.index(&k.version).is_some_and(|i| i.by_name(wanted).is_some());
+    if known && k.action == Action::NoBaseline {
         return ("whole", Vec::new(), "stays: this kernel has no baseline, so it is left whole".into());
     }
     ("unknown", Vec::new(), "no such module in this kernel".into())
+}
+
+/// A masked vendor declaration that names `module` in kernel `version`, if one does.
+fn masked_naming<'a>(gathered: &'a Gathered, version: &crate::kver::Kver, module: &str) -> Option<&'a crate::declaration::Masked> {
+    let index = gathered.index(version)?;
+    gathered.declarations.masked.iter().find(|m| {
+        m.declaration.as_ref().is_some_and(|d| {
+            d.applies_to(version)
+                && d.modules.iter().chain(&d.statics).any(|e| e.resolve(index).0.iter().any(|&id| *index.module(id).name == *module))
+        })
+    })
 }
 
 /// A kernel's pruned files as `status --json` shows them: each with its module, which the

@@ -485,6 +485,9 @@ pub enum Synced {
     /// printed stands.
     Unchanged(Saved),
     Ran(Box<Outcome>),
+    /// The root has no module tree and limopack has never run on it: nothing to do, and
+    /// nothing is made (no state folder, no lock).
+    NoTrees,
 }
 
 /// What a full sync did.
@@ -499,6 +502,10 @@ pub struct Outcome {
 /// The main job: plan every kernel and, unless dry, carry the plan out.
 pub fn sync(opts: &Options, waiting: impl FnOnce(Option<u32>)) -> Result<Synced> {
     let root = Root::new(&opts.root)?;
+    // A run whose output is read by a program (`--json`, `-v`) plans even then.
+    if opts.reuse && tree::discover(&root, &mut Vec::new())?.is_empty() && root.own(crate::root::STATE_DIR)?.is_none() {
+        return Ok(Synced::NoTrees);
+    }
     let _lock = match opts.dry_run {
         true => None,
         false => Some(apply::lock(&root, opts.lock_wait, waiting)?),
