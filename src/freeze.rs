@@ -195,6 +195,8 @@ pub struct Block {
 /// What the machine shows, before any name is resolved.
 #[derive(Debug, Default)]
 pub struct Survey {
+    /// What could not be looked at, and what that means for the freeze.
+    pub notes: Vec<String>,
     pub loaded: Vec<String>,
     /// The content of every readable `modalias` file under `/sys/devices`, one per device.
     pub modaliases: Vec<String>,
@@ -217,7 +219,16 @@ pub fn survey(paths: &Paths) -> Result<Survey> {
         Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    let (modaliases, unreadable) = modaliases(&paths.sys.join("devices"));
+    let devices = paths.sys.join("devices");
+    let mut notes = Vec::new();
+    if !devices.is_dir() {
+        notes.push(format!(
+            "{} is not there, so no device's driver is seen: mount sysfs there (mount -t sysfs sysfs {}) and freeze again",
+            devices.display(),
+            paths.sys.display()
+        ));
+    }
+    let (modaliases, unreadable) = modaliases(&devices);
     let mut block = Vec::new();
     // The last mount on a folder is the one on top, the one seen there.
     for folder in ["/", "/usr"] {
@@ -234,6 +245,7 @@ pub fn survey(paths: &Paths) -> Result<Survey> {
         block.push(block_of(&paths.sys, format!("swap {swap}"), device));
     }
     Ok(Survey {
+        notes,
         loaded: loaded::read(&paths.proc)?,
         modaliases,
         unreadable,
@@ -553,6 +565,8 @@ pub struct Options {
 pub struct Outcome {
     /// What was found, group by group, and what happened to the file.
     pub lines: Vec<String>,
+    /// What could not be looked at, as warnings.
+    pub notes: Vec<String>,
     /// The declaration, as written or (dry run) as it would be.
     pub yaml: String,
 }
@@ -595,12 +609,17 @@ pub fn freeze(opts: &Options, paths: &Paths, now: SystemTime) -> Result<Outcome>
         lines.push(format!("  kept from {}, not seen now: {}", shown.display(), names.join(", ")));
     }
     let total = merged.draft.statics.len();
+    // A freeze that finds nothing new leaves the file as it is: only its stamp would change.
+    if existing.is_some() && merged.new.is_empty() {
+        lines.push(format!("limopack: {}: nothing new to record ({}); left as it is", shown.display(), plural(total, "static entry", "static entries")));
+        return Ok(Outcome { lines, notes: survey.notes, yaml });
+    }
     let verb = if opts.dry_run { "would write" } else { "wrote" };
     lines.push(format!("limopack: {verb} {}: {} ({} new)", shown.display(), plural(total, "static entry", "static entries"), merged.new.len()));
     if !opts.dry_run {
         declaration::write_admin(&root, BASELINE, &yaml)?;
     }
-    Ok(Outcome { lines, yaml })
+    Ok(Outcome { lines, notes: survey.notes, yaml })
 }
 
 #[cfg(test)]
@@ -724,6 +743,18 @@ mod tests {
         let dir = sys.join("dev/block");
         fs::create_dir_all(&dir).unwrap();
         dir.join(format!("{major}:{minor}"))
+    }
+
+    #[test]
+    fn a_machine_without_sysfs_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = fake_machine(dir.path());
+        assert!(survey(&paths).unwrap().notes.is_empty());
+        let bare = Paths { proc: paths.proc.clone(), sys: dir.path().join("nosys") };
+        let notes = survey(&bare).unwrap().notes;
+        assert_eq!(notes.len(), 1);
+        let nosys = dir.path().join("nosys");
+        assert_eq!(notes, [format!("{}/devices is not there, so no device's driver is seen: mount sysfs there (mount -t sysfs sysfs {}) and freeze again", nosys.display(), nosys.display())]);
     }
 
     #[test]

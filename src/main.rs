@@ -178,6 +178,7 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
         Some(Command::Freeze { from_host }) => {
             let freeze = limopack::freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: *from_host, dry_run: cli.dry_run };
             let outcome = limopack::freeze::freeze(&freeze, &limopack::freeze::Paths::host(), std::time::SystemTime::now())?;
+            outcome.notes.iter().for_each(|note| warn(note));
             for line in &outcome.lines {
                 say(out, line);
             }

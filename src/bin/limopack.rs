@@ -43,9 +43,10 @@ fn execute(cli: &Cli) -> anyhow::Result<()> {
         compat::Change { lines, warnings }
     } else if cli.install && cli.modules.is_empty() {
         let opts = freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: cli.from_host, dry_run: false };
-        let mut lines = freeze::freeze(&opts, &freeze::Paths::host(), std::time::SystemTime::now())?.lines;
+        let outcome = freeze::freeze(&opts, &freeze::Paths::host(), std::time::SystemTime::now())?;
+        let mut lines = outcome.lines;
         lines.push("limopack: this was `limopack-hook freeze`".into());
-        compat::Change { lines, warnings: Vec::new() }
+        compat::Change { lines, warnings: outcome.notes }
     } else if cli.install {
         compat::install(&root, &cli.modules, cli.r#static)?
     } else if cli.remove {
