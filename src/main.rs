@@ -199,10 +199,10 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
                 warn(&w);
             }
             let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
-            if plan.kernels.is_empty() && !cli.json {
-                say(out, report::NO_TREES);
+            match plan.kernels.is_empty() && gathered.state.firmware.is_empty() && !cli.json {
+                true => say(out, report::NO_TREES),
+                false => print_either(out, cli.json, text, &value),
             }
-            print_either(out, cli.json, text, &value);
             stop_if_broken(&gathered)?;
         }
     }

@@ -123,3 +123,38 @@ fn a_bad_declaration_never_blocks_restores() {
     let out = sys.run(&["--called-by", "apt"]);
     assert!(out.ok, "under apt the status is 0:\n{}", out.stderr);
 }
+
+/// Issue 20, 6: honest answers. explain fails for a name no kernel knows, even one left
+/// whole; a kernel left whole is shown as whole; a mask that prunes a module is named; a
+/// root with no module tree is said once and gets nothing made.
+#[test]
+fn answers_are_honest() {
+    let sys = Sys::standard();
+    sys.admin("baseline", "");
+    let out = sys.fails(&["explain", "nosuchmodule"]);
+    assert!(out.stderr.contains("`nosuchmodule` is no module, alias or built-in of any kernel here"), "{}", out.stderr);
+    assert!(out.stdout.contains("nosuchmodule: no such module in this kernel"), "{}", out.stdout);
+    let out = sys.ok(&["explain", "btrfs"]);
+    assert!(out.stdout.contains("btrfs: stays: this kernel has no baseline, so it is left whole"), "{}", out.stdout);
+    let out = sys.ok(&["status"]);
+    assert!(out.stdout.contains("  kept: all 20 modules, as the kernel has no baseline and is left whole"), "{}", out.stdout);
+
+    sys.admin("baseline", "static: [ext4]\n");
+    sys.vendor("bluez", "modules: [btusb]\n");
+    sys.admin("bluez", "# not on this machine\n");
+    sys.dpkg(&[sys.kernel_pkg(K), Sys::decl_pkg("bluez")]);
+    let out = sys.ok(&["explain", "btusb"]);
+    assert!(
+        out.stdout.contains("/usr/share/limopack/bluez.yaml names it, but is masked by /etc/limopack/modules.d/bluez.yaml"),
+        "{}",
+        out.stdout
+    );
+
+    let empty = Sys::empty();
+    for args in [&[][..], &["--dry-run"], &["status"]] {
+        let out = empty.ok(args);
+        assert_eq!(out.stdout, "limopack: no module tree under /lib/modules or /usr/lib/modules; nothing to do\n", "{args:?}");
+    }
+    assert!(!empty.p("var/lib/limopack").exists(), "nothing was made");
+    assert_eq!(empty.ok(&["--called-by", "apt"]).stdout, "", "quiet under apt");
+}
