@@ -22,6 +22,9 @@ fn kernel_version(text: &str) -> Result<Kver, String> {
     Ok(text.to_string())
 }
 
+// The library's `run::LOCK_WAIT`, which the binary passes; only the man page shows it here.
+const DEFAULT_WAIT: u64 = 300;
+
 #[allow(dead_code)]
 #[path = "src/cli/hook.rs"]
 mod hook;

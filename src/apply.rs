@@ -44,8 +44,14 @@ pub struct Lock {
 /// each holder writes its pid into the lock file.
 pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<u32>)) -> Result<Lock> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let needs_root = |path: &Path, e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            Error::refused(path, "cannot be made by this user: a run that changes the system needs root (--dry-run, status and explain do not)")
+        }
+        _ => Error::io(path, e),
+    };
     let dir = root.state_dir()?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| needs_root(&dir, e))?;
     let path = dir.join("lock");
     // Not through a link, and without blocking on a FIFO put in its place.
     let file = File::options()
@@ -56,7 +62,7 @@ pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| needs_root(&path, e))?;
     if !file.metadata().map_err(|e| Error::io(&path, e))?.is_file() {
         return Err(Error::refused(&path, "is not a regular file; remove it, limopack makes it again"));
     }

@@ -9,6 +9,9 @@ use limopack::kver::Kver;
 use limopack::shown::escaped;
 use limopack::{report, run};
 
+/// `--wait`'s default, the library's.
+const DEFAULT_WAIT: u64 = limopack::run::LOCK_WAIT.as_secs();
+
 /// A kernel version given on the command line, checked as one read from disk is.
 fn kernel_version(text: &str) -> Result<Kver, String> {
     Kver::new(text)
@@ -21,6 +24,12 @@ use cli::{Cli, Command, Hook};
 fn main() -> ExitCode {
     pad_heaps();
     let cli = Cli::parse();
+    if let Some(option) = ignored_option(&cli) {
+        let command = cli.command.as_ref().map(name_of).unwrap_or_default();
+        <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, format!("{option} means nothing to `{command}`; leave it out"))
+            .exit();
+    }
     let mut out = Vec::new();
     let result = execute(&cli, &mut out);
     // Written at once, and a closed pipe (`| head`) is not an error worth a panic.
@@ -39,6 +48,44 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The name of a command, as typed.
+fn name_of(command: &Command) -> &'static str {
+    match command {
+        Command::Explain { .. } => "explain",
+        Command::Status => "status",
+        Command::Check { .. } => "check",
+        Command::Freeze { .. } => "freeze",
+        Command::Forget { .. } => "forget",
+        Command::ImportActive { .. } => "import-active",
+    }
+}
+
+/// An option given that the command would ignore: a usage error, as a silent option would
+/// let a user believe it did something.
+fn ignored_option(cli: &Cli) -> Option<&'static str> {
+    let Some(command) = &cli.command else { return None };
+    // What each command reads of the global options, besides --root.
+    let (kernel, json, dry_run, verbose, wait) = match command {
+        Command::Explain { .. } => (true, true, false, false, false),
+        Command::Status => (true, true, false, true, false),
+        Command::Check { .. } => (true, false, false, true, false),
+        Command::Freeze { .. } => (true, false, true, false, false),
+        Command::Forget { .. } => (true, false, true, false, true),
+        Command::ImportActive { .. } => (false, false, true, false, false),
+    };
+    [
+        (cli.kernel.is_some() && !kernel, "--kernel"),
+        (cli.json && !json, "--json"),
+        (cli.dry_run && !dry_run, "--dry-run"),
+        (cli.verbose && !verbose, "--verbose"),
+        (cli.quiet, "--quiet"),
+        (cli.wait != DEFAULT_WAIT && !wait, "--wait"),
+        (cli.called_by.is_some(), "--called-by"),
+    ]
+    .into_iter()
+    .find_map(|(given, option)| given.then_some(option))
 }
 
 /// glibc makes a thread's heap writable a few pages at a time, one `mprotect` each time it

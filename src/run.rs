@@ -42,8 +42,9 @@ pub struct Options {
     pub lock_wait: std::time::Duration,
 }
 
-/// How long a run waits for another's lock by default: far longer than any run takes, short
-/// enough that apt does not hang for good behind one that is stuck.
+/// How long a run waits for another's lock by default (the command line's `--wait`): far
+/// longer than any run takes, short enough that apt does not hang for good behind one that
+/// is stuck.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Everything a plan is made from.
@@ -502,8 +503,14 @@ pub struct Outcome {
 /// The main job: plan every kernel and, unless dry, carry the plan out.
 pub fn sync(opts: &Options, waiting: impl FnOnce(Option<u32>)) -> Result<Synced> {
     let root = Root::new(&opts.root)?;
-    // A run whose output is read by a program (`--json`, `-v`) plans even then.
+    // Nothing to do, and nothing to make, but the config and declarations are still read,
+    // so that a fault in them is said now. A run whose output is read by a program (`--json`,
+    // `-v`) plans even then.
     if opts.reuse && tree::discover(&root, &mut Vec::new())?.is_empty() && root.own(crate::root::STATE_DIR)?.is_none() {
+        let gathered = gather(&Options { dry_run: true, ..opts.clone() })?;
+        if !gathered.declarations.broken.is_empty() {
+            return Err(gathered.declarations.broken.into_iter().next().expect("one at least"));
+        }
         return Ok(Synced::NoTrees);
     }
     let _lock = match opts.dry_run {

@@ -119,7 +119,7 @@ pub struct Cli {
 
     /// Wait at most SECONDS for another run to finish before giving up, saying which
     /// process holds the lock.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::DEFAULT_WAIT)]
     pub wait: u64,
 
     /// Print JSON (`"schema": 1`) instead of text.

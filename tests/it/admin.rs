@@ -158,3 +158,45 @@ fn answers_are_honest() {
     assert!(!empty.p("var/lib/limopack").exists(), "nothing was made");
     assert_eq!(empty.ok(&["--called-by", "apt"]).stdout, "", "quiet under apt");
 }
+
+/// Issue 20, 8: read-only commands work for a user who is not root on what it may read (the
+/// state is readable as dpkg's status is); a run that changes files says plainly that it
+/// needs root; options a command would ignore are usage errors; no Rust error text leaks.
+#[test]
+fn conventions_of_a_debian_tool() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let sys = Sys::standard();
+    sys.ok(&[]);
+    // The root must be reachable by that user: the test's own folder is root's alone.
+    let top = sys.root.parent().unwrap();
+    fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", env!("CARGO_BIN_EXE_limopack-hook"), "--root"])
+            .arg(&sys.root)
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for args in [&["--dry-run"][..], &["status"], &["explain", "ext4"]] {
+        let (code, stdout, stderr) = as_nobody(args);
+        assert_eq!(code, Some(0), "{args:?}: {stdout}{stderr}");
+        assert!(!stderr.contains("ermission denied"), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = as_nobody(&[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("a run that changes the system needs root (--dry-run, status and explain do not)"), "{stderr}");
+
+    for (args, option) in [(&["--json", "freeze"][..], "--json"), (&["status", "--dry-run"], "--dry-run"), (&["check", "-q", "x.yaml"], "--quiet"), (&["--kernel", K, "import-active", "x"], "--kernel")] {
+        let out = sys.run(args);
+        assert!(!out.ok && out.stderr.contains(&format!("error: {option} means nothing to")), "{args:?}: {}", out.stderr);
+    }
+    let usage = Command::new(env!("CARGO_BIN_EXE_limopack-hook")).args(["--json", "freeze"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "a usage error exits 2, as clap's own do");
+
+    let out = sys.run(&["check", "/nonexistent.yaml"]);
+    assert!(out.stdout.contains("/nonexistent.yaml: No such file or directory\n"), "{}", out.stdout);
+    assert!(!out.stdout.contains("os error") && !out.stdout.contains(":0:0:"), "{}", out.stdout);
+}

@@ -651,7 +651,8 @@ fn explain_status_and_json() {
         "{}",
         out.stdout
     );
-    let out = sys.ok(&["explain", "nonesuch"]);
+    // As modinfo does for a name it does not know, explain fails, saying so.
+    let out = sys.fails(&["explain", "nonesuch"]);
     assert!(
         out.stdout.contains("no such module in this kernel"),
         "{}",
@@ -1252,9 +1253,10 @@ fn json_output_follows_its_schema() {
     let status = sys.ok(&["status", "--json"]).json();
     assert!(!status["kernels"][0]["pruned"].as_object().unwrap().is_empty());
     check("status", &status);
-    for module in ["raid6_pq", "snd_hda_intel", "loop", "nosuch"] {
+    for module in ["raid6_pq", "snd_hda_intel", "loop"] {
         check(&format!("explain {module}"), &sys.ok(&["explain", module, "--json"]).json());
     }
+    check("explain nosuch", &sys.fails(&["explain", "nosuch", "--json"]).json());
     // The schema has teeth: a field it does not know is an error.
     let mut odd = status.clone();
     odd["kernels"][0]["surprise"] = serde_json::json!(1);
