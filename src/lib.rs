@@ -1,43 +1,36 @@
 //! limopack keeps a Debian system's kernel module trees down to the modules that its installed
 //! packages declare, and what modprobe would load with them.
+//!
+//! A run has four phases, one folder each, and each imports only from those before it:
+//!
+//! - [`read`]: what the system holds (the config, the declarations, dpkg's database, the module
+//!   trees and their indexes, limopack's state); readers never write;
+//! - [`plan`]: a pure function from what was read to what is kept, pruned and restored;
+//! - [`apply`]: the only place with effects (deletes, restores, depmod, the initramfs, the
+//!   state and caches);
+//! - [`report`]: what is printed, as text and as JSON.
+//!
+//! [`run`] puts the phases together for a run; [`admin`] holds the admin's tools (`check`,
+//! `freeze`, `forget`, the original limopack's commands). Below them all are the nouns every
+//! phase shares: [`root`] (paths resolved inside the root), [`fs`] (bounded reads, atomic
+//! writes), [`kver`], [`name`], [`shown`] and [`error`].
 
 pub mod error;
 pub mod shown;
-pub mod fs;
 pub mod kver;
-pub mod binary_index;
-mod mapped;
-mod paths;
-pub mod index;
-pub mod index_cache;
 pub mod name;
-mod yaml;
+pub mod fs;
+mod paths;
+pub mod root;
+
+pub mod read;
+pub mod plan;
+pub mod apply;
+pub mod report;
+pub mod run;
+pub mod admin;
 
 pub use error::{Error, Result};
-pub mod config;
-pub mod declaration;
-pub mod root;
-mod trust;
-pub mod loaded;
-pub mod packages;
-pub mod tree;
-pub mod deb;
-pub mod archive;
-pub mod initramfs;
-pub mod state;
-pub mod fingerprint;
-pub mod plan;
-pub mod plan_firmware;
-pub mod apply;
-pub mod run;
-pub mod report;
-pub mod check;
-pub mod active;
-pub mod freeze;
-pub mod forget;
-pub mod compat;
-pub mod modinfo;
-pub mod firmware;
 
 /// What a scoped thread returned; its panic, if it panicked, goes on in this one.
 pub(crate) fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {

@@ -191,11 +191,11 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
         Some(Command::Check { files }) => {
             let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
             let kernels = match against {
-                true => limopack::check::kernels(&cli.root, cli.kernel.as_ref())?,
+                true => limopack::admin::check::kernels(&cli.root, cli.kernel.as_ref())?,
                 false => Vec::new(),
             };
             let root = limopack::root::Root::new(&cli.root)?;
-            let problems = limopack::check::check(&root, files, &kernels);
+            let problems = limopack::admin::check::check(&root, files, &kernels);
             for problem in &problems {
                 say(out, problem.to_string());
             }
@@ -214,17 +214,17 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
         }
         Some(Command::ImportActive { file }) => {
             let root = limopack::root::Root::new(&cli.root)?;
-            let yaml = limopack::active::import(&root, file, cli.dry_run)?;
+            let yaml = limopack::admin::active::import(&root, file, cli.dry_run)?;
             match cli.dry_run {
                 true => yaml.lines().for_each(|line| say(out, line)),
                 false => {
-                    say(out, format!("limopack: wrote {}", limopack::active::IMPORTED));
+                    say(out, format!("limopack: wrote {}", limopack::admin::active::IMPORTED));
                 }
             }
         }
         Some(Command::Freeze { from_host }) => {
-            let freeze = limopack::freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: *from_host, dry_run: cli.dry_run };
-            let outcome = limopack::freeze::freeze(&freeze, &limopack::freeze::Paths::host(), std::time::SystemTime::now())?;
+            let freeze = limopack::admin::freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: *from_host, dry_run: cli.dry_run };
+            let outcome = limopack::admin::freeze::freeze(&freeze, &limopack::admin::freeze::Paths::host(), std::time::SystemTime::now())?;
             outcome.notes.iter().for_each(|note| warn(note));
             for line in &outcome.lines {
                 say(out, line);
@@ -235,7 +235,7 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
         }
         Some(Command::Forget { names }) => {
             let opts = run::Options { dry_run: cli.dry_run, ..opts };
-            for line in limopack::forget::forget(&opts, names)?.lines {
+            for line in limopack::admin::forget::forget(&opts, names)?.lines {
                 say(out, line);
             }
         }

@@ -5,23 +5,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::apply::{self, Done, FirmwareDone};
-use crate::config::Config;
-use crate::deb::AptCache;
-use crate::fingerprint::{Fingerprint, Saved};
+use crate::read::config::Config;
+use crate::read::deb::AptCache;
+use crate::read::fingerprint::{Fingerprint, Saved};
 use crate::report;
-use crate::declaration::{Declarations, Origin};
+use crate::read::declaration::{Declarations, Origin};
 use crate::error::Result;
 use crate::joined;
-use crate::index::{AliasDamage, ModuleIndex, Sources};
-use crate::index_cache::{IndexCache, Key};
+use crate::read::index::{AliasDamage, ModuleIndex, Sources};
+use crate::read::index_cache::{IndexCache, Key};
 use crate::kver::Kver;
-use crate::loaded;
-use crate::packages::{Database, Packages};
+use crate::read::loaded;
+use crate::read::packages::{Database, Packages};
 use crate::plan::{self, Inputs, KernelInput, Plan};
-use crate::plan_firmware;
 use crate::root::Root;
-use crate::state::{self, Journal, State};
-use crate::tree::{self, Files, Tree};
+use crate::read::state::{self, Journal, State};
+use crate::read::tree::{self, Files, Tree};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -33,7 +32,7 @@ pub struct Options {
     /// Refresh initramfs images after a change, as the config says.
     pub initramfs: bool,
     /// Stop early when nothing changed since the last run that changed nothing (see
-    /// [`crate::fingerprint`]). Only for a real run over every kernel.
+    /// [`crate::read::fingerprint`]). Only for a real run over every kernel.
     pub reuse: bool,
     /// Prune only the files of this module package (the original limopack's `--pkname`):
     /// other packages' files stay, as if they were no module packages, with what they need.
@@ -106,21 +105,21 @@ impl Gathered {
         let mut plan = plan::plan(&inputs);
         plan.warnings.splice(0..0, self.notes.iter().cloned());
         let mut names = BTreeMap::new();
-        let seen = crate::firmware::look(&self.root, &plan, &self.trees, &self.declarations, &self.config, &self.state, self.narrowed, &mut names);
+        let seen = crate::read::firmware::look(&self.root, &plan, &self.trees, &self.declarations, &self.config, &self.state, self.narrowed, &mut names);
         if self.keeps_caches {
             for (version, names) in &names {
                 // One that cannot be written only means reading the modules again next time.
                 let _ = names.save(&self.root, version);
             }
         }
-        let cx = plan_firmware::Context {
+        let cx = crate::plan::firmware::Context {
             config: &self.config,
             packages: &self.packages,
             state: &self.state,
             apt_cache: &self.apt_cache,
             can_download: self.can_download,
         };
-        plan.firmware = plan_firmware::plan(&plan.kernels, &seen, &cx);
+        plan.firmware = crate::plan::firmware::plan(&plan.kernels, &seen, &cx);
         self.check_aliases(&mut plan.warnings)?;
         Ok(plan)
     }
@@ -334,13 +333,13 @@ fn read_packages<'a>(
     let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
     let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
     prefixes.extend(trees.flat_map(|t| t.dpkg_paths("")));
-    let firmware = crate::firmware::dpkg_paths(&format!("{}/", crate::firmware::FIRMWARE_DIR));
+    let firmware = crate::read::firmware::dpkg_paths(&format!("{}/", crate::read::firmware::FIRMWARE_DIR));
     let all: Vec<String> = prefixes.iter().chain(&firmware).cloned().collect();
     let db = (vendor || prefixes.len() > 1).then(|| Database::read(root, &all)).transpose()?;
     let Some(db) = db else { return Ok((Packages::default(), state.get()?)) };
     // Firmware's owners matter when firmware is pruned, or was: only the second needs the
     // state, which a dry run may still be reading, and it is rare.
-    let pruning_firmware = config.firmware == crate::config::FirmwareMode::Prune;
+    let pruning_firmware = config.firmware == crate::read::config::FirmwareMode::Prune;
     if pruning_firmware {
         prefixes.extend_from_slice(&firmware);
     }

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use limopack::binary_index::BinaryIndex;
+use limopack::read::binary_index::BinaryIndex;
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(2, |&b| b == b'\n');

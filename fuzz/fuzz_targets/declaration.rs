@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use limopack::declaration::{Declaration, Origin};
+use limopack::read::declaration::{Declaration, Origin};
 
 fuzz_target!(|data: &[u8]| {
     let path = std::path::Path::new("/usr/share/limopack/fuzz.yaml");

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(info) = limopack::modinfo::parse(std::path::Path::new("fuzz.ko"), data) {
+    if let Ok(info) = limopack::read::modinfo::parse(std::path::Path::new("fuzz.ko"), data) {
         assert!(info.firmware.len() <= info.get_all("firmware").count());
     }
 });

@@ -5,5 +5,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = limopack::loaded::parse(std::path::Path::new("/proc/modules"), &text);
+    let _ = limopack::read::loaded::parse(std::path::Path::new("/proc/modules"), &text);
 });

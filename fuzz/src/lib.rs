@@ -1,7 +1,7 @@
 //! What the index targets share: one `modules.*` file from the fuzzer, the others fixed and
 //! valid, so that the fuzzer's bytes reach deep into the parser of that one file.
 
-use limopack::index::{ModuleIndex, Sources};
+use limopack::read::index::{ModuleIndex, Sources};
 
 const DEP: &str = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko\nkernel/lib/crc16.ko:\nkernel/crypto/crc32c_generic.ko:\n";
 const ALIAS: &str = "alias crypto-crc32c crc32c_generic\nalias fs-ext4 ext4\n";

@@ -1,12 +1,14 @@
 //! `limopack`: the original limopack's flags, mapped onto declarations. It parses arguments
-//! and calls the library; the work is in `limopack::compat` and `limopack::freeze`.
+//! and calls the library; the work is in `limopack::admin::compat` and `limopack::admin::freeze`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use limopack::kver::Kver;
 use limopack::shown::escaped;
-use limopack::{compat, freeze, loaded, root::Root};
+use limopack::admin::{compat, freeze};
+use limopack::read::loaded;
+use limopack::root::Root;
 
 /// A kernel version given on the command line, checked as one read from disk is.
 fn kernel_version(text: &str) -> Result<Kver, String> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use fs_err as fs;
-use limopack::index::ModuleIndex;
+use limopack::read::index::ModuleIndex;
 use crate::support::sys::*;
 use crate::support::*;
 
@@ -141,13 +141,13 @@ fn list_and_tree_match_modprobe() {
     let index = ModuleIndex::load(&cached.join("lib/modules").join(&kver)).unwrap();
     let loaded = ["btrfs", "virtio_net", "sctp", "not_a_module"].map(String::from);
 
-    let (paths, unknown) = limopack::compat::list(&index, &loaded);
+    let (paths, unknown) = limopack::admin::compat::list(&index, &loaded);
     assert_eq!(unknown, ["not_a_module"]);
     let mut expected: Vec<String> = loaded[..3].iter().map(|m| modprobe_show_depends(&cached, &kver, m).unwrap().pop().unwrap()).collect();
     expected.sort();
     assert_eq!(paths, expected);
 
-    let lines = limopack::compat::tree(&index, &loaded);
+    let lines = limopack::admin::compat::tree(&index, &loaded);
     // Each block: a loaded module's line, then its indented dependencies with their marks.
     let mut blocks: Vec<Vec<(String, &str)>> = Vec::new();
     for line in &lines {
@@ -177,8 +177,8 @@ fn list_and_tree_match_modprobe() {
     let err = fails(&sys, &["--list"]);
     assert!(err.contains("--from-host"), "{err}");
     let (out, _) = ok(&sys, &["--list", "--from-host"]);
-    let host = limopack::compat::list(&index, &limopack::loaded::read_proc().unwrap()).0;
+    let host = limopack::admin::compat::list(&index, &limopack::read::loaded::read_proc().unwrap()).0;
     assert_eq!(out.lines().collect::<Vec<_>>(), host);
     let (out, _) = ok(&sys, &["--tree", "--from-host"]);
-    assert_eq!(out.lines().map(String::from).collect::<Vec<_>>(), limopack::compat::tree(&index, &limopack::loaded::read_proc().unwrap()));
+    assert_eq!(out.lines().map(String::from).collect::<Vec<_>>(), limopack::admin::compat::tree(&index, &limopack::read::loaded::read_proc().unwrap()));
 }

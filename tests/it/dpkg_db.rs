@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use fs_err as fs;
-use limopack::packages::Packages;
+use limopack::read::packages::Packages;
 use limopack::root::Root;
 use crate::support::debian_root::{bookworm_cloud_root, run};
 

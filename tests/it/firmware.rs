@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use fs_err as fs;
-use limopack::firmware::{FirmwareDir, Found, Kind};
-use limopack::modinfo;
+use limopack::read::firmware::{FirmwareDir, Found, Kind};
+use limopack::read::modinfo;
 use limopack::root::Root;
 use crate::support::*;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use fs_err as fs;
-use limopack::declaration::{Declaration, Origin};
+use limopack::read::declaration::{Declaration, Origin};
 use crate::support::sys::Sys;
 use crate::support::*;
 
@@ -77,7 +77,7 @@ fn freeze_from_host_records_what_modprobe_resolves() {
     let written = statics(&baseline);
 
     // The oracle: modprobe, for what this machine shows.
-    let loaded = limopack::loaded::read_proc().unwrap();
+    let loaded = limopack::read::loaded::read_proc().unwrap();
     assert!(out.contains(&format!("  loaded now: {} module", loaded.len())), "{out}");
     let from_loaded: BTreeSet<String> = loaded.iter().flat_map(|m| resolve(&root, &kver, &builtin, m)).collect();
     let aliases = host_modaliases();

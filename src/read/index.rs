@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 
 use globset::GlobMatcher;
 
-use crate::binary_index::BinaryIndex;
-use crate::mapped::Bytes;
+use crate::read::binary_index::BinaryIndex;
+use crate::fs::bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::name::{self, fnmatch, normalize, Shared};
 
@@ -1086,7 +1086,7 @@ alias pci:v00008086d000015B8sv*sd*bc*sc*i* e1000e
 
     #[test]
     fn a_sound_binary_alias_table_never_reads_its_twin() {
-        let bin = crate::binary_index::tests::build(&[("fs_btrfs", "btrfs")]);
+        let bin = crate::read::binary_index::tests::build(&[("fs_btrfs", "btrfs")]);
         let (_dir, index) = tree_index(&[("modules.alias.bin", &bin), ("modules.alias", b"not an alias table\n")]);
         assert_eq!(index.lookup("fs-btrfs"), Lookup::Modules(vec![0]));
         assert_eq!(index.lookup("fs-ext4"), Lookup::NotFound);

@@ -8,12 +8,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::apply::{Done, FirmwareDone, Restored, RestoredFrom};
-use crate::index::{Edge, Lookup};
+use crate::read::index::{Edge, Lookup};
 use crate::name;
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
-use crate::plan_firmware::{self, FirmwareAction, FirmwarePlan, Why};
+use crate::plan::firmware::{FirmwareAction, FirmwarePlan, Why};
 use crate::run::Gathered;
-use crate::state::{PrunedFile, State};
+use crate::read::state::{PrunedFile, State};
 
 /// Version of the JSON shapes; bumped when a field changes meaning or goes away.
 pub const SCHEMA: u32 = 1;
@@ -150,7 +150,7 @@ fn restored_line(head: &str, r: &Restored) -> String {
 /// The firmware line of a run or dry run, and each firmware file brought back or not; nothing
 /// when no kept module needs firmware and there is nothing to do.
 pub fn firmware_lines(fp: &FirmwarePlan, done: Option<&FirmwareDone>, dry_run: bool) -> Vec<String> {
-    let needed = plan_firmware::needed(fp).len();
+    let needed = crate::plan::firmware::needed(fp).len();
     let restore = fp.restore.iter().filter(|r| !r.sources.is_empty()).count();
     if needed == 0 && fp.action == FirmwareAction::Keep && restore == 0 && done.is_none_or(|d| !d.changed()) {
         return Vec::new();
@@ -300,7 +300,7 @@ pub fn explain(gathered: &Gathered, plan: &Plan, module: &str) -> Explained {
             for link in &chain {
                 text.push(format!("  {}: {}", link.module, describe(link.reason)));
             }
-            let firmware = plan_firmware::of_module(&plan.firmware, &k.version, &wanted);
+            let firmware = crate::plan::firmware::of_module(&plan.firmware, &k.version, &wanted);
             for w in firmware {
                 let files = match (w.files.is_empty(), w.pruned.is_empty()) {
                     (true, true) => "not found (drivers list firmware that only some devices load)".to_string(),
@@ -378,7 +378,7 @@ fn explain_one<'a>(k: &'a KernelPlan, gathered: &Gathered, wanted: &str) -> (&'s
 }
 
 /// A masked vendor declaration that names `module` in kernel `version`, if one does.
-fn masked_naming<'a>(gathered: &'a Gathered, version: &crate::kver::Kver, module: &str) -> Option<&'a crate::declaration::Masked> {
+fn masked_naming<'a>(gathered: &'a Gathered, version: &crate::kver::Kver, module: &str) -> Option<&'a crate::read::declaration::Masked> {
     let index = gathered.index(version)?;
     gathered.declarations.masked.iter().find(|m| {
         m.declaration.as_ref().is_some_and(|d| {
@@ -454,7 +454,7 @@ pub fn status(plan: &Plan, state: &State, verbose: bool) -> (Vec<String>, serde_
     let pruned_bytes: u64 = state.firmware.values().map(|f| f.size).sum();
     text.push("firmware".to_string());
     text.push(format!("  action: {}", serde_json::to_value(fw.action).unwrap().as_str().unwrap_or("")));
-    text.push(format!("  needed: {} file(s) by kept modules and declarations", plan_firmware::needed(fw).len()));
+    text.push(format!("  needed: {} file(s) by kept modules and declarations", crate::plan::firmware::needed(fw).len()));
     if verbose {
         for (path, why) in &fw.kept {
             text.push(format!("    {path}: {}", describe_firmware(why)));

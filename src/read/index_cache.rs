@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::index::{DepList, ModuleIndex};
-use crate::mapped::Bytes;
+use crate::read::index::{DepList, ModuleIndex};
+use crate::fs::bytes::Bytes;
 use crate::name::Shared;
 use crate::kver::Kver;
 use crate::root::{cache_name, Root, CACHE_DIR};
@@ -151,7 +151,7 @@ fn positions(ids: &str, into: &mut Vec<usize>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Sources;
+    use crate::read::index::Sources;
 
     const DEP: &str = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko\n\
                        kernel/lib/crc16.ko:\nkernel/fs/jbd2/jbd2.ko:\nkernel/crypto/crc32c-generic.ko:\n";
@@ -188,7 +188,7 @@ mod tests {
         assert!(cache.lookup(Key::of(b"kernel/fs/jbd2/jbd2.ko:\n")).is_none());
         assert!(IndexCache::read(&root, &crate::kver::kv("6.2")).lookup(Key::of(DEP.as_bytes())).is_none());
 
-        crate::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
+        crate::read::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
         assert!(IndexCache::read(&root, &crate::kver::kv("6.1")).lookup(Key::of(DEP.as_bytes())).is_none());
     }
 

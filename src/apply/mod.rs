@@ -15,21 +15,22 @@ use std::path::{Path, PathBuf};
 
 use md5::Digest;
 
-use crate::archive;
-use crate::config::Config;
-use crate::deb;
+pub mod archive;
+pub mod initramfs;
+
+use crate::read::config::Config;
+use crate::read::deb;
 use crate::error::{Error, Result};
-use crate::index::ModuleIndex;
-use crate::initramfs;
+use crate::read::index::ModuleIndex;
 use crate::kver::Kver;
 use crate::name::Shared;
-use crate::packages;
+use crate::read::packages;
 use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
 use crate::root::Root;
-use crate::firmware::{self, FirmwareDir, FIRMWARE_DIR};
-use crate::plan_firmware::{FirmwareAction, FirmwarePlan};
-use crate::state::{self, FirmwareJournal, Journal, PrunedFile, State};
-use crate::tree::{self, Files, Tree};
+use crate::read::firmware::{self, FirmwareDir, FIRMWARE_DIR};
+use crate::plan::firmware::{FirmwareAction, FirmwarePlan};
+use crate::read::state::{self, FirmwareJournal, Journal, PrunedFile, State};
+use crate::read::tree::{self, Files, Tree};
 
 /// Held for the whole run: one limopack at a time per root. The kernel drops an flock when
 /// its holder dies, so a killed run never leaves a lock that blocks the next one.
@@ -196,7 +197,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         if !prune && !restorable && !pending {
             continue;
         }
-        let refresh = effects.initramfs && config.initramfs != crate::config::Initramfs::Never;
+        let refresh = effects.initramfs && config.initramfs != crate::read::config::Initramfs::Never;
         let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
         if kernel_state.initramfs_pending != refresh {
             kernel_state.initramfs_pending = refresh;

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::fs::limits;
-use crate::mapped::Bytes;
+use crate::fs::bytes::Bytes;
 use crate::name::Shared;
 use crate::paths::PathTable;
 use crate::root::Root;
@@ -115,7 +115,7 @@ impl Database {
         let finders: Vec<memchr::memmem::Finder> = needles.iter().map(|n| memchr::memmem::Finder::new(n.as_bytes())).collect();
         let mut lists = Vec::new();
         // One buffer for every list that is read, not mapped: most are a few KB.
-        let mut bytes = Vec::with_capacity(crate::mapped::MAP_FROM as usize);
+        let mut bytes = Vec::with_capacity(crate::fs::bytes::MAP_FROM as usize);
         let info = admin.join("info");
         let entries = std::fs::read_dir(&info).map_err(|e| Error::io(&info, e))?;
         for entry in entries {
@@ -126,7 +126,7 @@ impl Database {
             let (mut file, len) = crate::fs::open_entry(&path, limits::DPKG)?;
             // dpkg replaces a list by renaming a new one over it, so its size stays as read.
             // A kernel's list, of four thousand lines, is mapped rather than copied in.
-            let mapped = match len >= crate::mapped::MAP_FROM {
+            let mapped = match len >= crate::fs::bytes::MAP_FROM {
                 true => Some(Bytes::of_file(&file, len).map_err(|e| Error::io(&path, e))?),
                 false => {
                     bytes.resize(len as usize, 0);
@@ -216,7 +216,7 @@ impl Packages {
         packages.owner = PathTable::with_capacity(lines, db.lists.iter().map(|(_, text)| text.len()).sum());
         let mut used = vec![false; prefixes.len()];
         for (list_name, text) in &db.lists {
-            let mut owned = crate::index::lines(text)
+            let mut owned = crate::read::index::lines(text)
                 .filter(|line| match prefixes.iter().position(|p| line.starts_with(p.as_str())) {
                     Some(at) => {
                         used[at] = true;

@@ -17,13 +17,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::declaration::{self, Draft};
+use crate::read::declaration::{self, Draft};
 use crate::error::{Error, Result};
 use crate::fs::{limits, read_kernel_file};
-use crate::index::{Lookup, ModuleIndex};
+use crate::read::index::{Lookup, ModuleIndex};
 use crate::kver::Kver;
 use crate::root::{Root, ADMIN_DIR};
-use crate::{loaded, tree};
+use crate::read::{loaded, tree};
 
 /// The file a freeze writes, among the admin's declarations.
 pub const BASELINE: &str = "baseline.yaml";
@@ -625,8 +625,8 @@ pub fn freeze(opts: &Options, paths: &Paths, now: SystemTime) -> Result<Outcome>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::declaration::{Declaration, Origin};
-    use crate::index::Sources;
+    use crate::read::declaration::{Declaration, Origin};
+    use crate::read::index::Sources;
     use std::fs;
     use std::os::unix::fs::symlink;
 

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::plan::{Action, Plan};
 use crate::report::{count, size};
 use crate::run::{self, Options};
-use crate::state::StaticRecord;
+use crate::read::state::StaticRecord;
 
 /// What a forget did, or (dry run) would do, line by line.
 pub struct Outcome {
@@ -33,7 +33,7 @@ pub fn forget(opts: &Options, names: &[String]) -> Result<Outcome> {
         if forgotten.is_empty() {
             let recorded: Vec<&str> = state.statics.iter().map(|r| r.entry.as_str()).collect();
             return Err(Error::refused(
-                root.state_dir()?.join(crate::state::State::FILE),
+                root.state_dir()?.join(crate::read::state::State::FILE),
                 format!("`{entry}` is not a recorded static entry{}; recorded: {}", for_kernel(opts), if recorded.is_empty() { "none".into() } else { recorded.join(", ") }),
             ));
         }
@@ -46,7 +46,7 @@ pub fn forget(opts: &Options, names: &[String]) -> Result<Outcome> {
     lines.extend(consequences(&before, &after, opts.dry_run));
     if !opts.dry_run {
         state.save(&root)?;
-        crate::fingerprint::Saved::clear(&root)?;
+        crate::read::fingerprint::Saved::clear(&root)?;
     }
     Ok(Outcome { lines })
 }

@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::declaration::{Declaration, Entry, Origin};
+use crate::read::declaration::{Declaration, Entry, Origin};
 use crate::error::{Error, Result};
-use crate::index::ModuleIndex;
+use crate::read::index::ModuleIndex;
 use crate::kver::Kver;
 use crate::root::{Root, ADMIN_DIR, VENDOR_DIR};
-use crate::trust::{self, Trusted};
-use crate::tree;
+use crate::read::trust::{self, Trusted};
+use crate::read::tree;
 
 /// One thing wrong, at `path:line:column`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ fn resolves(index: &ModuleIndex, entry: &Entry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Sources;
+    use crate::read::index::Sources;
 
     fn kernel() -> Kernel {
         let sources = Sources {

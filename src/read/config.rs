@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::Result;
 use crate::root::{Root, CONFIG_FILE};
-use crate::trust::{self, Trusted};
-use crate::yaml;
+use crate::read::trust::{self, Trusted};
+use crate::read::yaml;
 
 /// A glob checked when the file is read, so that a bad one points at its line.
 #[derive(Debug, Clone)]
@@ -198,7 +198,7 @@ impl Config {
     pub fn is_firmware_package(&self, package: &str) -> bool {
         let name = package.split(':').next().unwrap_or(package);
         let set = self.firmware_set.get_or_init(|| glob_set(&self.firmware_packages));
-        set.is_match(name) && !crate::firmware::MICROCODE_PACKAGES.contains(&name)
+        set.is_match(name) && !crate::read::firmware::MICROCODE_PACKAGES.contains(&name)
     }
 }
 

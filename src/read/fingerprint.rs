@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::root::{Root, ADMIN_DIR, CONFIG_FILE, VENDOR_DIR};
-use crate::state;
+use crate::read::state;
 
 /// Stat data of one path; all zero when it does not exist.
 type Stamp = [i64; 6];
@@ -82,12 +82,12 @@ impl Fingerprint {
         }
         note("/var/lib/dpkg/status".into(), root.resolve("/var/lib/dpkg/status"));
         // The state: a forget changes what a run keeps.
-        note(format!("{}/{}", crate::root::STATE_DIR, crate::state::State::FILE), root.resolve(format!("{}/{}", crate::root::STATE_DIR, crate::state::State::FILE)));
+        note(format!("{}/{}", crate::root::STATE_DIR, crate::read::state::State::FILE), root.resolve(format!("{}/{}", crate::root::STATE_DIR, crate::read::state::State::FILE)));
         seen.push((format!("limopack {}", env!("CARGO_PKG_VERSION")), [0; 6]));
         if root.is_host() {
             let loaded = crate::fs::read_kernel_file(Path::new("/proc/modules"), crate::fs::limits::CONFIG).unwrap_or_default();
             let names: Vec<&str> = loaded.lines().filter_map(|l| l.split_whitespace().next()).collect();
-            seen.push((format!("running {} loaded {}", crate::loaded::running_kernel(), names.join(",")), [0; 6]));
+            seen.push((format!("running {} loaded {}", crate::read::loaded::running_kernel(), names.join(",")), [0; 6]));
         }
         Fingerprint { seen }
     }

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use globset::GlobMatcher;
 use serde::{Deserialize, Deserializer};
 
-use crate::config::Pattern;
+use crate::read::config::Pattern;
 use crate::error::{Error, Result};
-use crate::index::{Lookup, ModId, ModuleIndex};
+use crate::read::index::{Lookup, ModId, ModuleIndex};
 use crate::name;
 use crate::root::{Root, ADMIN_DIR, VENDOR_DIR};
-use crate::trust::{self, Trusted};
-use crate::yaml;
+use crate::read::trust::{self, Trusted};
+use crate::read::yaml;
 
 /// Where a declaration comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -91,7 +91,7 @@ pub fn import(root: &crate::root::Root, file: &Path, dry_run: bool) -> Result<St
     if std::fs::symlink_metadata(&target).is_ok() {
         return Err(Error::refused(target, "exists already; merge the new entries into it by hand, or move it away"));
     }
-    crate::declaration::write_admin(root, "imported-active.yaml", &yaml)?;
+    crate::read::declaration::write_admin(root, "imported-active.yaml", &yaml)?;
     Ok(yaml)
 }
 
@@ -108,7 +108,7 @@ mod tests {
         let yaml = active.to_declaration(Path::new("/lib/modules/6.1/modules.active"));
         assert!(yaml.contains("static:\n  - ext4\n  - loop\n"), "{yaml}");
         assert!(yaml.contains("modules:\n  - btusb\n  - hci_nokia\n"), "{yaml}");
-        let back = crate::declaration::Declaration::parse(Path::new("x.yaml"), yaml.as_bytes(), crate::declaration::Origin::Admin).unwrap();
+        let back = crate::read::declaration::Declaration::parse(Path::new("x.yaml"), yaml.as_bytes(), crate::read::declaration::Origin::Admin).unwrap();
         assert_eq!(back.statics.len(), 2);
         assert_eq!(back.modules.len(), 2);
     }

@@ -5,6 +5,8 @@
 //! [`Plan`]. A dry run prints it, `explain` reads it, and [`crate::apply`] carries it out, so
 //! what a dry run shows is what a real run does.
 
+pub mod firmware;
+
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -12,16 +14,16 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::deb::AptCache;
-use crate::declaration::{Declarations, Entry, Origin};
-use crate::index::{Edge, ModId, ModuleIndex};
+use crate::read::config::Config;
+use crate::read::deb::AptCache;
+use crate::read::declaration::{Declarations, Entry, Origin};
+use crate::read::index::{Edge, ModId, ModuleIndex};
 use crate::kver::Kver;
 use crate::name::{self, Shared};
-use crate::packages::{Package, Packages};
-use crate::plan_firmware::FirmwarePlan;
-use crate::state::{State, StaticRecord};
-use crate::tree::{Files, Tree};
+use crate::read::packages::{Package, Packages};
+use crate::plan::firmware::FirmwarePlan;
+use crate::read::state::{State, StaticRecord};
+use crate::read::tree::{Files, Tree};
 
 /// One kernel's share of the inputs.
 pub struct KernelInput<'a> {
@@ -207,7 +209,7 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// What the kept modules need under `/lib/firmware`, and what goes; made after the
-    /// kernels' plans ([`crate::plan_firmware`]).
+    /// kernels' plans ([`crate::plan::firmware`]).
     pub firmware: FirmwarePlan,
 }
 
@@ -598,9 +600,9 @@ fn entry_of(text: &str) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::declaration::Declaration;
-    use crate::index::Sources;
-    use crate::packages::Database;
+    use crate::read::declaration::Declaration;
+    use crate::read::index::Sources;
+    use crate::read::packages::Database;
     use std::path::Path;
 
     const KVER: &str = "6.1.0-1-test";
@@ -859,7 +861,7 @@ kernel/fs/btrfs/btrfs.ko:
     fn restore_sources_come_in_order_archive_cache_download() {
         let mut w = world(&[BASELINE, ("/etc/limopack/modules.d/a.yaml", Origin::Admin, "modules: [e1000e, btusb]\n")], &[]);
         remove_files(&mut w, &["kernel/drivers/net/e1000e.ko", "kernel/drivers/bluetooth/btusb.ko", "kernel/extra/dkms.ko"]);
-        let file = crate::state::PrunedFile { package: "linux-image-6.1.0-1-test".into(), version: "1".into(), size: 1, archived: true };
+        let file = crate::read::state::PrunedFile { package: "linux-image-6.1.0-1-test".into(), version: "1".into(), size: 1, archived: true };
         w.state.kernels.entry(KVER.into()).or_default().pruned.insert("kernel/drivers/net/e1000e.ko".into(), file);
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("var/cache/apt/archives");

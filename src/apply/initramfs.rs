@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::config::Initramfs;
+use crate::read::config::Initramfs;
 use crate::error::{Error, Result};
 use crate::kver::Kver;
 use crate::root::Root;

@@ -32,16 +32,16 @@ use std::sync::Mutex;
 use globset::GlobMatcher;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use crate::config::{Config, FirmwareMode};
-use crate::declaration::Declarations;
+use crate::read::config::{Config, FirmwareMode};
+use crate::read::declaration::Declarations;
 use crate::error::{Error, Result};
 use crate::kver::Kver;
-use crate::modinfo::FirmwareNames;
+use crate::read::modinfo::FirmwareNames;
 use crate::plan::Plan;
-use crate::plan_firmware::{DeclaredGlob, Seen, Wanted};
+use crate::plan::firmware::{DeclaredGlob, Seen, Wanted};
 use crate::root::Root;
-use crate::state::State;
-use crate::tree::Tree;
+use crate::read::state::State;
+use crate::read::tree::Tree;
 
 /// Where the kernel looks for firmware.
 pub const FIRMWARE_DIR: &str = "/lib/firmware";

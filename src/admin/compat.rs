@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::check;
-use crate::declaration::{self, Draft};
+use crate::admin::check;
+use crate::read::declaration::{self, Draft};
 use crate::error::{Error, Result};
-use crate::index::{Edge, ModId, ModuleIndex};
+use crate::read::index::{Edge, ModId, ModuleIndex};
 use crate::name;
 use crate::report;
 use crate::root::{Root, ADMIN_DIR};
@@ -240,7 +240,7 @@ pub fn apply(root: &Path, kernel: Option<crate::kver::Kver>, package: Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Sources;
+    use crate::read::index::Sources;
 
     fn index() -> ModuleIndex {
         let sources = Sources {

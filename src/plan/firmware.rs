@@ -1,7 +1,7 @@
 //! The firmware part of the plan: which files under `/lib/firmware` the kept modules of every
 //! kernel need (their modinfo `firmware=` names, as the kernel's loader resolves them), which
 //! the declarations' `firmware:` globs name, and, with `firmware: prune`, which files of the
-//! firmware packages nothing needs. Pure: [`crate::firmware::look`] reads the disk, [`plan`]
+//! firmware packages nothing needs. Pure: [`crate::read::firmware::look`] reads the disk, [`plan`]
 //! decides.
 //!
 //! Firmware is shared by every kernel, so what is needed is the union over all of them, and
@@ -13,13 +13,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{Config, FirmwareMode};
-use crate::deb::AptCache;
-use crate::firmware::{dpkg_paths, is_microcode, MICROCODE_PACKAGES};
+use crate::read::config::{Config, FirmwareMode};
+use crate::read::deb::AptCache;
+use crate::read::firmware::{dpkg_paths, is_microcode, MICROCODE_PACKAGES};
 use crate::name::Shared;
-use crate::packages::Packages;
+use crate::read::packages::Packages;
 use crate::plan::{Action, KernelPlan, RestoreFile, Source};
-use crate::state::State;
+use crate::read::state::State;
 
 /// One firmware name, and the files the loader could take for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,7 +43,7 @@ pub struct DeclaredGlob {
     pub wanted: Wanted,
 }
 
-/// What [`crate::firmware::look`] read for the firmware plan.
+/// What [`crate::read::firmware::look`] read for the firmware plan.
 #[derive(Debug, Default)]
 pub struct Seen {
     /// Per kernel, per kept module whose file is there: its firmware, or why it is unknown.
@@ -306,8 +306,8 @@ pub fn needed(fp: &FirmwarePlan) -> BTreeSet<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packages::Database;
-    use crate::state::PrunedFile;
+    use crate::read::packages::Database;
+    use crate::read::state::PrunedFile;
 
     const KVER: &str = "6.1.0-1-test";
     const FW: &str = "/lib/firmware/rtl_nic";

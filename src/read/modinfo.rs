@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::fs::Folder;
 use crate::kver::Kver;
 use crate::root::{cache_name, Root, CACHE_DIR};
-use crate::tree::Stamp;
+use crate::read::tree::Stamp;
 
 
 /// What a module declares about itself in its `.modinfo` section.
@@ -736,7 +736,7 @@ mod tests {
             std::fs::write(&path, &broken).unwrap();
             assert!(FirmwareNames::read(&root, &crate::kver::kv("6.1")).by_path.is_empty(), "{broken}");
         }
-        crate::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
+        crate::read::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
         assert!(!path.exists());
     }
 }

@@ -16,14 +16,14 @@ use std::path::PathBuf;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
-use crate::binary_index::BinaryIndex;
+use crate::read::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
 use crate::fs::{limits, Folder};
-use crate::index::{Sources, HEADERS};
+use crate::read::index::{Sources, HEADERS};
 use crate::kver::Kver;
 use crate::name::Shared;
 use crate::root::Root;
-use crate::tree::Tree;
+use crate::read::tree::Tree;
 
 /// The state's format: 2 groups pruned files by package (see [`grouped`]); 1 is still read.
 const FORMAT: u32 = 2;
@@ -111,11 +111,11 @@ mod grouped {
     /// be a plain path inside its folder, relative (a tree's file) or, for firmware, under
     /// `/lib/firmware`.
     fn checked<E: de::Error>(path: String) -> Result<String, E> {
-        let relative = match path.strip_prefix(crate::firmware::FIRMWARE_DIR) {
+        let relative = match path.strip_prefix(crate::read::firmware::FIRMWARE_DIR) {
             Some(rest) => rest.strip_prefix('/').unwrap_or("/"),
             None => &path,
         };
-        match crate::index::is_inside(relative.as_bytes()) {
+        match crate::read::index::is_inside(relative.as_bytes()) {
             true => Ok(path),
             false => Err(E::custom(format!("`{}` is not a plain path inside a module tree or /lib/firmware", crate::shown::escaped(&path)))),
         }
@@ -324,7 +324,7 @@ impl State {
             return Ok(false);
         };
         for (path, file) in journal.files {
-            let Some(rest) = path.strip_prefix(crate::firmware::FIRMWARE_DIR) else { continue };
+            let Some(rest) = path.strip_prefix(crate::read::firmware::FIRMWARE_DIR) else { continue };
             let gone = root.resolve(format!("{}{rest}", journal.dir)).is_ok_and(|on_disk| std::fs::symlink_metadata(on_disk).is_err());
             if gone {
                 self.firmware.insert(path, file);
@@ -382,7 +382,7 @@ pub fn forget_kernel(root: &Root, version: &Kver) -> Result<()> {
     if let Some(state) = root.own(crate::root::STATE_DIR)? {
         state.remove_file(&saved_index_name(version))?;
         state.remove_file(&saved_aliases_name(version))?;
-        state.remove_all(&crate::archive::kernel_part(version))?;
+        state.remove_all(&crate::apply::archive::kernel_part(version))?;
     }
     if let Some(caches) = root.own(crate::root::CACHE_DIR)? {
         crate::root::CACHES.iter().try_for_each(|kind| caches.remove_file(&crate::root::cache_name(version, kind)))?;
@@ -491,7 +491,7 @@ pub(crate) fn remove(root: &Root, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::ModuleIndex;
+    use crate::read::index::ModuleIndex;
     use crate::kver::kv;
 
     #[test]
@@ -602,20 +602,20 @@ mod tests {
         let sources = saved_index(&root, &tree).unwrap().unwrap();
         let index = ModuleIndex::parse(sources).unwrap();
         assert_eq!(index.modules().len(), 2);
-        assert_eq!(index.lookup("fs-a"), crate::index::Lookup::Modules(vec![0]));
+        assert_eq!(index.lookup("fs-a"), crate::read::index::Lookup::Modules(vec![0]));
         assert_eq!(index.closure(&[0]).len(), 2);
         assert!(!root.state_dir().unwrap().join(saved_aliases_name(&kv("6.1"))).exists(), "no binary aliases to copy");
 
         // With depmod's binary aliases, those are copied and searched, and the text is not
         // saved; forgetting the kernel removes both files.
-        let bin = crate::binary_index::tests::build(&[("fs_b", "b")]);
+        let bin = crate::read::binary_index::tests::build(&[("fs_b", "b")]);
         std::fs::write(tree.path.join("modules.alias.bin"), bin).unwrap();
         save_index(&root, &tree).unwrap();
         let text = std::fs::read_to_string(root.state_dir().unwrap().join(saved_index_name(&kv("6.1")))).unwrap();
         assert!(!text.contains("alias fs-a"), "{text}");
         let index = ModuleIndex::parse(saved_index(&root, &tree).unwrap().unwrap()).unwrap();
-        assert_eq!(index.lookup("fs-b"), crate::index::Lookup::Modules(vec![1]));
-        assert_eq!(index.lookup("fs-a"), crate::index::Lookup::NotFound);
+        assert_eq!(index.lookup("fs-b"), crate::read::index::Lookup::Modules(vec![1]));
+        assert_eq!(index.lookup("fs-a"), crate::read::index::Lookup::NotFound);
         forget_kernel(&root, &kv("6.1")).unwrap();
         assert!(!root.state_dir().unwrap().join(saved_aliases_name(&kv("6.1"))).exists() && !root.state_dir().unwrap().join(saved_index_name(&kv("6.1"))).exists());
     }

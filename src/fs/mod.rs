@@ -6,6 +6,8 @@
 //! blocking, and no larger than the bound for its kind ([`limits`]). Files are written whole
 //! or not at all: into a temporary file beside the target, synced, then renamed over it.
 
+pub mod bytes;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -249,11 +251,11 @@ impl Folder {
         }
     }
 
-    /// The bytes of `rel`, mapped when large (see [`crate::mapped`]), or none when it is not
+    /// The bytes of `rel`, mapped when large (see [`crate::fs::bytes`]), or none when it is not
     /// there.
-    pub fn bytes_if_there(&self, rel: &str, limit: u64) -> Result<Option<crate::mapped::Bytes>> {
+    pub fn bytes_if_there(&self, rel: &str, limit: u64) -> Result<Option<crate::fs::bytes::Bytes>> {
         match self.open_regular(rel, limit) {
-            Ok((file, len)) => crate::mapped::Bytes::of_file(&file, len).map(Some).map_err(|e| Error::io(self.path.join(rel), e)),
+            Ok((file, len)) => crate::fs::bytes::Bytes::of_file(&file, len).map(Some).map_err(|e| Error::io(self.path.join(rel), e)),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustc_hash::FxHashSet;
 
 use crate::error::{Error, Result};
-use crate::mapped::Bytes;
+use crate::fs::bytes::Bytes;
 use crate::name::fnmatch;
 
 const MAGIC: u32 = 0xB007_F457;
@@ -508,10 +508,10 @@ pub(crate) mod tests {
         ($kmod:literal) => {
             Real {
                 kmod: $kmod,
-                bin: include_bytes!(concat!("../tests/data/kmod-index/", $kmod, "/modules.alias.bin")),
-                text: include_str!(concat!("../tests/data/kmod-index/", $kmod, "/modules.alias")),
-                empty: include_bytes!(concat!("../tests/data/kmod-index/", $kmod, "/empty.modules.alias.bin")),
-                modprobe: include_str!(concat!("../tests/data/kmod-index/", $kmod, "/modprobe-R.txt")),
+                bin: include_bytes!(concat!("../../tests/data/kmod-index/", $kmod, "/modules.alias.bin")),
+                text: include_str!(concat!("../../tests/data/kmod-index/", $kmod, "/modules.alias")),
+                empty: include_bytes!(concat!("../../tests/data/kmod-index/", $kmod, "/empty.modules.alias.bin")),
+                modprobe: include_str!(concat!("../../tests/data/kmod-index/", $kmod, "/modprobe-R.txt")),
             }
         };
     }

@@ -11,10 +11,10 @@ use std::time::SystemTime;
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
 
 use crate::error::{Error, Result};
-use crate::index::{ModuleIndex, Sources};
+use crate::read::index::{ModuleIndex, Sources};
 use crate::kver::Kver;
 use crate::name;
-use crate::mapped::Bytes;
+use crate::fs::bytes::Bytes;
 use crate::paths::PathTable;
 use crate::root::Root;
 
@@ -411,7 +411,7 @@ impl Files {
     fn from_cache(root: &Root, tree: &Tree) -> Option<Files> {
         let bytes = root.own(crate::root::CACHE_DIR).ok()??.bytes_if_there(&crate::root::cache_name(&tree.version, "files"), crate::fs::limits::STATE).ok()??;
         let text = std::str::from_utf8(&bytes).ok()?;
-        let mut lines = crate::index::lines(text);
+        let mut lines = crate::read::index::lines(text);
         if lines.next()? != CACHE_HEADER {
             return None;
         }
