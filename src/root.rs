@@ -32,6 +32,8 @@ pub const CONFIG_FILE: &str = "/etc/limopack/limopack.yaml";
 pub const VENDOR_DIR: &str = "/usr/share/limopack";
 /// The admin's declarations; a same-named file here masks a vendor one.
 pub const ADMIN_DIR: &str = "/etc/limopack/modules.d";
+/// Where the kernel looks for firmware.
+pub const FIRMWARE_DIR: &str = "/lib/firmware";
 
 #[derive(Debug, Clone)]
 pub struct Root {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::apply::{self, Done, FirmwareDone};
 use crate::read::config::Config;
 use crate::read::deb::AptCache;
+use crate::read::firmware::Asked;
 use crate::read::fingerprint::{Fingerprint, Saved};
 use crate::report;
 use crate::read::declaration::{Declarations, Origin};
@@ -105,7 +106,7 @@ impl Gathered {
         let mut plan = plan::plan(&inputs);
         plan.warnings.splice(0..0, self.notes.iter().cloned());
         let mut names = BTreeMap::new();
-        let seen = crate::read::firmware::look(&self.root, &plan, &self.trees, &self.declarations, &self.config, &self.state, self.narrowed, &mut names);
+        let seen = crate::read::firmware::look(&self.root, &self.firmware_asked(&plan), &self.config, &self.state, self.narrowed, &mut names);
         if self.keeps_caches {
             for (version, names) in &names {
                 // One that cannot be written only means reading the modules again next time.
@@ -122,6 +123,21 @@ impl Gathered {
         plan.firmware = crate::plan::firmware::plan(&plan.kernels, &seen, &cx);
         self.check_aliases(&mut plan.warnings)?;
         Ok(plan)
+    }
+
+    /// What the firmware read is asked about: each kernel's kept modules, and the declarations
+    /// that are active.
+    fn firmware_asked<'a>(&'a self, plan: &'a Plan) -> Asked<'a> {
+        let kernels = plan
+            .kernels
+            .iter()
+            .filter_map(|k| {
+                let tree = self.trees.iter().find(|t| t.version == k.version)?;
+                Some((tree, k.kept.iter().map(|(name, kept)| (name, &kept.path, kept.present)).collect()))
+            })
+            .collect();
+        let declarations = self.declarations.active.iter().zip(&plan.declarations).filter(|(_, s)| s.active).map(|(d, _)| d).collect();
+        Asked { kernels, declarations }
     }
 
     /// Say which damaged binary alias table had its text twin answer instead; stop, with what
@@ -333,7 +349,7 @@ fn read_packages<'a>(
     let vendor = declarations.active.iter().any(|d| d.origin == Origin::Vendor);
     let mut prefixes = vec![format!("{}/", crate::root::VENDOR_DIR)];
     prefixes.extend(trees.flat_map(|t| t.dpkg_paths("")));
-    let firmware = crate::read::firmware::dpkg_paths(&format!("{}/", crate::read::firmware::FIRMWARE_DIR));
+    let firmware = crate::read::firmware::dpkg_paths(&format!("{}/", crate::root::FIRMWARE_DIR));
     let all: Vec<String> = prefixes.iter().chain(&firmware).cloned().collect();
     let db = (vendor || prefixes.len() > 1).then(|| Database::read(root, &all)).transpose()?;
     let Some(db) = db else { return Ok((Packages::default(), state.get()?)) };

@@ -15,55 +15,12 @@ use serde::Serialize;
 
 use crate::read::config::{Config, FirmwareMode};
 use crate::read::deb::AptCache;
-use crate::read::firmware::{dpkg_paths, is_microcode, MICROCODE_PACKAGES};
+use crate::read::config::MICROCODE_PACKAGES;
+use crate::read::firmware::{dpkg_paths, is_microcode, DeclaredGlob, Seen, Wanted};
 use crate::name::Shared;
 use crate::read::packages::Packages;
 use crate::plan::{Action, KernelPlan, RestoreFile, Source};
 use crate::read::state::State;
-
-/// One firmware name, and the files the loader could take for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Wanted {
-    pub name: String,
-    /// Files and links on disk that satisfy it, links with what they lead to. Empty when none
-    /// is there: many drivers list firmware that only some devices load.
-    pub files: Vec<String>,
-    /// Files limopack pruned earlier that would satisfy it: they are brought back.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pruned: Vec<String>,
-}
-
-/// A declaration's `firmware:` glob for one kernel, and what it matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeclaredGlob {
-    pub declaration: PathBuf,
-    pub glob: String,
-    pub kernel: String,
-    #[serde(flatten)]
-    pub wanted: Wanted,
-}
-
-/// What [`crate::read::firmware::look`] read for the firmware plan.
-#[derive(Debug, Default)]
-pub struct Seen {
-    /// Per kernel, per kept module whose file is there: its firmware, or why it is unknown.
-    pub modules: BTreeMap<String, BTreeMap<Shared, Result<Vec<Wanted>, String>>>,
-    pub declared: Vec<DeclaredGlob>,
-    /// Every regular file and link under `/lib/firmware`: path, size, whether a link. Read
-    /// only with `firmware: prune`.
-    pub on_disk: Vec<(String, u64, bool)>,
-    /// Why the firmware folders could not be looked at, when they could not.
-    pub error: Option<String>,
-    /// The run covers some kernels only (`--kernel`).
-    pub narrowed: bool,
-    /// Kept modules whose file is there but could not be read (not a module, damaged, or
-    /// one that decompresses to more than any module does): said on every run, whatever
-    /// the firmware setting, since a broken module is worth knowing about.
-    pub unreadable: Vec<String>,
-    /// Kept modules whose file is missing (to be restored): their firmware is read once they
-    /// are back.
-    pub missing: usize,
-}
 
 /// Why a firmware file stays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,6 +12,10 @@ use crate::root::{Root, CONFIG_FILE};
 use crate::read::trust::{self, Trusted};
 use crate::read::yaml;
 
+/// Packages of CPU microcode. Their files are never pruned: the CPU, not a module, needs them,
+/// and early microcode is loaded from the initramfs before any module.
+pub const MICROCODE_PACKAGES: [&str; 2] = ["amd64-microcode", "intel-microcode"];
+
 /// A glob checked when the file is read, so that a bad one points at its line.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -198,7 +202,7 @@ impl Config {
     pub fn is_firmware_package(&self, package: &str) -> bool {
         let name = package.split(':').next().unwrap_or(package);
         let set = self.firmware_set.get_or_init(|| glob_set(&self.firmware_packages));
-        set.is_match(name) && !crate::read::firmware::MICROCODE_PACKAGES.contains(&name)
+        set.is_match(name) && !MICROCODE_PACKAGES.contains(&name)
     }
 }
 

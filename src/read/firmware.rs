@@ -24,31 +24,25 @@
 //! systems); [`dpkg_paths`] gives both spellings dpkg may list a file under.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use globset::GlobMatcher;
+use serde::Serialize;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::read::config::{Config, FirmwareMode};
-use crate::read::declaration::Declarations;
+use crate::read::declaration::Declaration;
 use crate::error::{Error, Result};
 use crate::kver::Kver;
 use crate::read::modinfo::FirmwareNames;
-use crate::plan::Plan;
-use crate::plan::firmware::{DeclaredGlob, Seen, Wanted};
-use crate::root::Root;
+use crate::name::Shared;
+use crate::root::{Root, FIRMWARE_DIR};
 use crate::read::state::State;
 use crate::read::tree::Tree;
-
-/// Where the kernel looks for firmware.
-pub const FIRMWARE_DIR: &str = "/lib/firmware";
-
-/// Packages of CPU microcode. Their files are never pruned: the CPU, not a module, needs them,
-/// and early microcode is loaded from the initramfs before any module.
-pub const MICROCODE_PACKAGES: [&str; 2] = ["amd64-microcode", "intel-microcode"];
 
 /// What the loader tries after NAME itself, in its order.
 const SUFFIXES: [&str; 3] = ["", ".zst", ".xz"];
@@ -119,7 +113,7 @@ pub fn candidates(kernel_version: &str, name: &str) -> Vec<String> {
 
 /// True for CPU microcode, which is never pruned: anything in a `*-ucode` folder of
 /// `/lib/firmware` (`intel-ucode`, `amd-ucode`), in either spelling. The files of
-/// [`MICROCODE_PACKAGES`] are the caller's to check by owner.
+/// [`MICROCODE_PACKAGES`](crate::read::config::MICROCODE_PACKAGES) are the caller's to check by owner.
 pub fn is_microcode(path: &str) -> bool {
     let path = path.strip_prefix("/usr").unwrap_or(path);
     path.strip_prefix("/lib/firmware/")
@@ -553,6 +547,57 @@ fn join(dir: &str, name: &str) -> String {
     format!("{}/{name}", dir.trim_end_matches('/'))
 }
 
+/// One firmware name, and the files the loader could take for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Wanted {
+    pub name: String,
+    /// Files and links on disk that satisfy it, links with what they lead to. Empty when none
+    /// is there: many drivers list firmware that only some devices load.
+    pub files: Vec<String>,
+    /// Files limopack pruned earlier that would satisfy it: they are brought back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
+}
+
+/// A declaration's `firmware:` glob for one kernel, and what it matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredGlob {
+    pub declaration: PathBuf,
+    pub glob: String,
+    pub kernel: String,
+    #[serde(flatten)]
+    pub wanted: Wanted,
+}
+
+/// What [`look`] read for the firmware plan.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Per kernel, per kept module whose file is there: its firmware, or why it is unknown.
+    pub modules: BTreeMap<String, BTreeMap<Shared, Result<Vec<Wanted>, String>>>,
+    pub declared: Vec<DeclaredGlob>,
+    /// Every regular file and link under `/lib/firmware`: path, size, whether a link. Read
+    /// only with `firmware: prune`.
+    pub on_disk: Vec<(String, u64, bool)>,
+    /// Why the firmware folders could not be looked at, when they could not.
+    pub error: Option<String>,
+    /// The run covers some kernels only (`--kernel`).
+    pub narrowed: bool,
+    /// Kept modules whose file is there but could not be read (not a module, damaged, or
+    /// one that decompresses to more than any module does): said on every run, whatever
+    /// the firmware setting, since a broken module is worth knowing about.
+    pub unreadable: Vec<String>,
+    /// Kept modules whose file is missing (to be restored): their firmware is read once they
+    /// are back.
+    pub missing: usize,
+}
+
+/// What the firmware read is asked about: each kernel's kept modules (name, path in the
+/// tree, whether its file is there) with its tree, and the declarations that count.
+pub struct Asked<'a> {
+    pub kernels: Vec<(&'a Tree, Vec<(&'a Shared, &'a Shared, bool)>)>,
+    pub declarations: Vec<&'a Declaration>,
+}
+
 /// Read what the firmware plan needs: the firmware names of each kernel's kept modules whose
 /// files are there (one read of each module's file, no process), the files each resolves
 /// to, the declarations' `firmware:` globs, and, with `firmware: prune`, every file under
@@ -563,9 +608,7 @@ fn join(dir: &str, name: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn look(
     root: &Root,
-    plan: &Plan,
-    trees: &[Tree],
-    declarations: &Declarations,
+    asked: &Asked,
     config: &Config,
     state: &State,
     narrowed: bool,
@@ -589,30 +632,27 @@ pub fn look(
         }
         Wanted { name: name.to_owned(), files: found.iter().map(|f| f.path.clone()).collect(), pruned }
     };
-    for k in &plan.kernels {
-        let Some(tree) = trees.iter().find(|t| t.version == k.version) else { continue };
-        let modules = seen.modules.entry(k.version.to_string()).or_default();
-        let (present, missing): (Vec<_>, Vec<_>) = k.kept.iter().partition(|(_, kept)| kept.present);
+    for (tree, kept) in &asked.kernels {
+        let version = &tree.version;
+        let modules = seen.modules.entry(version.to_string()).or_default();
+        let (present, missing): (Vec<_>, Vec<_>) = kept.iter().partition(|(_, _, present)| *present);
         seen.missing += missing.len();
-        let rels: Vec<&str> = present.iter().map(|(_, kept)| &*kept.path).collect();
-        let cache = names.entry(k.version.clone()).or_insert_with(|| FirmwareNames::read(root, &k.version));
-        for ((module, _), found) in present.into_iter().zip(cache.of(&tree.path, &rels)) {
+        let rels: Vec<&str> = present.iter().map(|(_, path, _)| &***path).collect();
+        let cache = names.entry(version.clone()).or_insert_with(|| FirmwareNames::read(root, version));
+        for ((module, _, _), found) in present.into_iter().zip(cache.of(&tree.path, &rels)) {
             let found = match found {
                 Ok(found) => found,
                 Err(e) => {
-                    seen.unreadable.push(format!("{}: kept module {module} cannot be read, so its firmware is unknown: {e}", k.version));
+                    seen.unreadable.push(format!("{version}: kept module {module} cannot be read, so its firmware is unknown: {e}"));
                     continue;
                 }
             };
-            let firmware: Result<Vec<Wanted>> = found.iter().map(|name| Ok(with_pruned(&k.version, name, &fw.files_for(&k.version, name)?))).collect();
-            modules.insert(module.clone(), firmware.map_err(|e| e.to_string()));
+            let firmware: Result<Vec<Wanted>> = found.iter().map(|name| Ok(with_pruned(version, name, &fw.files_for(version, name)?))).collect();
+            modules.insert((*module).clone(), firmware.map_err(|e| e.to_string()));
         }
     }
-    for (decl, status) in declarations.active.iter().zip(&plan.declarations) {
-        if !status.active {
-            continue;
-        }
-        for k in plan.kernels.iter().filter(|k| decl.applies_to(&k.version)) {
+    for decl in &asked.declarations {
+        for (k, _) in asked.kernels.iter().filter(|(k, _)| decl.applies_to(&k.version)) {
             for pattern in &decl.firmware {
                 let glob = &pattern.0.text;
                 let found = match fw.glob(&k.version, glob) {

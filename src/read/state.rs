@@ -111,7 +111,7 @@ mod grouped {
     /// be a plain path inside its folder, relative (a tree's file) or, for firmware, under
     /// `/lib/firmware`.
     fn checked<E: de::Error>(path: String) -> Result<String, E> {
-        let relative = match path.strip_prefix(crate::read::firmware::FIRMWARE_DIR) {
+        let relative = match path.strip_prefix(crate::root::FIRMWARE_DIR) {
             Some(rest) => rest.strip_prefix('/').unwrap_or("/"),
             None => &path,
         };
@@ -324,7 +324,7 @@ impl State {
             return Ok(false);
         };
         for (path, file) in journal.files {
-            let Some(rest) = path.strip_prefix(crate::read::firmware::FIRMWARE_DIR) else { continue };
+            let Some(rest) = path.strip_prefix(crate::root::FIRMWARE_DIR) else { continue };
             let gone = root.resolve(format!("{}{rest}", journal.dir)).is_ok_and(|on_disk| std::fs::symlink_metadata(on_disk).is_err());
             if gone {
                 self.firmware.insert(path, file);
