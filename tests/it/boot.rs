@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fs_err as fs;
-use crate::support::debian_root::{bookworm_cloud_root, modules, package, Chroot};
+use crate::support::debian_root::{cloud_root, modules, package, Chroot};
 use crate::support::image::{ext4_image, footprint, footprint_table, part};
-use crate::support::{copy_root, firmware_deb, modprobe_show_depends_many, qemu};
+use crate::support::{copy_root, firmware_deb, modprobe_show_depends_many, qemu, Release};
 
 /// What a QEMU guest needs to mount its root and reach the network: the virtio PCI
 /// transport (without it no virtio device shows up), the disk and network drivers, and ext4.
@@ -57,7 +57,7 @@ fn measured(kver: &str) -> Vec<(&'static str, String)> {
 /// Every file kmod loads for `names` in the root's kernel.
 fn kmod_loads(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let results = modprobe_show_depends_many(root, kver, &names);
+    let results = modprobe_show_depends_many(Release::Bookworm, root, kver, &names);
     results.into_iter().flat_map(|(name, deps)| deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}"))).collect()
 }
 
@@ -86,7 +86,7 @@ fn pruned_image_boots_in_qemu() {
         return;
     };
     let started = Instant::now();
-    let cache = bookworm_cloud_root();
+    let cache = cloud_root(Release::Bookworm);
     let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
     let work = tempfile::Builder::new().prefix("boot-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
@@ -113,7 +113,7 @@ fn pruned_image_boots_in_qemu() {
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();
     fs::copy(&deb, debs.join("limopack.deb")).unwrap();
-    fs::copy(firmware_deb("firmware-realtek"), debs.join("firmware-realtek.deb")).unwrap();
+    fs::copy(firmware_deb(Release::Bookworm, "firmware-realtek"), debs.join("firmware-realtek.deb")).unwrap();
     package(&debs, "iso-user", Some(&format!("modules: [{DECLARED}]\n")));
     chroot.sh("apt-get -q install -y /tmp/debs/limopack.deb /tmp/debs/firmware-realtek.deb");
     let firmware = footprint(&root, &measured(&kver)).into_iter().find(|p| p.what == "firmware").unwrap();

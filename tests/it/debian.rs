@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use serde_json::Value;
-use crate::support::copy_root;
-use crate::support::debian_root::{bookworm_cloud_root, kmod_loads, modules, package, Chroot};
+use crate::support::debian_root::{cloud_root, kmod_loads, modules, package, Chroot};
+use crate::support::{copy_root, Release};
 
 /// The tree holds exactly what limopack keeps, and that is all kmod loads for the same
 /// modules, or more: limopack follows every module an alias names, where modprobe may stop
@@ -39,7 +39,7 @@ fn position(haystack: &str, needle: &str) -> usize {
 #[test]
 #[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap and Debian's archive; tests/run-all runs it"]
 fn apt_and_dpkg_keep_the_tree_pruned() {
-    let cache = bookworm_cloud_root();
+    let cache = cloud_root(Release::Bookworm);
     let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
     let work = tempfile::Builder::new().prefix("debian-e2e-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
@@ -53,10 +53,10 @@ fn apt_and_dpkg_keep_the_tree_pruned() {
     let whole = modules(&tree);
     assert!(whole.len() > 1000, "the cloud kernel has {} modules", whole.len());
     // kmod's answers, asked while the tree is whole.
-    let baseline = kmod_loads(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
+    let baseline = kmod_loads(Release::Bookworm, &root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
     assert!(baseline.iter().any(|m| m.ends_with("virtio_net.ko")), "{baseline:?}");
-    let with_btrfs: BTreeSet<String> = baseline.union(&kmod_loads(&root, &kver, &["btrfs"])).cloned().collect();
-    let with_iso: BTreeSet<String> = baseline.union(&kmod_loads(&root, &kver, &["isofs"])).cloned().collect();
+    let with_btrfs: BTreeSet<String> = baseline.union(&kmod_loads(Release::Bookworm, &root, &kver, &["btrfs"])).cloned().collect();
+    let with_iso: BTreeSet<String> = baseline.union(&kmod_loads(Release::Bookworm, &root, &kver, &["isofs"])).cloned().collect();
 
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();

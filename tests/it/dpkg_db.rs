@@ -9,7 +9,8 @@ use std::process::Command;
 use fs_err as fs;
 use limopack::packages::Packages;
 use limopack::root::Root;
-use crate::support::debian_root::{bookworm_cloud_root, run};
+use crate::support::debian_root::{cloud_root, run};
+use crate::support::Release;
 
 /// dpkg-query's answer for each path: `path -> owners`, from `--search` lines.
 fn dpkg_search(root: &Path, pattern: &str) -> BTreeMap<String, Vec<String>> {
@@ -35,7 +36,7 @@ fn dpkg_show(root: &Path, package: &str) -> String {
 #[test]
 #[ignore = "needs root, debootstrap and Debian's archive; tests/run-all runs it"]
 fn dpkg_database_read_in_place_agrees_with_dpkg_query() {
-    let cache = bookworm_cloud_root();
+    let cache = cloud_root(Release::Bookworm);
     let work = tempfile::Builder::new().prefix("dpkg-db-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path();
     // dpkg-query needs only the database; the files it lists need not be there.

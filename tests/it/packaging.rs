@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use fs_err as fs;
-use crate::support::copy_root;
-use crate::support::debian_root::{bookworm_cloud_root, kmod_loads, modules, run, Chroot};
+use crate::support::debian_root::{cloud_root, kmod_loads, modules, run, Chroot};
+use crate::support::{copy_root, Release};
 
 const EXAMPLE: &str = "limopack-example-vpn";
 
@@ -210,7 +210,7 @@ fn debs_install_the_manuals_completions_and_helper() {
 fn example_package_declaration_is_honoured() {
     let limopack_deb = deb_from_env("LIMOPACK_DEB");
     let example_deb = example_deb();
-    let cache = bookworm_cloud_root();
+    let cache = cloud_root(Release::Bookworm);
     let work = tempfile::Builder::new().prefix("packaging-e2e-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
     copy_root(&cache, &root);
@@ -218,8 +218,8 @@ fn example_package_declaration_is_honoured() {
 
     let kver = fs::read_dir(chroot.p("/lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
     let tree = chroot.p(&format!("/lib/modules/{kver}"));
-    let baseline = kmod_loads(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
-    let declared = kmod_loads(&root, &kver, &["wireguard", "tun"]);
+    let baseline = kmod_loads(Release::Bookworm, &root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
+    let declared = kmod_loads(Release::Bookworm, &root, &kver, &["wireguard", "tun"]);
     let with_example: BTreeSet<String> = baseline.union(&declared).cloned().collect();
     let sctp = "kernel/net/sctp/sctp.ko".to_string();
     assert!(modules(&tree).contains(&sctp) && !with_example.contains(&sctp));
