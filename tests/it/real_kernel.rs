@@ -78,13 +78,19 @@ struct Fixture {
 
 impl Fixture {
     fn new(release: Release, flavour: &str) -> Fixture {
+        Fixture::made_by(copy_root, release, flavour)
+    }
+
+    /// With the root made by `copy_root` or `link_root`. Beside the cache, so that a linked
+    /// root can be.
+    fn made_by(make: fn(&Path, &Path), release: Release, flavour: &str) -> Fixture {
         let (pristine, kver) = real_kernel_tree(release, flavour);
         let tmp = tempfile::Builder::new()
             .prefix("limopack-real-")
-            .tempdir()
+            .tempdir_in(cache_dir())
             .unwrap();
         let root = tmp.path().join("root");
-        copy_root(&pristine, &root);
+        make(&pristine, &root);
         let kernel_pkg = real_kernel_pkg(release, &root, flavour);
         write_dpkg_db(&root, std::slice::from_ref(&kernel_pkg));
         Fixture {
@@ -101,8 +107,10 @@ impl Fixture {
 
     /// The generic root of tests 2, 5 and 6: demo-tools installed, the admin's baseline, and
     /// pruning on. With `unowned`, `UNOWNED` is dropped from the kernel package's file list.
+    /// Test 5 makes one for each of its 50-odd trials, so its files are links to the cached
+    /// tree's (`link_root`): the runs only unlink and rename in it, as the others do.
     fn demo(unowned: bool) -> Fixture {
-        let mut fx = Fixture::new(Release::Bookworm, GENERIC);
+        let mut fx = Fixture::made_by(link_root, Release::Bookworm, GENERIC);
         if unowned {
             let path = format!("/lib/modules/{}/{UNOWNED}", fx.kver);
             let before = fx.kernel_pkg.files.len();
