@@ -422,13 +422,13 @@ fn keep_set_covers_modprobe_for_every_module_cloud_amd64_on_bookworm() {
 /// Trixie's modprobe (kmod 34) is the oracle for trixie's trees, and trixie's depmod wrote
 /// their indexes (the binary ones root first): both are run from the cached trixie root.
 #[test]
-#[ignore = "needs root and debootstrap for trixie's kmod; tests/run-all runs it"]
+#[ignore = "needs root and debootstrap: trixie's kmod and apt are those of the trixie root; tests/run-all runs it"]
 fn keep_set_covers_modprobe_for_every_module_amd64_on_trixie() {
     keep_set_covers_modprobe(Release::Trixie, GENERIC);
 }
 
 #[test]
-#[ignore = "needs root and debootstrap for trixie's kmod; tests/run-all runs it"]
+#[ignore = "needs root and debootstrap: trixie's kmod and apt are those of the trixie root; tests/run-all runs it"]
 fn keep_set_covers_modprobe_for_every_module_cloud_amd64_on_trixie() {
     keep_set_covers_modprobe(Release::Trixie, CLOUD);
 }
