@@ -92,12 +92,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(dir: &Path, linked: bool) -> Fixture {
-        let (pristine, kver) = real_kernel_tree("amd64");
+        let (pristine, kver) = real_kernel_tree(Release::Bookworm, "amd64");
         let tmp = tempfile::Builder::new().prefix("bench-").tempdir_in(dir).unwrap();
         let root = tmp.path().join("root");
         let status = Command::new("cp").arg(if linked { "-al" } else { "-a" }).arg(&pristine).arg(&root).status().unwrap();
         assert!(status.success());
-        let kernel = real_kernel_pkg(&root, "amd64");
+        let kernel = real_kernel_pkg(Release::Bookworm, &root, "amd64");
         let mut vendor = Pkg::installed("bench-tools", "1.0");
         vendor.files.push("/usr/share/limopack/bench-tools.yaml".into());
         write_dpkg_db(&root, &[kernel, vendor]);

@@ -1,34 +1,37 @@
-//! The proof that a pruned Debian image boots. In a copy of the cached bookworm root with the
-//! real cloud kernel (see tests/debian.rs), apt installs limopack's `.deb`, the admin writes
+//! The proof that a pruned Debian image boots, on bookworm and on trixie. In a copy of the
+//! release's cached root with its real cloud kernel (see tests/debian.rs), apt installs
+//! limopack's `.deb`, the admin writes
 //! the baseline that a QEMU guest's root disk and network need and turns pruning on, and one
 //! apt transaction (a package declaring one more module) prunes the tree and rebuilds the
 //! initramfs from it. The root then becomes an ext4 disk image, booted under QEMU (TCG) with
 //! a small init script that checks the booted system from inside and reports on the serial
-//! console. The real firmware-realtek package is installed too, with `firmware: prune`: no
-//! kept module of the cloud kernel asks for its files, so they go.
+//! console. The release's real firmware-realtek package is installed too, with
+//! `firmware: prune`: no kept module of the cloud kernel asks for its files, so they go.
 
 use std::collections::BTreeSet;
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fs_err as fs;
-use crate::support::debian_root::{bookworm_cloud_root, modules, package, Chroot};
+use crate::support::debian_root::{cloud_root, kmod_loads, modules, only_kernel, package, Chroot};
 use crate::support::image::{ext4_image, footprint, footprint_table, part};
-use crate::support::{copy_root, firmware_deb, modprobe_show_depends_many, qemu};
+use crate::support::{copy_root, firmware_deb, qemu, Release};
 
 /// What a QEMU guest needs to mount its root and reach the network: the virtio PCI
 /// transport (without it no virtio device shows up), the disk and network drivers, and ext4.
-/// ext4 and all it needs (jbd2, mbcache, crc16, crc32c) are built into the cloud kernel, which
-/// the test checks against `modules.builtin`; the virtio drivers are modules.
+/// ext4 and all it needs (jbd2, mbcache, crc16, crc32c) are built into the cloud kernel of
+/// both releases, which the test checks against `modules.builtin`; the virtio drivers are
+/// modules, but for trixie's virtio_pci, built in too.
 const BASELINE: [&str; 4] = ["virtio_pci", "virtio_blk", "virtio_net", "ext4"];
 const BUILT_IN: [&str; 5] = ["fs/ext4/ext4", "fs/jbd2/jbd2", "fs/mbcache", "lib/crc16", "crypto/crc32c_generic"];
 /// The module one more package declares: small, and needing no hardware to load.
 const DECLARED: &str = "isofs";
-/// A module the initramfs-tools image carries before pruning and nothing declares.
+/// A module the initramfs-tools image carries before pruning and nothing declares, and its
+/// file without the extension.
 const PRUNED: &str = "btrfs";
-const PRUNED_FILE: &str = "kernel/fs/btrfs/btrfs.ko";
+const PRUNED_STEM: &str = "kernel/fs/btrfs/btrfs";
 const NET_DRIVER: &str = "virtio_net";
 /// The checks tests/it/support/boot-check.sh runs in the booted image, in its order.
 const CHECKS: [&str; 9] = [
@@ -44,21 +47,15 @@ const CHECKS: [&str; 9] = [
 ];
 const BOOT_LIMIT: Duration = Duration::from_secs(180);
 
-/// The parts of the image whose sizes the test reports before and after pruning; firmware is
-/// measured again once its package is installed (the minbase root has none).
-fn measured(kver: &str) -> Vec<(&'static str, String)> {
+/// The parts of the image whose sizes the test reports before and after pruning, where the
+/// release's packages put them; firmware is measured again once its package is installed (the
+/// minbase root has none).
+fn measured(release: Release, kver: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("modules", format!("/lib/modules/{kver}")),
+        ("modules", format!("{}/{kver}", release.modules_dir())),
         ("initramfs", format!("/boot/initrd.img-{kver}")),
-        ("firmware", "/lib/firmware".to_string()),
+        ("firmware", release.firmware_dir().to_string()),
     ]
-}
-
-/// Every file kmod loads for `names` in the root's kernel.
-fn kmod_loads(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let results = modprobe_show_depends_many(root, kver, &names);
-    results.into_iter().flat_map(|(name, deps)| deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}"))).collect()
 }
 
 /// The module files in an initramfs, from `lsinitramfs`, relative to the kernel's tree.
@@ -80,21 +77,32 @@ fn elapsed(since: Instant) -> String {
 
 #[test]
 #[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap, qemu-system-x86_64, e2fsprogs and Debian's archive; tests/run-all runs it"]
-fn pruned_image_boots_in_qemu() {
+fn pruned_image_boots_in_qemu_on_bookworm() {
+    pruned_image_boots_in_qemu(Release::Bookworm);
+}
+
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap, qemu-system-x86_64, e2fsprogs and Debian's archive; tests/run-all runs it"]
+fn pruned_image_boots_in_qemu_on_trixie() {
+    pruned_image_boots_in_qemu(Release::Trixie);
+}
+
+fn pruned_image_boots_in_qemu(release: Release) {
     let Some(qemu) = qemu::find() else {
         println!("SKIPPED: {} is not installed; tests/run-all installs it (package qemu-system-x86) where apt has it", qemu::QEMU);
         return;
     };
     let started = Instant::now();
-    let cache = bookworm_cloud_root();
+    let cache = cloud_root(release);
     let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
     let work = tempfile::Builder::new().prefix("boot-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
     copy_root(&cache, &root);
     println!("copied the cached root: {}", elapsed(started));
 
-    let kver = fs::read_dir(root.join("lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
-    let tree = root.join("lib/modules").join(&kver);
+    let kver = only_kernel(release, &root);
+    let tree = root.join(release.modules_dir().trim_start_matches('/')).join(&kver);
+    let pruned_file = release.ko(PRUNED_STEM);
     let kernel = root.join(format!("boot/vmlinuz-{kver}"));
     let initrd = root.join(format!("boot/initrd.img-{kver}"));
     let builtin = fs::read_to_string(tree.join("modules.builtin")).unwrap();
@@ -102,21 +110,24 @@ fn pruned_image_boots_in_qemu() {
         assert!(builtin.lines().any(|l| l == format!("kernel/{module}.ko")), "{module} is not built into {kver}");
     }
     let whole = modules(&tree);
-    let wanted = kmod_loads(&root, &kver, &[&BASELINE[..], &[DECLARED]].concat());
-    assert!(whole.contains(PRUNED_FILE) && !wanted.contains(PRUNED_FILE), "{PRUNED_FILE} must be in the tree and not needed");
+    let wanted = kmod_loads(release, &root, &kver, &[&BASELINE[..], &[DECLARED]].concat());
+    assert!(whole.contains(&pruned_file) && !wanted.contains(&pruned_file), "{pruned_file} must be in the tree and not needed");
+    // What the initramfs must carry to reach the root disk: every file kmod loads for it.
+    let disk = kmod_loads(release, &root, &kver, &["virtio_pci", "virtio_blk"]);
+    assert!(disk.contains(&release.ko("kernel/drivers/block/virtio_blk")), "{disk:?}");
     let initrd_whole = fs::read(&initrd).unwrap();
-    let mut before = footprint(&root, &measured(&kver));
+    let mut before = footprint(&root, &measured(release, &kver));
 
     let pruning = Instant::now();
     let chroot = Chroot::enter(&root);
-    assert!(initramfs_modules(&chroot, &kver).contains(PRUNED_FILE), "the initramfs should carry {PRUNED_FILE} before pruning");
+    assert!(initramfs_modules(&chroot, &kver).contains(&pruned_file), "the initramfs should carry {pruned_file} before pruning");
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();
     fs::copy(&deb, debs.join("limopack.deb")).unwrap();
-    fs::copy(firmware_deb("firmware-realtek"), debs.join("firmware-realtek.deb")).unwrap();
+    fs::copy(firmware_deb(release, "firmware-realtek"), debs.join("firmware-realtek.deb")).unwrap();
     package(&debs, "iso-user", Some(&format!("modules: [{DECLARED}]\n")));
     chroot.sh("apt-get -q install -y /tmp/debs/limopack.deb /tmp/debs/firmware-realtek.deb");
-    let firmware = footprint(&root, &measured(&kver)).into_iter().find(|p| p.what == "firmware").unwrap();
+    let firmware = footprint(&root, &measured(release, &kver)).into_iter().find(|p| p.what == "firmware").unwrap();
     assert!(firmware.files > 50, "firmware-realtek installed {} files", firmware.files);
     before.retain(|p| p.what != "firmware");
     before.push(firmware);
@@ -130,13 +141,12 @@ fn pruned_image_boots_in_qemu() {
     let kept = modules(&tree);
     let missing: Vec<_> = wanted.difference(&kept).collect();
     assert!(missing.is_empty(), "kmod loads {missing:?}, which are gone; apt said:\n{out}");
-    assert!(!kept.contains(PRUNED_FILE) && kept.len() < whole.len() / 10, "{} of {} modules kept:\n{out}", kept.len(), whole.len());
+    assert!(!kept.contains(&pruned_file) && kept.len() < whole.len() / 10, "{} of {} modules kept:\n{out}", kept.len(), whole.len());
     let in_initramfs = initramfs_modules(&chroot, &kver);
     let stale: Vec<_> = in_initramfs.difference(&kept).collect();
     assert!(stale.is_empty(), "the initramfs has modules that were pruned: {stale:?}");
-    for needed in ["kernel/drivers/virtio/virtio_pci.ko", "kernel/drivers/block/virtio_blk.ko"] {
-        assert!(in_initramfs.contains(needed), "the initramfs lacks {needed}: {in_initramfs:?}");
-    }
+    let lacking: Vec<_> = disk.difference(&in_initramfs).collect();
+    assert!(lacking.is_empty(), "the initramfs lacks {lacking:?}: {in_initramfs:?}");
     let initrd_pruned = fs::read(&initrd).unwrap();
     assert!(initrd_pruned != initrd_whole && initrd_pruned.len() < initrd_whole.len(), "the initramfs was not rebuilt smaller");
 
@@ -148,13 +158,13 @@ fn pruned_image_boots_in_qemu() {
     chroot.sh("apt-get clean && rm -r /tmp/debs");
     fs::write(
         chroot.p("/etc/limopack-boot-check.conf"),
-        format!("KVER={kver}\nDECLARED={DECLARED}\nPRUNED={PRUNED}\nPRUNED_FILE={PRUNED_FILE}\nNET_DRIVER={NET_DRIVER}\n"),
+        format!("KVER={kver}\nDECLARED={DECLARED}\nPRUNED={PRUNED}\nPRUNED_FILE={pruned_file}\nNET_DRIVER={NET_DRIVER}\n"),
     )
     .unwrap();
     drop(chroot);
     println!("pruned with apt, initramfs rebuilt: {}", elapsed(pruning));
 
-    let after = footprint(&root, &measured(&kver));
+    let after = footprint(&root, &measured(release, &kver));
     println!("{kver}, {} of {} modules kept:\n{}", kept.len(), whole.len(), footprint_table(&before, &after));
     for what in ["modules", "initramfs", "firmware"] {
         assert!(part(&after, what).bytes < part(&before, what).bytes, "{what} did not shrink");

@@ -137,13 +137,13 @@ fn install_without_use_freezes() {
 fn list_and_tree_match_modprobe() {
     // modprobe names only files that are there, so it reads the cached tree, which nothing
     // here writes to; the binary gets a root of its own.
-    let (cached, kver) = real_kernel_tree("cloud-amd64");
+    let (cached, kver) = real_kernel_tree(Release::Bookworm, "cloud-amd64");
     let index = ModuleIndex::load(&cached.join("lib/modules").join(&kver)).unwrap();
     let loaded = ["btrfs", "virtio_net", "sctp", "not_a_module"].map(String::from);
 
     let (paths, unknown) = limopack::admin::compat::list(&index, &loaded);
     assert_eq!(unknown, ["not_a_module"]);
-    let mut expected: Vec<String> = loaded[..3].iter().map(|m| modprobe_show_depends(&cached, &kver, m).unwrap().pop().unwrap()).collect();
+    let mut expected: Vec<String> = loaded[..3].iter().map(|m| modprobe_show_depends(Release::Bookworm, &cached, &kver, m).unwrap().pop().unwrap()).collect();
     expected.sort();
     assert_eq!(paths, expected);
 
@@ -160,7 +160,7 @@ fn list_and_tree_match_modprobe() {
     assert_eq!(blocks.len(), 3, "{lines:#?}");
     for block in &blocks {
         let module = limopack::name::module_name_of_path(&block[0].0).unwrap();
-        let want: BTreeSet<String> = modprobe_show_depends(&cached, &kver, &module).unwrap().into_iter().collect();
+        let want: BTreeSet<String> = modprobe_show_depends(Release::Bookworm, &cached, &kver, &module).unwrap().into_iter().collect();
         let got: BTreeSet<String> = block.iter().map(|(p, _)| p.clone()).collect();
         let missing: Vec<&String> = want.difference(&got).collect();
         assert!(missing.is_empty(), "the tree of {module} lacks what modprobe loads: {missing:?}\n{lines:#?}");
@@ -173,7 +173,7 @@ fn list_and_tree_match_modprobe() {
     }
 
     let sys = Sys::empty();
-    assert_eq!(real_kernel_index_root("cloud-amd64", &sys.root), kver);
+    assert_eq!(real_kernel_index_root(Release::Bookworm, "cloud-amd64", &sys.root), kver);
     let err = fails(&sys, &["--list"]);
     assert!(err.contains("--from-host"), "{err}");
     let (out, _) = ok(&sys, &["--list", "--from-host"]);

@@ -1,10 +1,10 @@
-//! limopack as Debian runs it: its own `.deb` installed by apt in a debootstrapped bookworm
-//! root that has the real cloud kernel, installed by apt too. From the admin's two files on,
-//! every change is made by `apt-get` and `dpkg` in a chroot, and the test looks at the files
-//! left on disk.
+//! limopack as Debian runs it: its own `.deb` installed by apt in a debootstrapped root that
+//! has the real cloud kernel, installed by apt too, on bookworm and on trixie. From the
+//! admin's two files on, every change is made by `apt-get` and `dpkg` in a chroot, and the
+//! test looks at the files left on disk.
 //!
-//! The root (debootstrap --variant=minbase, then `apt-get install linux-image-cloud-amd64`)
-//! is built once and cached under `target/test-cache`. The `.deb` under test comes from
+//! Each release's root (debootstrap --variant=minbase, then `apt-get install
+//! linux-image-cloud-amd64`) is built once and cached under `target/test-cache`. The `.deb` under test comes from
 //! `tests/build-deb`, which `tests/run-all` runs first and names in `LIMOPACK_DEB`.
 
 use std::collections::BTreeSet;
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use serde_json::Value;
-use crate::support::copy_root;
-use crate::support::debian_root::{bookworm_cloud_root, kmod_loads, modules, package, Chroot};
+use crate::support::debian_root::{cloud_root, kmod_loads, modules, only_kernel, package, Chroot};
+use crate::support::{copy_root, Release};
 
 /// The tree holds exactly what limopack keeps, and that is all kmod loads for the same
 /// modules, or more: limopack follows every module an alias names, where modprobe may stop
@@ -38,25 +38,37 @@ fn position(haystack: &str, needle: &str) -> usize {
 
 #[test]
 #[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap and Debian's archive; tests/run-all runs it"]
-fn apt_and_dpkg_keep_the_tree_pruned() {
-    let cache = bookworm_cloud_root();
+fn apt_and_dpkg_keep_the_tree_pruned_on_bookworm() {
+    apt_and_dpkg_keep_the_tree_pruned(Release::Bookworm);
+}
+
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap and Debian's archive; tests/run-all runs it"]
+fn apt_and_dpkg_keep_the_tree_pruned_on_trixie() {
+    apt_and_dpkg_keep_the_tree_pruned(Release::Trixie);
+}
+
+fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
+    let cache = cloud_root(release);
     let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
     let work = tempfile::Builder::new().prefix("debian-e2e-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
     copy_root(&cache, &root);
     let chroot = Chroot::enter(&root);
 
-    let kver = fs::read_dir(chroot.p("/lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
+    let kver = only_kernel(release, &root);
     let kpkg = format!("linux-image-{kver}");
-    let tree = chroot.p(&format!("/lib/modules/{kver}"));
+    // Where the kernel package put the tree, as dpkg lists it.
+    let listed = format!("{}/{kver}", release.modules_dir());
+    let tree = chroot.p(&listed);
     let initrd = chroot.p(&format!("/boot/initrd.img-{kver}"));
     let whole = modules(&tree);
     assert!(whole.len() > 1000, "the cloud kernel has {} modules", whole.len());
     // kmod's answers, asked while the tree is whole.
-    let baseline = kmod_loads(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
-    assert!(baseline.iter().any(|m| m.ends_with("virtio_net.ko")), "{baseline:?}");
-    let with_btrfs: BTreeSet<String> = baseline.union(&kmod_loads(&root, &kver, &["btrfs"])).cloned().collect();
-    let with_iso: BTreeSet<String> = baseline.union(&kmod_loads(&root, &kver, &["isofs"])).cloned().collect();
+    let baseline = kmod_loads(release, &root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
+    assert!(baseline.contains(&release.ko("kernel/drivers/net/virtio_net")), "{baseline:?}");
+    let with_btrfs: BTreeSet<String> = baseline.union(&kmod_loads(release, &root, &kver, &["btrfs"])).cloned().collect();
+    let with_iso: BTreeSet<String> = baseline.union(&kmod_loads(release, &root, &kver, &["isofs"])).cloned().collect();
 
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();
@@ -96,7 +108,7 @@ fn apt_and_dpkg_keep_the_tree_pruned() {
     let missing: BTreeSet<String> = verify
         .lines()
         .filter(|l| l.starts_with("missing"))
-        .filter_map(|l| l.split_once(&format!("/lib/modules/{kver}/")).map(|(_, rel)| rel.to_string()))
+        .filter_map(|l| l.split_once(&format!("{listed}/")).map(|(_, rel)| rel.to_string()))
         // Folders left empty are removed too, and dpkg names them as well.
         .filter(|rel| rel.contains(".ko"))
         .collect();
@@ -110,7 +122,7 @@ fn apt_and_dpkg_keep_the_tree_pruned() {
     // it back from apt's cache, through the trigger; Post-Invoke then has nothing to do.
     let out = chroot.sh("apt-get -q install -y /tmp/debs/btrfs-user-a.deb");
     assert_tree(&chroot, &tree, &with_btrfs, &out);
-    let restored = format!("limopack: {kver}: restored btrfs (kernel/fs/btrfs/btrfs.ko) from apt's cache");
+    let restored = format!("limopack: {kver}: restored btrfs ({}) from apt's cache", release.ko("kernel/fs/btrfs/btrfs"));
     assert!(position(&out, &restored) > position(&out, "Processing triggers for limopack"), "{out}");
     assert_eq!(out.matches(&format!("limopack: {kver}: kept ")).count(), 1, "one run changed the tree, the other was quiet:\n{out}");
     chroot.sh("dpkg -i /tmp/debs/btrfs-user-b.deb");
@@ -131,14 +143,16 @@ fn apt_and_dpkg_keep_the_tree_pruned() {
     let out = chroot.sh("apt-get -q install -y /tmp/debs/iso-user.deb");
     assert!(out.contains("restored isofs"), "{out}");
     let show = chroot.sh(&format!("modprobe -S {kver} --show-depends fs-iso9660"));
-    assert!(show.contains("/kernel/fs/isofs/isofs.ko"), "{show}");
+    let isofs = format!("/{kver}/{}", release.ko("kernel/fs/isofs/isofs"));
+    assert!(show.lines().any(|l| l.starts_with("insmod ") && l.trim_end().ends_with(&isofs)), "{show}");
     assert_tree(&chroot, &tree, &with_iso, &out);
     let with_iso = modules(&tree);
 
     // With apt's cache emptied, the kernel's .deb is fetched at the installed version.
     let out = chroot.sh("apt-get clean && apt-get -q install -y /tmp/debs/sctp-user.deb");
-    assert!(out.contains(&format!("limopack: {kver}: restored sctp (kernel/net/sctp/sctp.ko) from a downloaded .deb")), "{out}");
-    assert!(chroot.p("/lib/modules").join(&kver).join("kernel/net/sctp/sctp.ko").exists());
+    let sctp = release.ko("kernel/net/sctp/sctp");
+    assert!(out.contains(&format!("limopack: {kver}: restored sctp ({sctp}) from a downloaded .deb")), "{out}");
+    assert!(tree.join(&sctp).exists());
     chroot.sh("apt-get -q remove -y sctp-user");
     assert_eq!(modules(&tree), with_iso);
 

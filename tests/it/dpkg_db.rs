@@ -1,6 +1,7 @@
 //! limopack reads dpkg's database in place; dpkg-query is the oracle. On the debootstrapped
-//! bookworm root, with a journal entry on top, both must name the same owner for every path
-//! under the module tree and the same version and status for every owner.
+//! bookworm and trixie roots, with a journal entry on top, both must name the same owner for
+//! every path under the module tree, as the kernel package lists it, and the same version and
+//! status for every owner.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,8 @@ use std::process::Command;
 use fs_err as fs;
 use limopack::read::packages::Packages;
 use limopack::root::Root;
-use crate::support::debian_root::{bookworm_cloud_root, run};
+use crate::support::debian_root::{cloud_root, only_kernel, run};
+use crate::support::Release;
 
 /// dpkg-query's answer for each path: `path -> owners`, from `--search` lines.
 fn dpkg_search(root: &Path, pattern: &str) -> BTreeMap<String, Vec<String>> {
@@ -34,14 +36,24 @@ fn dpkg_show(root: &Path, package: &str) -> String {
 
 #[test]
 #[ignore = "needs root, debootstrap and Debian's archive; tests/run-all runs it"]
-fn dpkg_database_read_in_place_agrees_with_dpkg_query() {
-    let cache = bookworm_cloud_root();
+fn dpkg_database_read_in_place_agrees_with_dpkg_query_on_bookworm() {
+    dpkg_database_read_in_place_agrees_with_dpkg_query(Release::Bookworm);
+}
+
+#[test]
+#[ignore = "needs root, debootstrap and Debian's archive; tests/run-all runs it"]
+fn dpkg_database_read_in_place_agrees_with_dpkg_query_on_trixie() {
+    dpkg_database_read_in_place_agrees_with_dpkg_query(Release::Trixie);
+}
+
+fn dpkg_database_read_in_place_agrees_with_dpkg_query(release: Release) {
+    let cache = cloud_root(release);
     let work = tempfile::Builder::new().prefix("dpkg-db-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path();
     // dpkg-query needs only the database; the files it lists need not be there.
     fs::create_dir_all(root.join("var/lib")).unwrap();
     run(Command::new("cp").arg("-a").arg(cache.join("var/lib/dpkg")).arg(root.join("var/lib/")));
-    let kver = fs::read_dir(cache.join("lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
+    let kver = only_kernel(release, &cache);
     let kpkg = format!("linux-image-{kver}");
     // A journal entry, as dpkg leaves one mid-transaction: the kernel half-configured at a
     // new version. dpkg-query reads it; so must limopack.
@@ -60,7 +72,7 @@ fn dpkg_database_read_in_place_agrees_with_dpkg_query() {
         .join("\n");
     fs::write(root.join("var/lib/dpkg/updates/0000"), format!("{paragraph}\n")).unwrap();
 
-    let prefix = format!("/lib/modules/{kver}/");
+    let prefix = format!("{}/{kver}/", release.modules_dir());
     let ours = Packages::read(&Root::new(root).unwrap(), std::slice::from_ref(&prefix)).unwrap();
     let theirs = dpkg_search(root, &format!("{prefix}*"));
     assert!(theirs.len() > 1000, "{} paths", theirs.len());

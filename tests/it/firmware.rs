@@ -54,7 +54,7 @@ fn dedup(values: &[String]) -> Vec<String> {
 
 #[test]
 fn modinfo_agrees_with_kmod_on_every_module_of_a_real_kernel() {
-    let (root, kver) = real_kernel_tree(GENERIC);
+    let (root, kver) = real_kernel_tree(Release::Bookworm, GENERIC);
     let tree = root.join("lib/modules").join(&kver);
     let files: Vec<PathBuf> = modules_dep_paths(&root, &kver).iter().map(|p| tree.join(p)).collect();
     assert!(files.len() > 3000, "{} modules", files.len());
@@ -89,7 +89,7 @@ fn modinfo_agrees_with_kmod_on_every_module_of_a_real_kernel() {
 
 #[test]
 fn compressed_real_modules_read_as_the_plain_ones() {
-    let (root, kver) = real_kernel_tree(GENERIC);
+    let (root, kver) = real_kernel_tree(Release::Bookworm, GENERIC);
     let tree = root.join("lib/modules").join(&kver);
     let wanted = ["iwlwifi", "r8169", "btrtl", "rtl8192ee", "ext4"];
     let paths: Vec<String> = modules_dep_paths(&root, &kver)
@@ -179,7 +179,7 @@ fn expected(files: &BTreeMap<String, Option<String>>, name: &str) -> Vec<Found> 
 
 /// Every firmware name of every module of the real kernel.
 fn all_firmware_names() -> (String, BTreeMap<String, Vec<String>>) {
-    let (root, kver) = real_kernel_tree(GENERIC);
+    let (root, kver) = real_kernel_tree(Release::Bookworm, GENERIC);
     let tree = root.join("lib/modules").join(&kver);
     let mut names = BTreeMap::new();
     for path in modules_dep_paths(&root, &kver) {
@@ -193,7 +193,7 @@ fn all_firmware_names() -> (String, BTreeMap<String, Vec<String>>) {
 
 #[test]
 fn a_real_firmware_package_gives_each_module_its_files_and_links() {
-    let deb = firmware_deb(FIRMWARE_PACKAGE);
+    let deb = firmware_deb(Release::Bookworm, FIRMWARE_PACKAGE);
     let files = listing(&deb);
     assert!(files.values().any(Option::is_some), "{FIRMWARE_PACKAGE} ships no links");
     let (kver, modules) = all_firmware_names();
@@ -248,7 +248,7 @@ fn a_real_firmware_package_gives_each_module_its_files_and_links() {
 
 #[test]
 fn updates_kernel_folders_and_compressed_firmware_of_a_real_package() {
-    let deb = firmware_deb(FIRMWARE_PACKAGE);
+    let deb = firmware_deb(Release::Bookworm, FIRMWARE_PACKAGE);
     let (kver, modules) = all_firmware_names();
     let root = firmware_root(&deb, true);
     let fw_dir = root.path().join("usr/lib/firmware");
@@ -323,12 +323,12 @@ fn write(root: &Path, abs: &str, text: &str) {
 /// file, brings the module and then that file back from the `.deb`s in apt's cache.
 #[test]
 fn firmware_of_kept_modules_stays_and_the_rest_is_pruned_and_restored() {
-    let (pristine, kver) = real_kernel_tree(GENERIC);
+    let (pristine, kver) = real_kernel_tree(Release::Bookworm, GENERIC);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     copy_root(&pristine, &root);
-    let kernel = real_kernel_pkg(&root, GENERIC);
-    let deb = firmware_deb(FIRMWARE_PACKAGE);
+    let kernel = real_kernel_pkg(Release::Bookworm, &root, GENERIC);
+    let deb = firmware_deb(Release::Bookworm, FIRMWARE_PACKAGE);
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
     let fw_dir = root.join("lib/firmware");
     let field = |name: &str| String::from_utf8(run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))).unwrap().trim().to_owned();
@@ -399,7 +399,7 @@ fn firmware_of_kept_modules_stays_and_the_rest_is_pruned_and_restored() {
     assert!(after.contains_key("rtlwifi/rtl8192eefw.bin") && !after.contains_key("rtlwifi/rtl8192eu_nic.bin"));
     let cache = root.join("var/cache/apt/archives");
     fs::create_dir_all(&cache).unwrap();
-    for deb in [deb.clone(), real_kernel_deb(GENERIC)] {
+    for deb in [deb.clone(), real_kernel_deb(Release::Bookworm, GENERIC)] {
         fs::copy(&deb, cache.join(deb.file_name().unwrap())).unwrap();
     }
     write(&root, "/etc/limopack/modules.d/wifi.yaml", "modules: [rtl8192ee]\n");

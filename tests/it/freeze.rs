@@ -50,7 +50,7 @@ fn host_modaliases() -> Vec<String> {
 fn freeze_from_host_records_what_modprobe_resolves() {
     let sys = Sys::empty();
     let root = sys.root.clone();
-    let kver = real_kernel_index_root("cloud-amd64", &root);
+    let kver = real_kernel_index_root(Release::Bookworm, "cloud-amd64", &root);
     let tree = root.join("lib/modules").join(&kver);
     // Built in: what modules.builtin lists, and what only modules.builtin.modinfo names, as
     // tracefs, which modprobe resolves `fs-tracefs` to where it is mounted.

@@ -2,7 +2,7 @@
 //! PERL5LIB point at `debhelper/`, nothing is installed on the host), on several packages at
 //! once and on the example source package `examples/packaged/limopack-example-vpn`, built with
 //! dpkg-buildpackage; then that package's declaration honoured by limopack's own .deb in a
-//! Debian root.
+//! Debian root, of bookworm and of trixie.
 //!
 //! External tools used: dpkg-buildpackage and dpkg-deb (dpkg-dev, dpkg), dh (debhelper), perl;
 //! for the last test, those of tests/it/support/debian_root.rs.
@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use fs_err as fs;
-use crate::support::copy_root;
-use crate::support::debian_root::{bookworm_cloud_root, kmod_loads, modules, run, Chroot};
+use crate::support::debian_root::{cloud_root, kmod_loads, modules, only_kernel, run, Chroot};
+use crate::support::{copy_root, Release};
 
 const EXAMPLE: &str = "limopack-example-vpn";
 
@@ -207,23 +207,35 @@ fn debs_install_the_manuals_completions_and_helper() {
 /// module stays pruned; removing the package prunes them again.
 #[test]
 #[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap and Debian's archive; tests/run-all runs it"]
-fn example_package_declaration_is_honoured() {
+fn example_package_declaration_is_honoured_on_bookworm() {
+    example_package_declaration_is_honoured(Release::Bookworm);
+}
+
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap and Debian's archive; tests/run-all runs it"]
+fn example_package_declaration_is_honoured_on_trixie() {
+    example_package_declaration_is_honoured(Release::Trixie);
+}
+
+fn example_package_declaration_is_honoured(release: Release) {
     let limopack_deb = deb_from_env("LIMOPACK_DEB");
     let example_deb = example_deb();
-    let cache = bookworm_cloud_root();
+    let cache = cloud_root(release);
     let work = tempfile::Builder::new().prefix("packaging-e2e-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
     copy_root(&cache, &root);
     let chroot = Chroot::enter(&root);
 
-    let kver = fs::read_dir(chroot.p("/lib/modules")).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
-    let tree = chroot.p(&format!("/lib/modules/{kver}"));
-    let baseline = kmod_loads(&root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
-    let declared = kmod_loads(&root, &kver, &["wireguard", "tun"]);
+    let kver = only_kernel(release, &root);
+    let tree = chroot.p(&format!("{}/{kver}", release.modules_dir()));
+    let baseline = kmod_loads(release, &root, &kver, &["ext4", "virtio_blk", "virtio_net"]);
+    let declared = kmod_loads(release, &root, &kver, &["wireguard", "tun"]);
     let with_example: BTreeSet<String> = baseline.union(&declared).cloned().collect();
-    let sctp = "kernel/net/sctp/sctp.ko".to_string();
+    let sctp = release.ko("kernel/net/sctp/sctp");
     assert!(modules(&tree).contains(&sctp) && !with_example.contains(&sctp));
-    assert!(declared.iter().any(|m| m.ends_with("/wireguard.ko")) && declared.iter().any(|m| m.ends_with("/tun.ko")), "{declared:?}");
+    for module in ["kernel/drivers/net/wireguard/wireguard", "kernel/drivers/net/tun"] {
+        assert!(declared.contains(&release.ko(module)), "{declared:?}");
+    }
 
     fs::create_dir_all(chroot.p("/tmp/debs")).unwrap();
     fs::copy(&limopack_deb, chroot.p("/tmp/debs/limopack.deb")).unwrap();

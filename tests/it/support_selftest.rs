@@ -121,10 +121,10 @@ fn set_status_marks_package_config_files() {
 
 #[test]
 fn kernel_cache_and_real_package_db() {
-    let (pristine, kver) = real_kernel_tree("cloud-amd64");
+    let (pristine, kver) = real_kernel_tree(Release::Bookworm, "cloud-amd64");
     assert!(kver.ends_with("-cloud-amd64"), "{kver}");
     // A second call is a cache hit on the same paths.
-    assert_eq!(real_kernel_tree("cloud-amd64"), (pristine.clone(), kver.clone()));
+    assert_eq!(real_kernel_tree(Release::Bookworm, "cloud-amd64"), (pristine.clone(), kver.clone()));
     assert!(pristine.join("lib/modules").join(&kver).join("modules.dep.bin").is_file());
 
     let tmp = tempfile::tempdir().unwrap();
@@ -132,7 +132,7 @@ fn kernel_cache_and_real_package_db() {
     copy_root(&pristine, root);
     assert_eq!(tree_hash(root), tree_hash(&pristine));
 
-    let pkg = real_kernel_pkg(root, "cloud-amd64");
+    let pkg = real_kernel_pkg(Release::Bookworm, root, "cloud-amd64");
     assert_eq!(pkg.name, format!("linux-image-{kver}"));
     assert_eq!(pkg.status, "install ok installed");
     assert!(!pkg.version.is_empty());
@@ -156,20 +156,20 @@ fn kernel_cache_and_real_package_db() {
 
 #[test]
 fn oracle_on_cloud_kernel() {
-    let (root, kver) = real_kernel_tree("cloud-amd64");
+    let (root, kver) = real_kernel_tree(Release::Bookworm, "cloud-amd64");
     // The cloud flavour builds ext4 in.
-    assert_eq!(modprobe_show_depends(&root, &kver, "ext4"), Ok(vec![]));
-    let xfs = modprobe_show_depends(&root, &kver, "xfs").unwrap();
+    assert_eq!(modprobe_show_depends(Release::Bookworm, &root, &kver, "ext4"), Ok(vec![]));
+    let xfs = modprobe_show_depends(Release::Bookworm, &root, &kver, "xfs").unwrap();
     assert_eq!(xfs.last().unwrap(), "kernel/fs/xfs/xfs.ko");
     assert!(xfs.contains(&"kernel/lib/libcrc32c.ko".to_owned()), "{xfs:?}");
-    let err = modprobe_show_depends(&root, &kver, "no_such_module").unwrap_err();
+    let err = modprobe_show_depends(Release::Bookworm, &root, &kver, "no_such_module").unwrap_err();
     assert!(err.contains("not found"), "{err}");
 }
 
 #[test]
 fn oracle_on_generic_kernel() {
-    let (root, kver) = real_kernel_tree("amd64");
-    let ext4 = modprobe_show_depends(&root, &kver, "ext4").unwrap();
+    let (root, kver) = real_kernel_tree(Release::Bookworm, "amd64");
+    let ext4 = modprobe_show_depends(Release::Bookworm, &root, &kver, "ext4").unwrap();
     assert_eq!(ext4.last().unwrap(), "kernel/fs/ext4/ext4.ko");
     assert!(ext4.contains(&"kernel/fs/jbd2/jbd2.ko".to_owned()), "{ext4:?}");
     assert!(ext4.iter().any(|p| p.contains("crc32c")), "{ext4:?}");
@@ -179,7 +179,7 @@ fn oracle_on_generic_kernel() {
 /// modules depmod knows; also reports the oracle's cost.
 #[test]
 fn oracle_over_whole_generic_kernel() {
-    let (root, kver) = real_kernel_tree("amd64");
+    let (root, kver) = real_kernel_tree(Release::Bookworm, "amd64");
     let known = modules_dep_paths(&root, &kver);
     let modules: Vec<String> = known
         .iter()
@@ -191,7 +191,7 @@ fn oracle_over_whole_generic_kernel() {
     assert!(modules.len() > 3000, "{}", modules.len());
 
     let start = Instant::now();
-    let results = modprobe_show_depends_many(&root, &kver, &modules);
+    let results = modprobe_show_depends_many(Release::Bookworm, &root, &kver, &modules);
     eprintln!("oracle: {} modules in {:?}", modules.len(), start.elapsed());
 
     assert_eq!(results.len(), modules.len());

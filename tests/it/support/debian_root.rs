@@ -1,5 +1,5 @@
-//! A debootstrapped Debian root with the real cloud kernel, and a chroot to drive apt and dpkg
-//! in it, for the tests that run limopack the way Debian does.
+//! A debootstrapped Debian root of each release with its real cloud kernel, and a chroot to
+//! drive apt and dpkg in it, for the tests that run limopack the way Debian does.
 //!
 //! External tools used: debootstrap, chroot, mount and umount.
 
@@ -9,7 +9,7 @@ use std::process::Command;
 
 use fs_err as fs;
 
-use super::cached;
+use super::{cached, Release};
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 
@@ -64,23 +64,24 @@ impl Drop for Chroot {
     }
 }
 
-/// The cached bookworm root with the cloud kernel, built on first use and again each week:
+/// The cached root of a release with its cloud kernel, built on first use and again each week:
 /// the archive drops a kernel version at a point release, and the download step needs the
 /// installed one to still be there.
-pub fn bookworm_cloud_root() -> PathBuf {
+pub fn cloud_root(release: Release) -> PathBuf {
     let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86400;
-    let name = format!("bookworm-cloud-root.week{}", days / 7);
+    let kind = format!("{}-cloud-root.", release.codename());
+    let name = format!("{kind}week{}", days / 7);
     let cache = super::cache_dir();
     for entry in fs::read_dir(&cache).unwrap() {
         let old = entry.unwrap().file_name().into_string().unwrap();
-        if old.starts_with("bookworm-cloud-root.") && !old.starts_with(&name) {
+        if old.starts_with(&kind) && !old.starts_with(&name) {
             let _ = std::fs::remove_dir_all(cache.join(&old));
             let _ = std::fs::remove_file(cache.join(&old));
         }
     }
     cached(&name, |out| {
         run(Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
+            .args(["--variant=minbase", release.codename()])
             .arg(out)
             .arg(MIRROR));
         let chroot = Chroot::enter(out);
@@ -88,6 +89,15 @@ pub fn bookworm_cloud_root() -> PathBuf {
         // what a restore reads later.
         chroot.sh("apt-get -q update && apt-get -q install -y --no-install-recommends linux-image-cloud-amd64");
     })
+}
+
+/// The kernel version of the one tree in a release's root, found where its kernel package
+/// put it.
+pub fn only_kernel(release: Release, root: &Path) -> String {
+    let dir = root.join(release.modules_dir().trim_start_matches('/'));
+    let names: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 1, "expected one kernel in {}: {names:?}", dir.display());
+    names.into_iter().next().unwrap()
 }
 
 /// A package named `name` that ships `/usr/share/limopack/<name>.yaml` with `yaml`, or
@@ -109,11 +119,12 @@ pub fn package(dir: &Path, name: &str, yaml: Option<&str>) -> PathBuf {
     deb
 }
 
-/// What kmod loads for `names` in the root's kernel, every file of it, relative to the tree.
-pub fn kmod_loads(root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
+/// What the release's kmod loads for `names` in the root's kernel, every file of it, relative
+/// to the tree.
+pub fn kmod_loads(release: Release, root: &Path, kver: &str, names: &[&str]) -> BTreeSet<String> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let mut files = BTreeSet::new();
-    for (name, deps) in super::modprobe_show_depends_many(root, kver, &names) {
+    for (name, deps) in super::modprobe_show_depends_many(release, root, kver, &names) {
         files.extend(deps.unwrap_or_else(|e| panic!("modprobe --show-depends {name}: {e}")));
     }
     files

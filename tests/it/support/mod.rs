@@ -1,8 +1,8 @@
 //! Shared integration-test support: fake dpkg databases, real Debian kernel
-//! trees (downloaded once and cached), a kmod oracle and tree hashing.
+//! trees of each release (downloaded once and cached), a kmod oracle and tree hashing.
 //!
-//! External tools used: dpkg-query, dpkg-deb (dpkg), apt-cache, apt-get (apt),
-//! depmod, modprobe (kmod), cp (coreutils).
+//! External tools used: dpkg-query, dpkg-deb (dpkg), apt-cache, apt-get, apt-helper (apt),
+//! depmod, modprobe (kmod), cp (coreutils), chroot.
 #![allow(dead_code)]
 
 pub mod debian_root;
@@ -42,6 +42,84 @@ impl Pkg {
             files: Vec::new(),
         }
     }
+}
+
+/// A Debian release whose kernels, kmod, apt and dpkg the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Debian 12, oldstable: kmod 30, modules `.ko`, packages list them under `/lib/modules`.
+    Bookworm,
+    /// Debian 13, stable: kmod 34, modules `.ko.xz`, packages list them under
+    /// `/usr/lib/modules`, and `/lib` is a link to `usr/lib`.
+    Trixie,
+}
+
+impl Release {
+    pub fn codename(self) -> &'static str {
+        match self {
+            Release::Bookworm => "bookworm",
+            Release::Trixie => "trixie",
+        }
+    }
+
+    /// The folder of the module trees as the release's kernel packages list them in dpkg's
+    /// database.
+    pub fn modules_dir(self) -> &'static str {
+        match self {
+            Release::Bookworm => "/lib/modules",
+            Release::Trixie => "/usr/lib/modules",
+        }
+    }
+
+    /// The folder its firmware packages ship their files in.
+    pub fn firmware_dir(self) -> &'static str {
+        match self {
+            Release::Bookworm => "/lib/firmware",
+            Release::Trixie => "/usr/lib/firmware",
+        }
+    }
+
+    /// The file of a module in the release's kernels, from its path without the extension:
+    /// `kernel/fs/btrfs/btrfs` is `kernel/fs/btrfs/btrfs.ko` or `….ko.xz`.
+    pub fn ko(self, stem: &str) -> String {
+        match self {
+            Release::Bookworm => format!("{stem}.ko"),
+            Release::Trixie => format!("{stem}.ko.xz"),
+        }
+    }
+
+    /// Whether this machine runs the release: its own apt and kmod are then the release's.
+    fn is_host(self) -> bool {
+        host_codename() == self.codename()
+    }
+}
+
+/// `VERSION_CODENAME` of this machine's /etc/os-release.
+fn host_codename() -> String {
+    let release = fs::read_to_string("/etc/os-release").unwrap();
+    release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .expect("no VERSION_CODENAME in /etc/os-release")
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// A command of the release's kmod (`depmod`, `modprobe`) that reads trees by path as the
+/// host's does: the host's own when this machine runs the release, otherwise the `kmod` of
+/// the release's cached root (see `debian_root::cloud_root`) with that root's libraries,
+/// started through its dynamic loader, so that neither a chroot nor a mount is needed.
+pub fn kmod(release: Release, program: &str) -> Command {
+    if release.is_host() {
+        return Command::new(program);
+    }
+    let root = debian_root::cloud_root(release);
+    let mut cmd = Command::new(root.join("usr/lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(root.join("usr/lib/x86_64-linux-gnu"))
+        .args(["--argv0", program])
+        .arg(root.join("usr/bin/kmod"));
+    cmd
 }
 
 /// Runs `cmd`, panicking with its stderr on failure; returns stdout.
@@ -219,30 +297,42 @@ pub fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     target
 }
 
-/// The .deb of the kernel that `linux-image-<flavour>` currently depends on
-/// (e.g. "cloud-amd64" or "amd64"), downloaded once with apt-get.
-pub fn real_kernel_deb(flavour: &str) -> PathBuf {
+/// The .deb of the kernel that the release's `linux-image-<flavour>` currently depends on
+/// (e.g. "cloud-amd64" or "amd64"), downloaded once. On this machine's release its own apt
+/// fetches it; for another release, that release's apt in its cached root (which only reads
+/// there) names it, its address and its checksum, and the host's apt fetches and checks it.
+pub fn real_kernel_deb(release: Release, flavour: &str) -> PathBuf {
     let meta = format!("linux-image-{flavour}");
     // The cache entry is a directory holding the one .deb, so a cache hit
     // needs neither apt-cache nor apt-get.
-    let dir = cached(&format!("{meta}.download"), |out| {
-        let depends = run(Command::new("apt-cache").args(["depends", &meta]));
-        let image = depends
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("Depends: ")
-                    .filter(|d| d.starts_with("linux-image-"))
-            })
-            .unwrap_or_else(|| panic!("no linux-image dependency of {meta}:\n{depends}"));
+    let dir = cached(&format!("{meta}.{}.download", release.codename()), |out| {
         fs::create_dir(out).unwrap();
         // Our temp dir is private, so apt's _apt sandbox user could not
         // write there; download as the invoking user instead.
-        run(Command::new("apt-get")
-            .args(["-q", "-o", "APT::Sandbox::User=root", "download", image])
-            .current_dir(out));
+        let as_root = ["-q", "-o", "APT::Sandbox::User=root"];
+        if release.is_host() {
+            let image = kernel_image(&run(Command::new("apt-cache").args(["depends", &meta])), &meta);
+            run(Command::new("apt-get").args(as_root).args(["download", &image]).current_dir(out));
+        } else {
+            let root = debian_root::cloud_root(release);
+            let in_root = |args: &[&str]| run(Command::new("chroot").arg(&root).args(args));
+            let image = kernel_image(&in_root(&["apt-cache", "depends", &meta]), &meta);
+            // One line: 'URI' FILE SIZE SHA256:HASH
+            let uri = in_root(&["apt-get", "download", "--print-uris", &image]);
+            let [uri, file, _, hash] = uri.split_whitespace().collect::<Vec<_>>()[..] else { panic!("apt-get --print-uris said: {uri}") };
+            run(Command::new("/usr/lib/apt/apt-helper").args(as_root).args(["download-file", uri.trim_matches('\'')]).arg(out.join(file)).arg(hash));
+        }
     });
     only_deb_in(&dir)
+}
+
+/// The kernel image package that `apt-cache depends <meta>` names.
+fn kernel_image(depends: &str, meta: &str) -> String {
+    depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|d| d.starts_with("linux-image-")))
+        .unwrap_or_else(|| panic!("no linux-image dependency of {meta}:\n{depends}"))
+        .to_owned()
 }
 
 /// The one `.deb` a download left in `dir`.
@@ -270,17 +360,22 @@ fn only_kver(root: &Path) -> String {
     names.into_iter().next().unwrap()
 }
 
-/// A pristine root with the real kernel package unpacked and `depmod` run,
-/// plus its kernel version. Shared by all tests: never modify it, copy it
-/// with `copy_root` first.
-pub fn real_kernel_tree(flavour: &str) -> (PathBuf, String) {
-    let deb = real_kernel_deb(flavour);
+/// A pristine root with the release's real kernel package unpacked and the release's `depmod`
+/// run, plus its kernel version. Shared by all tests: never modify it, copy it with
+/// `copy_root` first. A trixie root has `lib` a link to `usr/lib`, as trixie's base-files
+/// makes it, since its kernel ships under `/usr/lib/modules`; so `root/lib/modules` is the
+/// tree's folder on either release.
+pub fn real_kernel_tree(release: Release, flavour: &str) -> (PathBuf, String) {
+    let deb = real_kernel_deb(release, flavour);
     let root = cached(&format!("{}.root", deb_stem(&deb)), |out| {
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(out));
         fs::set_permissions(out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if release.modules_dir().starts_with("/usr/") {
+            std::os::unix::fs::symlink("usr/lib", out.join("lib")).unwrap();
+        }
         let kver = only_kver(out);
         // -C /dev/null: don't let the host's depmod.d reorder search paths.
-        run(Command::new("depmod")
+        run(kmod(release, "depmod")
             .args(["-C", "/dev/null", "-b"])
             .arg(out)
             .arg(&kver));
@@ -293,8 +388,8 @@ pub fn real_kernel_tree(flavour: &str) -> (PathBuf, String) {
 /// empty stand-in for each module it lists: enough for commands that look names up, which
 /// check the index against the files as a run does, and cheap to make, so the cached tree is
 /// never written to. Returns the kernel version.
-pub fn real_kernel_index_root(flavour: &str, dst: &Path) -> String {
-    let (cached, kver) = real_kernel_tree(flavour);
+pub fn real_kernel_index_root(release: Release, flavour: &str, dst: &Path) -> String {
+    let (cached, kver) = real_kernel_tree(release, flavour);
     let tree = dst.join("lib/modules").join(&kver);
     fs::create_dir_all(&tree).unwrap();
     for rel in modules_dep_paths(&cached, &kver) {
@@ -322,23 +417,32 @@ pub fn copy_root(src: &Path, dst: &Path) {
         .arg(dst));
 }
 
-/// The `.deb` of a firmware package, downloaded once. Firmware that is not free is in
-/// Debian's `non-free-firmware` component, which a machine's sources often leave out; when
-/// apt does not know the package, it is fetched with a private sources list for that
-/// component of the machine's release, leaving the system's apt state alone.
-pub fn firmware_deb(package: &str) -> PathBuf {
-    let dir = cached(&format!("{package}.download"), |out| {
+/// `copy_root`, but with every file a hard link to `src`'s: a fraction of the time, and no
+/// blocks to free when the copy goes, for a test that makes fixtures by the dozen. `src` stays
+/// pristine only while every change to `dst` removes a file or replaces it by a rename, as
+/// limopack and depmod do in a module tree; a write in place would reach `src`. `dst` must be
+/// on `src`'s file system.
+pub fn link_root(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    run(Command::new("cp").arg("-al").arg(src.join(".")).arg(dst));
+}
+
+/// The `.deb` of a release's firmware package, downloaded once. Firmware that is not free is
+/// in Debian's `non-free-firmware` component, which a machine's sources often leave out; when
+/// apt does not know the package, or the release is not this machine's, it is fetched with a
+/// private sources list for that component of the release, leaving the system's apt state
+/// alone.
+pub fn firmware_deb(release: Release, package: &str) -> PathBuf {
+    let dir = cached(&format!("{package}.{}.download", release.codename()), |out| {
         fs::create_dir(out).unwrap();
-        let known = Command::new("apt-cache").args(["show", "--no-all-versions", package]).output().unwrap();
+        let known = release.is_host() && {
+            let show = Command::new("apt-cache").args(["show", "--no-all-versions", package]).output().unwrap();
+            show.status.success() && !show.stdout.is_empty()
+        };
         let mut options: Vec<String> = vec!["-q".into(), "-o".into(), "APT::Sandbox::User=root".into()];
         let apt = tempfile::tempdir().unwrap();
-        if !known.status.success() || known.stdout.is_empty() {
-            let release = fs::read_to_string("/etc/os-release").unwrap();
-            let codename = release
-                .lines()
-                .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-                .expect("no VERSION_CODENAME in /etc/os-release")
-                .trim_matches('"');
+        if !known {
+            let codename = release.codename();
             let sources = apt.path().join("sources.list");
             fs::write(
                 &sources,
@@ -369,8 +473,8 @@ pub fn firmware_deb(package: &str) -> PathBuf {
 /// The installed `Pkg` of flavour's real kernel image, owning exactly what
 /// the .deb ships (not depmod's generated modules.* files). `root` must
 /// already hold that kernel's module tree (see `copy_root`).
-pub fn real_kernel_pkg(root: &Path, flavour: &str) -> Pkg {
-    let deb = real_kernel_deb(flavour);
+pub fn real_kernel_pkg(release: Release, root: &Path, flavour: &str) -> Pkg {
+    let deb = real_kernel_deb(release, flavour);
     let field = |name: &str| {
         run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))
             .trim()
@@ -380,7 +484,7 @@ pub fn real_kernel_pkg(root: &Path, flavour: &str) -> Pkg {
     let kver = name.strip_prefix("linux-image-").unwrap();
     assert!(
         root.join("lib/modules").join(kver).is_dir(),
-        "{} lacks /lib/modules/{kver}; copy real_kernel_tree({flavour:?}) into it first",
+        "{} lacks /lib/modules/{kver}; copy real_kernel_tree({release:?}, {flavour:?}) into it first",
         root.display()
     );
     // Listing a 70 MB .deb takes seconds, so cache the parsed listing.
@@ -424,15 +528,15 @@ fn parse_deb_contents(contents: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // kmod oracle.
 
-/// What `modprobe --show-depends` would load for `module` in root's tree,
-/// as paths relative to `root/lib/modules/<kver>/` in load order (soft
-/// dependencies included); empty for built-in modules. Err carries
+/// What the release's `modprobe --show-depends` would load for `module` in
+/// root's tree, as paths relative to `root/lib/modules/<kver>/` in load order
+/// (soft dependencies included); empty for built-in modules. Err carries
 /// modprobe's stderr.
-pub fn modprobe_show_depends(root: &Path, kver: &str, module: &str) -> Result<Vec<String>, String> {
+pub fn modprobe_show_depends(release: Release, root: &Path, kver: &str, module: &str) -> Result<Vec<String>, String> {
     // -C /dev/null replaces /etc,/run,/lib/modprobe.d so host config cannot
     // add options, aliases or install commands (checked with strace; kmod
     // still reads /proc/cmdline, which only adds options we discard).
-    let out = Command::new("modprobe")
+    let out = kmod(release, "modprobe")
         .arg("-d")
         .arg(root)
         .args(["-S", kver, "-C", "/dev/null", "--show-depends", module])
@@ -462,6 +566,7 @@ pub fn modprobe_show_depends(root: &Path, kver: &str, module: &str) -> Result<Ve
 /// `modprobe_show_depends` for each of `modules` on two threads; results
 /// in input order.
 pub fn modprobe_show_depends_many(
+    release: Release,
     root: &Path,
     kver: &str,
     modules: &[String],
@@ -473,7 +578,7 @@ pub fn modprobe_show_depends_many(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(module) = modules.get(i) else { break };
-                let deps = modprobe_show_depends(root, kver, module);
+                let deps = modprobe_show_depends(release, root, kver, module);
                 results.lock().unwrap().push((i, deps));
             });
         }
