@@ -173,7 +173,9 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
     state.statics.retain(|r| !plan.new_statics.iter().any(|n| n.entry == r.entry && n.kernels == r.kernels));
     state.statics.extend(plan.new_statics.iter().cloned());
     forget_restored(root, state, trees)?;
-    for kplan in &plan.kernels {
+    // A blocked kernel's count is missing the broken declarations' entries: the last whole
+    // count stays until they read again.
+    for kplan in plan.kernels.iter().filter(|k| k.action != Action::Blocked) {
         state.kernels.entry(kplan.version.clone()).or_default().refcounts =
             kplan.refcounts.iter().map(|(module, users)| (module.to_string(), users.clone())).collect();
     }

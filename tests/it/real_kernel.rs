@@ -652,15 +652,28 @@ fn bad_declarations_delete_nothing() {
         let hash = tree_hash(&fx.root);
         let out = fx.run(&[]);
         // The run takes its lock before it reads anything, which creates the state folder
-        // and the lock file, holding the run's pid; that is all it may leave behind.
-        let left: Vec<_> = fs::read_dir(&state_dir)
+        // and the lock file, holding the run's pid. A broken declaration stops pruning but
+        // not the rest of the run, which records the baseline's statics; it records no
+        // kernel, whose count would miss the broken file's entries.
+        let mut left: Vec<_> = fs::read_dir(&state_dir)
             .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
             .unwrap_or_default();
-        assert!(left.is_empty() || left == ["lock"], "{abs}: the failed run left {left:?}");
+        left.sort();
+        assert!(left.is_empty() || left == ["lock"] || left == ["lock", "state.json"], "{abs}: the failed run left {left:?}");
+        if let Ok(state) = fs::read_to_string(state_dir.join("state.json")) {
+            let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+            assert!(state["kernels"].as_object().is_none_or(|k| k.is_empty()), "{abs}: {state}");
+        }
         if !left.is_empty() {
             let pid = fs::read_to_string(state_dir.join("lock")).unwrap();
             assert!(pid.trim().parse::<u32>().is_ok() && pid.ends_with('\n'), "{pid:?}");
             fs::remove_dir_all(&state_dir).unwrap();
+        }
+        // Caches of what was read (the tree's files, its index) may be kept: they are
+        // checked against the disk before each use.
+        let _ = fs::remove_dir_all(fx.root.join("var/cache/limopack"));
+        for made in ["var/cache", "var/lib", "var"] {
+            let _ = fs::remove_dir(fx.root.join(made));
         }
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{abs}: the run succeeded:\n{}{stderr}", text(&out.stdout));
