@@ -266,7 +266,7 @@ fn print_either(out: &mut Vec<String>, json: bool, text: Vec<String>, value: &se
 /// Say each declaration that could not be read, after what the command printed, and end with
 /// an error: the run did what it could (nothing pruned, restores done) and the files need
 /// fixing.
-fn stop_if_broken(gathered: &run::Gathered) -> anyhow::Result<()> {
+fn stop_if_broken(gathered: &limopack::read::gathered::Gathered) -> anyhow::Result<()> {
     let mut lines = report::errors(gathered);
     let Some(last) = lines.pop() else { return Ok(()) };
     for line in lines {

@@ -19,8 +19,9 @@ use crate::kver::Kver;
 use crate::read::loaded;
 use crate::read::packages::{Database, Packages};
 use crate::plan::{self, Inputs, KernelInput, Plan};
+use crate::read::gathered::{Gathered, KernelError};
 use crate::root::Root;
-use crate::read::state::{self, Journal, State};
+use crate::read::state::{self, State};
 use crate::read::tree::{self, Files, Tree};
 
 #[derive(Debug, Clone)]
@@ -47,38 +48,7 @@ pub struct Options {
 /// is stuck.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Everything a plan is made from.
-pub struct Gathered {
-    pub root: Root,
-    pub config: Config,
-    pub declarations: Declarations,
-    pub packages: Packages,
-    pub state: State,
-    pub trees: Vec<Tree>,
-    kernels: Vec<(ModuleIndex, Files, Option<Vec<String>>)>,
-    apt_cache: AptCache,
-    can_download: bool,
-    /// Kernels in the state whose trees are gone.
-    gone: Vec<Kver>,
-    /// Things noticed while gathering (stale indexes refreshed, odd kernel folders).
-    pub notes: Vec<String>,
-    /// Kernels that could not be read, and are left as they are this run.
-    pub errors: Vec<KernelError>,
-    /// Gathering changed something: it ran depmod or completed an interrupted run.
-    pub changed: bool,
-    /// Only some kernels are looked at (`--kernel`): firmware, shared by all, is not pruned.
-    narrowed: bool,
-    /// A real run: what it reads anew is kept in limopack's caches for the next.
-    keeps_caches: bool,
-}
-
 impl Gathered {
-    /// The index of one kernel, pruned modules included.
-    pub fn index(&self, version: &str) -> Option<&ModuleIndex> {
-        let at = self.trees.iter().position(|t| *t.version == *version)?;
-        Some(&self.kernels[at].0)
-    }
-
     /// The plan, unless an index turned out damaged while it was made and nothing could stand
     /// in for it: then the run stops, since a lookup that could not finish may have left out
     /// modules that are needed.
@@ -110,7 +80,9 @@ impl Gathered {
         if self.keeps_caches {
             for (version, names) in &names {
                 // One that cannot be written only means reading the modules again next time.
-                let _ = names.save(&self.root, version);
+                if let Some(text) = names.render() {
+                    let _ = apply::store::keep_cache(&self.root, version, "firmware", &text);
+                }
             }
         }
         let cx = crate::plan::firmware::Context {
@@ -189,7 +161,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let (state, interrupted, mut changed) = match reading {
         Some(handle) => (Later::Reading(handle), None, false),
         None => {
-            let (state, interrupted, changed) = complete_killed_run(&root, &trees, &mut notes)?;
+            let (state, interrupted, changed) = apply::store::complete_killed_run(&root, &trees, &mut notes)?;
             (Later::Ready(state), interrupted, changed)
         }
     };
@@ -293,13 +265,6 @@ enum Found {
     Elsewhere,
 }
 
-/// A kernel that could not be read this run, and why: it is left as it is, and the others
-/// are served.
-pub struct KernelError {
-    pub version: Kver,
-    pub error: crate::Error,
-}
-
 /// One kernel's share of what is gathered, and whether depmod ran to make its index.
 struct Kernel {
     index: ModuleIndex,
@@ -314,26 +279,6 @@ fn fully_pruned(state: &State, packages: &Packages, tree: &Tree) -> bool {
     state.kernels.get(&tree.version).is_some_and(|k| {
         k.pruned.values().any(|f| packages.packages().iter().any(|p| p.name == f.package && p.is_present()))
     })
-}
-
-/// The state, with the journal of a run that was killed folded into it, the kernel that run
-/// was pruning, and whether there was one. Its depmod may have stopped half way, leaving a
-/// fresh modules.dep beside stale other index files, so that kernel's index is rebuilt.
-fn complete_killed_run(root: &Root, trees: &[Tree], notes: &mut Vec<String>) -> Result<(State, Option<Kver>, bool)> {
-    let mut state = State::load(root)?;
-    let (mut interrupted, mut changed) = (None, false);
-    // Before --kernel narrows the trees: the journal may be another kernel's.
-    if let Some(journal) = Journal::load(root)? {
-        let tree = trees.iter().find(|t| t.version == journal.kernel);
-        notes.push(format!("{}: completing a run that was interrupted", journal.kernel));
-        interrupted = Some(journal.kernel.clone());
-        state.absorb(journal, tree);
-        changed = true;
-        state.save(root)?;
-        Journal::clear(root)?;
-    }
-    changed |= state.absorb_firmware(root)?;
-    Ok((state, interrupted, changed))
 }
 
 /// dpkg's database, as far as it owns the trees, the declarations and the firmware, and the
@@ -443,12 +388,12 @@ fn load_index(reading: &Reading, tree: &Tree, rebuild: bool, bare_ok: bool, note
             notes.push(format!("{}: index is stale ({reason}), and depmod is off; modules not in it are left alone", tree.version));
         } else if dry_run {
             notes.push(format!("{}: index is stale ({reason}); planning with what depmod would write", tree.version));
-            let mut fresh = parse(tree::depmod_dry(root, tree)?)?;
+            let mut fresh = parse(apply::depmod::depmod_dry(root, tree)?)?;
             files.mark(&mut fresh);
             (index, key) = (Some(fresh), None);
         } else {
             notes.push(format!("{}: index is stale ({reason}); ran depmod", tree.version));
-            tree::depmod(root, tree)?;
+            apply::depmod::depmod(root, tree)?;
             ran_depmod = true;
             files = Files::scan(tree)?;
             let mut fresh = parse(Sources::read(&tree.path)?)?;
@@ -471,7 +416,8 @@ fn load_index(reading: &Reading, tree: &Tree, rebuild: bool, bare_ok: bool, note
     let parses: Vec<_> = tree_parse.into_iter().chain(saved.as_ref().map(|(saved, key, cached)| (*key, *cached, saved))).collect();
     if !dry_run && parses.iter().any(|&(_, cached, _)| !cached) {
         // One that cannot be written only means parsing again next time.
-        let _ = IndexCache::save(root, &tree.version, parses.iter().map(|&(key, _, index)| (key, index)));
+        let text = IndexCache::render(parses.iter().map(|&(key, _, index)| (key, index)));
+        let _ = apply::store::keep_cache(root, &tree.version, "index", &text);
     }
     if let Some((saved, _, _)) = saved {
         index.merge_pruned(saved);

@@ -137,7 +137,7 @@ pub fn install(root: &Root, names: &[String], as_static: bool) -> Result<Change>
             change.lines.push(format!("limopack: {name}: {} in {}", references(count), file.display()));
         }
     }
-    let path = declaration::write_admin(root, LOCAL, &draft.render())?;
+    let path = crate::apply::store::write_admin(root, LOCAL, &draft.render())?;
     // Each entry against every kernel of the root, as `limopack-hook check --root` does; a
     // root with no kernel tree yet has nothing to check against.
     if let Ok(kernels) = check::kernels(root.path(), None) {
@@ -189,7 +189,7 @@ pub fn remove(root: &Root, names: &[String]) -> Result<Change> {
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         change.lines.push(format!("limopack: removed {}: no references left", file.display()));
     } else if !change.lines.is_empty() {
-        declaration::write_admin(root, LOCAL, &draft.render())?;
+        crate::apply::store::write_admin(root, LOCAL, &draft.render())?;
     }
     Ok(change)
 }

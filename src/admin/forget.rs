@@ -58,7 +58,7 @@ fn for_kernel(opts: &Options) -> String {
 
 /// A forget of an entry that an active declaration still names would be undone by the next
 /// run, which records it again: it is refused, naming the file to edit.
-fn still_declared(plan: &Plan, gathered: &run::Gathered, entry: &str, opts: &Options) -> Result<()> {
+fn still_declared(plan: &Plan, gathered: &crate::read::gathered::Gathered, entry: &str, opts: &Options) -> Result<()> {
     for (decl, status) in gathered.declarations.active.iter().zip(&plan.declarations) {
         let applies = opts.kernel.as_ref().is_none_or(|k| decl.applies_to(k));
         if let Some(e) = decl.statics.iter().find(|e| e.text == entry).filter(|_| status.active && applies) {

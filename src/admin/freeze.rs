@@ -617,7 +617,7 @@ pub fn freeze(opts: &Options, paths: &Paths, now: SystemTime) -> Result<Outcome>
     let verb = if opts.dry_run { "would write" } else { "wrote" };
     lines.push(format!("limopack: {verb} {}: {} ({} new)", shown.display(), plural(total, "static entry", "static entries"), merged.new.len()));
     if !opts.dry_run {
-        declaration::write_admin(&root, BASELINE, &yaml)?;
+        crate::apply::store::write_admin(&root, BASELINE, &yaml)?;
     }
     Ok(Outcome { lines, notes: survey.notes, yaml })
 }

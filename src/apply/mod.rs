@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use md5::Digest;
 
 pub mod archive;
+pub mod confined;
+pub mod depmod;
+pub mod download;
 pub mod initramfs;
+pub mod store;
 
 use crate::read::config::Config;
 use crate::read::deb;
@@ -29,8 +33,8 @@ use crate::plan::{Action, KernelPlan, Plan, RestoreFile, Source};
 use crate::root::{Root, FIRMWARE_DIR};
 use crate::read::firmware::{self, FirmwareDir};
 use crate::plan::firmware::{FirmwareAction, FirmwarePlan};
-use crate::read::state::{self, FirmwareJournal, Journal, PrunedFile, State};
-use crate::read::tree::{self, Files, Tree};
+use crate::read::state::{FirmwareJournal, Journal, PrunedFile, State};
+use crate::read::tree::{Files, Tree};
 
 /// Held for the whole run: one limopack at a time per root. The kernel drops an flock when
 /// its holder dies, so a killed run never leaves a lock that blocks the next one.
@@ -186,7 +190,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         state.save(root)?;
     }
     for gone in &plan.forget_kernels {
-        state::forget_kernel(root, gone)?;
+        store::forget_kernel(root, gone)?;
     }
     let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 
@@ -223,7 +227,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
             prune_files(root, config, kplan, tree, state, &mut outcome)?;
         }
         if config.depmod && (outcome.removed > 0 || !outcome.restored.is_empty()) {
-            tree::depmod(root, tree)?;
+            depmod::depmod(root, tree)?;
             outcome.depmod = true;
         }
         state.save(root)?;
@@ -313,10 +317,13 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
 pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a ModuleIndex, &'a Files)>, done: &[Done]) {
     for (tree, index, files) in walked {
         let changed = done.iter().any(|d| d.version == tree.version && (d.removed > 0 || !d.restored.is_empty() || d.depmod));
-        let _ = match changed {
-            false => files.save_cache(root, tree, index),
-            true => Files::scan(tree).and_then(|fresh| fresh.save_cache(root, tree, index)),
+        let text = match changed {
+            false => files.render(index),
+            true => Files::scan(tree).ok().and_then(|fresh| fresh.render(index)),
         };
+        if let Some(text) = text {
+            let _ = store::keep_cache(root, &tree.version, "files", &text);
+        }
     }
 }
 
@@ -342,7 +349,7 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
     journal.save(root)?;
     let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
     if kernel_state.pruned.is_empty() {
-        state::save_index(root, tree)?;
+        store::save_index(root, tree)?;
     }
     let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
     let place = Place::tree(tree, &dpkg_paths);
@@ -411,7 +418,7 @@ fn delete_some<'a>(
 ) -> Deleted<'a> {
     use std::sync::atomic::Ordering;
     let mut done = Deleted::default();
-    let mut confined = match tree::Confined::open(dir) {
+    let mut confined = match confined::Confined::open(dir) {
         Ok(confined) => confined,
         Err(e) => {
             failed.store(true, Ordering::Relaxed);
@@ -550,7 +557,7 @@ fn restore(
             .collect();
         let results = tempfile::tempdir()
             .map_err(|e| Error::io(std::env::temp_dir(), e))
-            .and_then(|dir| deb::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
+            .and_then(|dir| download::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
             .map(|(_dir, deb)| from_deb(root, &mut sums, place, &deb, &wanted));
         match results {
             Ok(results) => settle(&mut left, results, RestoredFrom::Download, &mut |f, from| finish(f, from, pruned, &mut restored)),
@@ -639,7 +646,7 @@ fn expected_md5(root: &Root, sums: &mut HashMap<Shared, HashMap<String, String>>
 /// dpkg's md5sum when dpkg has one, then renamed into place, so the file is whole or absent.
 fn put(top: &Path, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let target = tree::restore_target(top, rel).map_err(|e| Error::io(top.join(rel), e))?;
+    let target = confined::restore_target(top, rel).map_err(|e| Error::io(top.join(rel), e))?;
     let dir = target.parent().unwrap_or(top);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
     let mut hasher = md5::Md5::new();

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::ops::Deref;
-use std::path::Path;
 
 /// Below this a plain read is cheaper than setting up and tearing down a mapping.
 pub const MAP_FROM: u64 = 64 * 1024;
@@ -20,13 +19,6 @@ pub enum Bytes {
 }
 
 impl Bytes {
-    /// The bytes of the regular file at `path`, an entry of a folder that holds no links (a
-    /// tree's index files), of at most `limit` bytes (see [`crate::fs::open_entry`]).
-    pub fn read(path: &Path, limit: u64) -> crate::error::Result<Bytes> {
-        let (file, len) = crate::fs::open_entry(path, limit)?;
-        Bytes::of_file(&file, len).map_err(|e| crate::error::Error::io(path, e))
-    }
-
     /// The bytes of `file`, open and `len` bytes long: mapped from [`MAP_FROM`] on. Only
     /// `len` bytes are read, whatever was written to the file since its size was taken.
     pub fn of_file(file: &std::fs::File, len: u64) -> io::Result<Bytes> {
@@ -44,14 +36,6 @@ impl Bytes {
             let len = map.len();
             Bytes::Mapped(map, len)
         })
-    }
-
-    /// The bytes of the file at `path`, or none when there is no such file.
-    pub fn read_if_there(path: &Path, limit: u64) -> crate::error::Result<Option<Bytes>> {
-        match Bytes::read(path, limit) {
-            Err(crate::error::Error::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            other => other.map(Some),
-        }
     }
 
     /// Keep the first `len` bytes only: what is left of a file once its other parts were

@@ -9,13 +9,14 @@
 pub mod bytes;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use bytes::Bytes;
 
 /// The largest file of each kind a run reads; a larger one is refused, naming it. Each is
 /// many times the largest seen on a real system.
@@ -253,9 +254,9 @@ impl Folder {
 
     /// The bytes of `rel`, mapped when large (see [`crate::fs::bytes`]), or none when it is not
     /// there.
-    pub fn bytes_if_there(&self, rel: &str, limit: u64) -> Result<Option<crate::fs::bytes::Bytes>> {
+    pub fn bytes_if_there(&self, rel: &str, limit: u64) -> Result<Option<Bytes>> {
         match self.open_regular(rel, limit) {
-            Ok((file, len)) => crate::fs::bytes::Bytes::of_file(&file, len).map(Some).map_err(|e| Error::io(self.path.join(rel), e)),
+            Ok((file, len)) => Bytes::of_file(&file, len).map(Some).map_err(|e| Error::io(self.path.join(rel), e)),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -328,6 +329,17 @@ impl Folder {
             },
         }
     }
+}
+
+/// The bytes of the regular file at `path`, an entry of a folder that holds no links (a
+/// tree's index files), of at most `limit` bytes (see [`open_entry`]), mapped when large; or
+/// none when there is no such file.
+pub fn mapped_if_there(path: &Path, limit: u64) -> Result<Option<Bytes>> {
+    let (file, len) = match open_entry(path, limit) {
+        Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        other => other?,
+    };
+    Bytes::of_file(&file, len).map(Some).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::read::config::MICROCODE_PACKAGES;
 use crate::read::firmware::{dpkg_paths, is_microcode, DeclaredGlob, Seen, Wanted};
 use crate::name::Shared;
 use crate::read::packages::Packages;
-use crate::plan::{Action, KernelPlan, RestoreFile, Source};
+use crate::plan::modules::{Action, KernelPlan, RestoreFile, Source};
 use crate::read::state::State;
 
 /// Why a firmware file stays.

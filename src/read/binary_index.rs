@@ -107,7 +107,7 @@ impl BinaryIndex {
     /// Read the index at `path`; `None` when there is no such file. Only its header is
     /// checked here.
     pub fn read(path: &Path) -> Result<Option<BinaryIndex>> {
-        Bytes::read_if_there(path, crate::fs::limits::INDEX)?.map(|bytes| BinaryIndex::parse(path, bytes)).transpose()
+        crate::fs::mapped_if_there(path, crate::fs::limits::INDEX)?.map(|bytes| BinaryIndex::parse(path, bytes)).transpose()
     }
 
     /// Take `bytes`, read from `path`, as an index, checking its header.

@@ -366,15 +366,6 @@ pub fn read_admin(root: &Root, name: &str) -> Result<Option<(Declaration, String
     Ok(Some((declaration, String::from_utf8_lossy(&bytes).into_owned())))
 }
 
-/// Write the admin's declaration `name` atomically, mode 0644, and return its path.
-pub fn write_admin(root: &Root, name: &str, text: &str) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = root.resolve(ADMIN_DIR)?.join(name);
-    crate::fs::write_atomic(&path, text.as_bytes())?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&path, e))?;
-    Ok(path)
-}
-
 /// The declarations under a root, after masking.
 #[derive(Debug, Default)]
 pub struct Declarations {

@@ -93,22 +93,13 @@ impl Fingerprint {
     }
 }
 
-/// Its file in limopack's state folder.
-const FILE: &str = "fingerprint.json";
-
 impl Saved {
+    /// Its file in limopack's state folder.
+    pub(crate) const FILE: &'static str = "fingerprint.json";
+
     /// The record of the last run that changed nothing, if there is a readable one.
     pub fn load(root: &Root) -> Option<Saved> {
-        state::read_json(root, FILE).ok()?
-    }
-
-    pub fn save(&self, root: &Root) -> Result<()> {
-        state::write_json(root, FILE, self)
-    }
-
-    /// Forget it: the next run is a full one.
-    pub fn clear(root: &Root) -> Result<()> {
-        state::remove(root, FILE)
+        state::read_json(root, Saved::FILE).ok()?
     }
 }
 

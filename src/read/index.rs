@@ -237,7 +237,7 @@ impl Sources {
         let alias_bin = BinaryIndex::read(&dir.join("modules.alias.bin"))?;
         let (builtin, builtin_modinfo) = Sources::read_builtin(dir)?;
         Ok(Sources {
-            dep: Bytes::read_if_there(&dir.join("modules.dep"), crate::fs::limits::INDEX)?.map(|bytes| (dir.join("modules.dep"), bytes)),
+            dep: crate::fs::mapped_if_there(&dir.join("modules.dep"), crate::fs::limits::INDEX)?.map(|bytes| (dir.join("modules.dep"), bytes)),
             alias: match alias_bin {
                 Some(_) => None,
                 None => read_text(dir, "modules.alias")?,

@@ -13,7 +13,6 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::error::Result;
 use crate::read::index::{DepList, ModuleIndex};
 use crate::fs::bytes::Bytes;
 use crate::name::Shared;
@@ -94,10 +93,10 @@ impl IndexCache {
         body.is_empty().then_some(sections)
     }
 
-    /// Keep the parses a run made or took for kernel `version`, in place of what was kept.
-    /// Each line is a module's name, its path and its dependencies by position; a module's
+    /// The cache of the parses a run made or took, to keep in place of what was kept. Each
+    /// line is a module's name, its path and its dependencies by position; a module's
     /// name and path never hold a tab or a line break, as depmod splits its lines at both.
-    pub fn save<'a>(root: &Root, version: &Kver, parsed: impl IntoIterator<Item = (Key, &'a ModuleIndex)>) -> Result<()> {
+    pub fn render<'a>(parsed: impl IntoIterator<Item = (Key, &'a ModuleIndex)>) -> String {
         let mut head = format!("{HEADER}\n");
         let mut body = String::new();
         for (key, index) in parsed {
@@ -114,7 +113,7 @@ impl IndexCache {
         }
         head.push('\n');
         head.push_str(&body);
-        root.own_for_writing(CACHE_DIR)?.write_atomic(&cache_name(version, "index"), head.as_bytes())
+        head
     }
 }
 
@@ -179,7 +178,7 @@ mod tests {
         let other = "kernel/lib/crc16.ko:\n";
         let (index, small) = (parse(DEP, None), parse(other, None));
         assert_eq!(shown(&index)[3], "crc32c_generic kernel/crypto/crc32c-generic.ko [] Some(3)");
-        IndexCache::save(&root, &crate::kver::kv("6.1"), [(Key::of(DEP.as_bytes()), &index), (Key::of(other.as_bytes()), &small)]).unwrap();
+        crate::apply::store::keep_cache(&root, &crate::kver::kv("6.1"), "index", &IndexCache::render([(Key::of(DEP.as_bytes()), &index), (Key::of(other.as_bytes()), &small)])).unwrap();
 
         // Taken: an index of no text at all holds the kept list.
         let cache = IndexCache::read(&root, &crate::kver::kv("6.1"));
@@ -188,7 +187,7 @@ mod tests {
         assert!(cache.lookup(Key::of(b"kernel/fs/jbd2/jbd2.ko:\n")).is_none());
         assert!(IndexCache::read(&root, &crate::kver::kv("6.2")).lookup(Key::of(DEP.as_bytes())).is_none());
 
-        crate::read::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
+        crate::apply::store::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
         assert!(IndexCache::read(&root, &crate::kver::kv("6.1")).lookup(Key::of(DEP.as_bytes())).is_none());
     }
 
@@ -197,7 +196,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         let key = Key::of(DEP.as_bytes());
-        IndexCache::save(&root, &crate::kver::kv("6.1"), [(key, &parse(DEP, None))]).unwrap();
+        crate::apply::store::keep_cache(&root, &crate::kver::kv("6.1"), "index", &IndexCache::render([(key, &parse(DEP, None))])).unwrap();
         let path = root.cache_path(&crate::kver::kv("6.1"), "index");
         let good = std::fs::read_to_string(&path).unwrap();
         let body = good.split_once("\n\n").unwrap().1;

@@ -8,6 +8,7 @@ pub mod deb;
 pub mod declaration;
 pub mod fingerprint;
 pub mod firmware;
+pub mod gathered;
 pub mod index;
 pub mod index_cache;
 pub mod loaded;

@@ -232,11 +232,11 @@ impl FirmwareNames {
         results.into_iter().map(|r| r.expect("every module kept or read")).collect()
     }
 
-    /// Keep the names for the next run, when some were read anew.
-    pub fn save(&self, root: &Root, version: &Kver) -> Result<()> {
+    /// The cache of the names for the next run, when some were read anew.
+    pub fn render(&self) -> Option<String> {
         use std::fmt::Write as _;
         if !self.changed {
-            return Ok(());
+            return None;
         }
         let mut text = format!("{NAMES_HEADER}\n");
         for (rel, (stamp, names)) in &self.by_path {
@@ -246,7 +246,7 @@ impl FirmwareNames {
             }
             text.push('\n');
         }
-        root.own_for_writing(CACHE_DIR)?.write_atomic(&cache_name(version, "firmware"), text.as_bytes())
+        Some(text)
     }
 }
 
@@ -711,7 +711,7 @@ mod tests {
         let first = names_of(cache.of(&tree, &rels));
         assert_eq!(first[..2], ["a.fw b.fw", ""]);
         assert!(first[2].starts_with("error:"), "{first:?}");
-        cache.save(&root, &crate::kver::kv("6.1")).unwrap();
+        crate::apply::store::keep_cache(&root, &crate::kver::kv("6.1"), "firmware", &cache.render().unwrap()).unwrap();
 
         // Kept: a module whose file has the stamp it had is not read again; the names come
         // from the cache (here edited to tell them apart). One written in place, or replaced,
@@ -736,7 +736,7 @@ mod tests {
             std::fs::write(&path, &broken).unwrap();
             assert!(FirmwareNames::read(&root, &crate::kver::kv("6.1")).by_path.is_empty(), "{broken}");
         }
-        crate::read::state::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
+        crate::apply::store::forget_kernel(&root, &crate::kver::kv("6.1")).unwrap();
         assert!(!path.exists());
     }
 }

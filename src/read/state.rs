@@ -7,7 +7,7 @@
 //! - `index/<kver>`: the kernel's module index as it was before limopack first pruned it, so
 //!   that a pruned module can still be named, kept and restored.
 //!
-//! Every file is replaced atomically (write a temporary file, fsync, rename).
+//! Read here; written by [`crate::apply::store`], each file replaced atomically.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::read::binary_index::BinaryIndex;
 use crate::error::{Error, Result};
-use crate::fs::{limits, Folder};
-use crate::read::index::{Sources, HEADERS};
+use crate::fs::limits;
+use crate::read::index::Sources;
 use crate::kver::Kver;
 use crate::name::Shared;
 use crate::root::Root;
@@ -269,18 +269,6 @@ pub struct FirmwareJournal {
     pub files: BTreeMap<String, PrunedFile>,
 }
 
-impl FirmwareJournal {
-    const FILE: &'static str = "firmware-journal.json";
-
-    pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(root, FirmwareJournal::FILE, self)
-    }
-
-    pub fn clear(root: &Root) -> Result<()> {
-        remove(root, FirmwareJournal::FILE)
-    }
-}
-
 impl State {
     pub const FILE: &'static str = "state.json";
 
@@ -299,10 +287,6 @@ impl State {
         Ok(State { format: FORMAT, ..state })
     }
 
-    pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(root, State::FILE, self)
-    }
-
     /// Fold a journal left by a run that was killed into the state: every journalled file that
     /// is gone from disk was pruned.
     pub fn absorb(&mut self, journal: Journal, tree: Option<&Tree>) {
@@ -318,11 +302,8 @@ impl State {
 
 impl State {
     /// Fold the firmware journal a killed run left into the state: every journalled file
-    /// that is gone from disk was pruned. True when there was one.
-    pub fn absorb_firmware(&mut self, root: &Root) -> Result<bool> {
-        let Some(journal) = read_json::<FirmwareJournal>(root, FirmwareJournal::FILE).map_err(|e| with_hint(e, "journal"))? else {
-            return Ok(false);
-        };
+    /// that is gone from disk was pruned.
+    pub fn absorb_firmware(&mut self, root: &Root, journal: FirmwareJournal) {
         for (path, file) in journal.files {
             let Some(rest) = path.strip_prefix(crate::root::FIRMWARE_DIR) else { continue };
             let gone = root.resolve(format!("{}{rest}", journal.dir)).is_ok_and(|on_disk| std::fs::symlink_metadata(on_disk).is_err());
@@ -330,25 +311,22 @@ impl State {
                 self.firmware.insert(path, file);
             }
         }
-        self.save(root)?;
-        FirmwareJournal::clear(root)?;
-        Ok(true)
+    }
+}
+
+impl FirmwareJournal {
+    pub(crate) const FILE: &'static str = "firmware-journal.json";
+
+    pub fn load(root: &Root) -> Result<Option<FirmwareJournal>> {
+        read_json(root, FirmwareJournal::FILE).map_err(|e| with_hint(e, "journal"))
     }
 }
 
 impl Journal {
-    const FILE: &'static str = "journal.json";
+    pub(crate) const FILE: &'static str = "journal.json";
 
     pub fn load(root: &Root) -> Result<Option<Journal>> {
         read_json(root, Journal::FILE).map_err(|e| with_hint(e, "journal"))
-    }
-
-    pub fn save(&self, root: &Root) -> Result<()> {
-        write_json(root, Journal::FILE, self)
-    }
-
-    pub fn clear(root: &Root) -> Result<()> {
-        remove(root, Journal::FILE)
     }
 }
 
@@ -366,78 +344,13 @@ fn with_hint(error: Error, what: &str) -> Error {
 }
 
 /// The saved index of a kernel, in the state folder.
-fn saved_index_name(version: &Kver) -> String {
+pub(crate) fn saved_index_name(version: &Kver) -> String {
     format!("index/{version}.index")
 }
 
 /// The saved copy of a kernel's `modules.alias.bin`, beside its saved index.
-fn saved_aliases_name(version: &Kver) -> String {
+pub(crate) fn saved_aliases_name(version: &Kver) -> String {
     format!("index/{version}.alias.bin")
-}
-
-/// Forget all limopack keeps of a kernel whose tree is gone: its saved index, its caches and
-/// its part of the archive. Each is removed inside its own folder, by a name made of the
-/// checked version, so nothing outside those folders can go whatever the state said.
-pub fn forget_kernel(root: &Root, version: &Kver) -> Result<()> {
-    if let Some(state) = root.own(crate::root::STATE_DIR)? {
-        state.remove_file(&saved_index_name(version))?;
-        state.remove_file(&saved_aliases_name(version))?;
-        state.remove_all(&crate::apply::archive::kernel_part(version))?;
-    }
-    if let Some(caches) = root.own(crate::root::CACHE_DIR)? {
-        crate::root::CACHES.iter().try_for_each(|kind| caches.remove_file(&crate::root::cache_name(version, kind)))?;
-    }
-    Ok(())
-}
-
-/// Save the tree's index before the first prune: `modules.dep`, `modules.softdep` and
-/// `modules.weakdep` as one file in `depmod -n` layout, and `modules.alias.bin` as it is,
-/// which later runs search in place instead of parsing the 1.3 MB text of the aliases. A
-/// tree without the binary file has its `modules.alias` saved in the text instead.
-pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
-    let state = root.own_for_writing(crate::root::STATE_DIR)?;
-    let (target, aliases) = (saved_index_name(&tree.version), saved_aliases_name(&tree.version));
-    let folder = Folder::open(&tree.path)?;
-    // The binary copy goes first: a saved index names no aliases only when it has a copy.
-    let with_binary = match folder.read_if_there("modules.alias.bin", limits::INDEX)? {
-        Some(bytes) => {
-            state.write_atomic(&aliases, &bytes)?;
-            true
-        }
-        None => {
-            state.remove_file(&aliases)?;
-            false
-        }
-    };
-    let files: &[&str] = match with_binary {
-        true => &["modules.dep", "modules.softdep", "modules.weakdep"],
-        false => &["modules.dep", "modules.alias", "modules.softdep", "modules.weakdep"],
-    };
-    // Written file by file: the index of a big kernel is a few MiB, and a prune holds much else.
-    let mut texts = Vec::new();
-    for file in files {
-        if let Some(bytes) = folder.read_if_there(file, limits::INDEX)? {
-            texts.push((file, String::from_utf8(bytes).map_err(|_| Error::refused(tree.path.join(file), "is not valid UTF-8"))?));
-        }
-    }
-    state.write_atomic_with(&target, |out| {
-        for (file, body) in &texts {
-            let header = HEADERS.iter().find(|(name, _)| name == *file).map(|(_, h)| *h);
-            let body = match header {
-                Some(header) => {
-                    out.write_all(header.as_bytes())?;
-                    out.write_all(b"\n")?;
-                    body.strip_prefix(header).map(|b| b.trim_start_matches('\n')).unwrap_or(body)
-                }
-                None => body,
-            };
-            out.write_all(body.as_bytes())?;
-            if !body.ends_with('\n') {
-                out.write_all(b"\n")?;
-            }
-        }
-        Ok(())
-    })
 }
 
 /// The saved index of a kernel, if limopack saved one. An index saved by an older limopack
@@ -472,26 +385,9 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(root: &Root, name: &str) -
     })
 }
 
-/// Write `value` as the JSON file `name` of limopack's state folder, atomically.
-pub(crate) fn write_json<T: Serialize>(root: &Root, name: &str, value: &T) -> Result<()> {
-    root.own_for_writing(crate::root::STATE_DIR)?.write_atomic_with(name, |out| {
-        serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
-        out.write_all(b"\n")
-    })
-}
-
-/// Remove the file `name` of limopack's state folder, if it is there.
-pub(crate) fn remove(root: &Root, name: &str) -> Result<()> {
-    match root.own(crate::root::STATE_DIR)? {
-        Some(state) => state.remove_file(name),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::index::ModuleIndex;
     use crate::kver::kv;
 
     #[test]
@@ -571,69 +467,21 @@ mod tests {
     }
 
     #[test]
-    fn firmware_journal_of_a_killed_run_is_absorbed_once() {
+    fn firmware_journal_of_a_killed_run_records_what_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("usr/lib/firmware/rtl_nic")).unwrap();
         std::fs::write(dir.path().join("usr/lib/firmware/rtl_nic/still-here.fw"), "").unwrap();
         let file = PrunedFile { package: "firmware-realtek".into(), version: "1".into(), size: 1, archived: false };
         let files = ["gone.fw", "still-here.fw"].map(|f| (format!("/lib/firmware/rtl_nic/{f}"), file.clone()));
-        FirmwareJournal { dir: "/usr/lib/firmware".into(), files: files.into() }.save(&root).unwrap();
+        let journal = FirmwareJournal { dir: "/usr/lib/firmware".into(), files: files.into() };
+        let at = dir.path().join("var/lib/limopack").join(FirmwareJournal::FILE);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(&at, serde_json::to_vec(&journal).unwrap()).unwrap();
         let mut state = State::default();
-        assert!(state.absorb_firmware(&root).unwrap());
+        state.absorb_firmware(&root, FirmwareJournal::load(&root).unwrap().unwrap());
         assert_eq!(state.firmware.keys().collect::<Vec<_>>(), ["/lib/firmware/rtl_nic/gone.fw"]);
-        assert_eq!(State::load(&root).unwrap(), state, "saved");
-        assert!(!state.absorb_firmware(&root).unwrap(), "the journal is gone");
-        let text = std::fs::read_to_string(root.state_dir().unwrap().join(State::FILE)).unwrap();
+        let text = serde_json::to_string(&state).unwrap();
         assert!(!text.contains("\"module\""), "firmware records have no module: {text}");
-    }
-
-    #[test]
-    fn saved_index_reads_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
-        let tree_dir = dir.path().join("lib/modules/6.1");
-        std::fs::create_dir_all(&tree_dir).unwrap();
-        std::fs::write(tree_dir.join("modules.dep"), "kernel/a.ko: kernel/b.ko\nkernel/b.ko:\n").unwrap();
-        std::fs::write(tree_dir.join("modules.alias"), "alias fs-a a\n").unwrap();
-        std::fs::write(tree_dir.join("modules.softdep"), "# Soft dependencies extracted from modules themselves.\nsoftdep a pre: b\n").unwrap();
-        let tree = Tree { version: kv("6.1"), path: tree_dir, shown: "/lib/modules/6.1".into() };
-        save_index(&root, &tree).unwrap();
-        let sources = saved_index(&root, &tree).unwrap().unwrap();
-        let index = ModuleIndex::parse(sources).unwrap();
-        assert_eq!(index.modules().len(), 2);
-        assert_eq!(index.lookup("fs-a"), crate::read::index::Lookup::Modules(vec![0]));
-        assert_eq!(index.closure(&[0]).len(), 2);
-        assert!(!root.state_dir().unwrap().join(saved_aliases_name(&kv("6.1"))).exists(), "no binary aliases to copy");
-
-        // With depmod's binary aliases, those are copied and searched, and the text is not
-        // saved; forgetting the kernel removes both files.
-        let bin = crate::read::binary_index::tests::build(&[("fs_b", "b")]);
-        std::fs::write(tree.path.join("modules.alias.bin"), bin).unwrap();
-        save_index(&root, &tree).unwrap();
-        let text = std::fs::read_to_string(root.state_dir().unwrap().join(saved_index_name(&kv("6.1")))).unwrap();
-        assert!(!text.contains("alias fs-a"), "{text}");
-        let index = ModuleIndex::parse(saved_index(&root, &tree).unwrap().unwrap()).unwrap();
-        assert_eq!(index.lookup("fs-b"), crate::read::index::Lookup::Modules(vec![1]));
-        assert_eq!(index.lookup("fs-a"), crate::read::index::Lookup::NotFound);
-        forget_kernel(&root, &kv("6.1")).unwrap();
-        assert!(!root.state_dir().unwrap().join(saved_aliases_name(&kv("6.1"))).exists() && !root.state_dir().unwrap().join(saved_index_name(&kv("6.1"))).exists());
-    }
-
-    #[test]
-    fn a_gone_kernels_caches_are_forgotten_and_no_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
-        for version in ["6.1", "6.2"] {
-            for kind in crate::root::CACHES {
-                crate::fs::write_atomic(&root.cache_path(&kv(version), kind), b"x").unwrap();
-            }
-        }
-        forget_kernel(&root, &kv("6.1")).unwrap();
-        for kind in crate::root::CACHES {
-            assert!(!root.cache_path(&kv("6.1"), kind).exists(), "{kind}");
-            assert!(root.cache_path(&kv("6.2"), kind).exists(), "{kind}");
-        }
-        forget_kernel(&root, &kv("6.1")).unwrap();
     }
 }

@@ -12,7 +12,7 @@ use crate::read::index::{Edge, Lookup};
 use crate::name;
 use crate::plan::{Action, KernelPlan, Kept, Plan, Reason};
 use crate::plan::firmware::{FirmwareAction, FirmwarePlan, Why};
-use crate::run::Gathered;
+use crate::read::gathered::Gathered;
 use crate::read::state::{PrunedFile, State};
 
 /// Version of the JSON shapes; bumped when a field changes meaning or goes away.

@@ -14,6 +14,7 @@ mod firmware;
 mod freeze;
 mod host_safety;
 mod hostile;
+mod layout;
 mod manual;
 mod packaging;
 mod real_kernel;
