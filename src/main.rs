@@ -1,13 +1,22 @@
-//! `limopack-hook`: the command apt, dpkg and admins run. It parses arguments and calls the
-//! library; the work is in `limopack::run`.
+//! The one program of the package, under two names, as busybox and kmod's tools are: run
+//! as `limopack-hook`, it is the command apt, dpkg and admins run; run as `limopack` (a link
+//! to it), the original limopack's command line. Each parses its arguments and calls the
+//! library, where the work is.
 
-use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
 use limopack::kver::Kver;
-use limopack::shown::escaped;
-use limopack::{report, run};
+
+mod cli {
+    pub mod hook;
+    pub mod limopack;
+}
+
+mod cmd {
+    pub mod hook;
+    pub mod limopack;
+}
 
 /// `--wait`'s default, the library's.
 const DEFAULT_WAIT: u64 = limopack::run::LOCK_WAIT.as_secs();
@@ -17,270 +26,10 @@ fn kernel_version(text: &str) -> Result<Kver, String> {
     Kver::new(text)
 }
 
-#[path = "cli/hook.rs"]
-mod cli;
-use cli::{Cli, Command, Hook};
-
 fn main() -> ExitCode {
-    pad_heaps();
-    let cli = Cli::parse();
-    if let Some(option) = ignored_option(&cli) {
-        let command = cli.command.as_ref().map(name_of).unwrap_or_default();
-        <Cli as clap::CommandFactory>::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, format!("{option} means nothing to `{command}`; leave it out"))
-            .exit();
+    let invoked = std::env::args_os().next().unwrap_or_default();
+    match Path::new(&invoked).file_name().and_then(|n| n.to_str()) {
+        Some("limopack") => cmd::limopack::main(),
+        _ => cmd::hook::main(),
     }
-    let mut out = Vec::new();
-    let result = execute(&cli, &mut out);
-    // Written at once, and a closed pipe (`| head`) is not an error worth a panic.
-    let text: String = out.iter().map(|line| format!("{line}\n")).collect();
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("limopack: error: {}", escaped(&format!("{e:#}")));
-            match cli.called_by {
-                None => ExitCode::FAILURE,
-                Some(_) => {
-                    eprintln!("limopack: the run stopped there and deleted nothing after it; fix it and run `limopack-hook`");
-                    ExitCode::SUCCESS
-                }
-            }
-        }
-    }
-}
-
-/// The name of a command, as typed.
-fn name_of(command: &Command) -> &'static str {
-    match command {
-        Command::Explain { .. } => "explain",
-        Command::Status => "status",
-        Command::Check { .. } => "check",
-        Command::Freeze { .. } => "freeze",
-        Command::Forget { .. } => "forget",
-        Command::ImportActive { .. } => "import-active",
-    }
-}
-
-/// An option given that the command would ignore: a usage error, as a silent option would
-/// let a user believe it did something.
-fn ignored_option(cli: &Cli) -> Option<&'static str> {
-    let Some(command) = &cli.command else { return None };
-    // What each command reads of the global options, besides --root.
-    let (kernel, json, dry_run, verbose, wait) = match command {
-        Command::Explain { .. } => (true, true, false, false, false),
-        Command::Status => (true, true, false, true, false),
-        Command::Check { .. } => (true, false, false, true, false),
-        Command::Freeze { .. } => (true, false, true, false, false),
-        Command::Forget { .. } => (true, false, true, false, true),
-        Command::ImportActive { .. } => (false, false, true, false, false),
-    };
-    [
-        (cli.kernel.is_some() && !kernel, "--kernel"),
-        (cli.json && !json, "--json"),
-        (cli.dry_run && !dry_run, "--dry-run"),
-        (cli.verbose && !verbose, "--verbose"),
-        (cli.quiet, "--quiet"),
-        (cli.wait != DEFAULT_WAIT && !wait, "--wait"),
-        (cli.called_by.is_some(), "--called-by"),
-    ]
-    .into_iter()
-    .find_map(|(given, option)| given.then_some(option))
-}
-
-/// glibc makes a thread's heap writable a few pages at a time, one `mprotect` each time it
-/// grows, and each of those stops the other threads' page faults; a dry run's readers grew
-/// theirs two hundred times. With a 16 MiB pad each heap is made writable once, and memory
-/// is still only taken as it is touched.
-fn pad_heaps() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets a tuning value; it is called before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
-    }
-}
-
-fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
-    let dry_run = cli.dry_run || cli.command.is_some();
-    let opts = run::Options {
-        root: cli.root.clone(),
-        kernel: cli.kernel.clone(),
-        dry_run,
-        initramfs: cli.called_by != Some(Hook::Kernel),
-        // JSON and -v readers want the plan itself, not the last run's summary.
-        reuse: !cli.json && !cli.verbose,
-        package: None,
-        lock_wait: std::time::Duration::from_secs(cli.wait),
-    };
-    match &cli.command {
-        None => {
-            let outcome = match run::sync(&opts, |holder| eprintln!("{}", report::waiting(holder)))? {
-                run::Synced::Ran(outcome) => outcome,
-                run::Synced::Unchanged(saved) => {
-                    for w in &saved.warnings {
-                        warn(w);
-                    }
-                    if !cli.quiet && cli.called_by.is_none() {
-                        for line in &saved.summaries {
-                            say(out, line);
-                        }
-                    }
-                    return Ok(());
-                }
-                run::Synced::NoTrees => {
-                    if !cli.quiet && cli.called_by.is_none() {
-                        say(out, report::NO_TREES);
-                    }
-                    return Ok(());
-                }
-            };
-            // What a run read is large (a module index, every file of the trees) and the
-            // process ends here: the kernel takes it back faster than freeing it would.
-            let outcome = std::mem::ManuallyDrop::new(outcome);
-            for w in report::warnings(&outcome.plan, &outcome.gathered.state, &outcome.done) {
-                warn(&w);
-            }
-            if cli.json {
-                out.push(limopack::shown::json(&report::sync_json(&outcome.plan, &outcome.done, &outcome.firmware, dry_run)));
-                return stop_if_broken(&outcome.gathered);
-            }
-            for k in &outcome.plan.kernels {
-                let done = outcome.done.iter().find(|d| d.version == k.version);
-                let quiet = cli.quiet || (cli.called_by.is_some() && !report::changed(done));
-                if !quiet {
-                    say(out, report::summary(k, done, dry_run, limopack::root::CONFIG_FILE));
-                    for line in done.map(report::done_lines).unwrap_or_default() {
-                        say(out, line);
-                    }
-                }
-                if cli.verbose {
-                    for f in &k.prune {
-                        say(out, format!("  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size)));
-                    }
-                }
-                for skipped in done.map(|d| d.skipped.as_slice()).unwrap_or_default() {
-                    warn(&format!("{}: {skipped} was no longer a regular file; left alone", k.version));
-                }
-            }
-            let firmware = (!dry_run).then_some(&outcome.firmware);
-            if !cli.quiet && (cli.called_by.is_none() || outcome.firmware.changed() || !outcome.firmware.not_restored.is_empty()) {
-                for line in report::firmware_lines(&outcome.plan.firmware, firmware, dry_run) {
-                    say(out, line);
-                }
-            }
-            if cli.verbose {
-                for f in &outcome.plan.firmware.prune {
-                    say(out, format!("  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size)));
-                }
-            }
-            for skipped in &outcome.firmware.skipped {
-                warn(&format!("firmware: {skipped} was no longer a regular file; left alone"));
-            }
-            stop_if_broken(&outcome.gathered)?;
-        }
-        Some(Command::Explain { module }) => {
-            let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
-            let plan = gathered.plan()?;
-            let explained = report::explain(&gathered, &plan, module);
-            print_either(out, cli.json, explained.lines, &explained.json);
-            stop_if_broken(&gathered)?;
-            if !explained.known {
-                anyhow::bail!("`{module}` is no module, alias or built-in of any kernel here");
-            }
-        }
-        Some(Command::Check { files }) => {
-            let against = cli.kernel.is_some() || cli.root != std::path::Path::new("/");
-            let kernels = match against {
-                true => limopack::admin::check::kernels(&cli.root, cli.kernel.as_ref())?,
-                false => Vec::new(),
-            };
-            let root = limopack::root::Root::new(&cli.root)?;
-            let problems = limopack::admin::check::check(&root, files, &kernels);
-            for problem in &problems {
-                say(out, problem.to_string());
-            }
-            if !problems.is_empty() {
-                anyhow::bail!("{} problem(s) in {} file(s)", problems.len(), files.len());
-            }
-            if cli.verbose {
-                let against: Vec<&str> = kernels.iter().map(|k| k.version.as_str()).collect();
-                for file in files {
-                    say(out, format!("{}: ok{}", file.display(), match against.is_empty() {
-                        true => String::new(),
-                        false => format!(", every entry resolves in {}", against.join(", ")),
-                    }));
-                }
-            }
-        }
-        Some(Command::ImportActive { file }) => {
-            let root = limopack::root::Root::new(&cli.root)?;
-            let yaml = limopack::admin::active::import(&root, file, cli.dry_run)?;
-            match cli.dry_run {
-                true => yaml.lines().for_each(|line| say(out, line)),
-                false => {
-                    say(out, format!("limopack: wrote {}", limopack::admin::active::IMPORTED));
-                }
-            }
-        }
-        Some(Command::Freeze { from_host }) => {
-            let freeze = limopack::admin::freeze::Options { root: cli.root.clone(), kernel: cli.kernel.clone(), from_host: *from_host, dry_run: cli.dry_run };
-            let outcome = limopack::admin::freeze::freeze(&freeze, &limopack::admin::freeze::Paths::host(), std::time::SystemTime::now())?;
-            outcome.notes.iter().for_each(|note| warn(note));
-            for line in &outcome.lines {
-                say(out, line);
-            }
-            if cli.dry_run {
-                outcome.yaml.lines().for_each(|line| say(out, line));
-            }
-        }
-        Some(Command::Forget { names }) => {
-            let opts = run::Options { dry_run: cli.dry_run, ..opts };
-            for line in limopack::admin::forget::forget(&opts, names)?.lines {
-                say(out, line);
-            }
-        }
-        Some(Command::Status) => {
-            let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
-            let plan = gathered.plan()?;
-            for w in report::warnings(&plan, &gathered.state, &[]) {
-                warn(&w);
-            }
-            let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
-            match plan.kernels.is_empty() && gathered.state.firmware.is_empty() && !cli.json {
-                true => say(out, report::NO_TREES),
-                false => print_either(out, cli.json, text, &value),
-            }
-            stop_if_broken(&gathered)?;
-        }
-    }
-    Ok(())
-}
-
-fn print_either(out: &mut Vec<String>, json: bool, text: Vec<String>, value: &serde_json::Value) {
-    match json {
-        true => out.push(limopack::shown::json(value)),
-        false => out.extend(text),
-    }
-}
-
-/// Say each declaration that could not be read, after what the command printed, and end with
-/// an error: the run did what it could (nothing pruned, restores done) and the files need
-/// fixing.
-fn stop_if_broken(gathered: &limopack::read::gathered::Gathered) -> anyhow::Result<()> {
-    let mut lines = report::errors(gathered);
-    let Some(last) = lines.pop() else { return Ok(()) };
-    for line in lines {
-        eprintln!("limopack: error: {}", escaped(&line));
-    }
-    anyhow::bail!(last)
-}
-
-/// One line of output, escaped: names in it come from disk.
-fn say(out: &mut Vec<String>, line: impl AsRef<str>) {
-    out.push(escaped(line.as_ref()).into_owned());
-}
-
-/// A warning, on standard error, escaped as every line printed is.
-fn warn(warning: &str) {
-    eprintln!("limopack: warning: {}", escaped(warning));
 }

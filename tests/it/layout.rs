@@ -1,5 +1,5 @@
 //! The layout of `src/` draws the design, and these tests keep it so: the phases depend one
-//! way (read → plan → apply → report → run → admin → the binaries), no two modules import
+//! way (read → plan → apply → report → run → admin → the program), no two modules import
 //! each other around a loop, readers never write and the plan touches no disk. What a
 //! module takes from another is read from its `crate::` paths; its unit tests and comments
 //! are left out.
@@ -60,7 +60,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
 
 fn phase(module: &str) -> Option<usize> {
     let top = module.split("::").next().unwrap();
-    let top = if matches!(top, "cli" | "bin") { "main" } else { top };
+    let top = if matches!(top, "cli" | "cmd") { "main" } else { top };
     PHASES.iter().position(|p| *p == top)
 }
 

@@ -26,9 +26,9 @@ fn pages() -> Vec<(String, PathBuf)> {
     pages
 }
 
-/// A binary of this package; they all land beside limopack-hook.
+/// A program of this package, by one of its names.
 fn binary(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_limopack-hook")).with_file_name(name)
+    crate::support::program(name)
 }
 
 fn run(cmd: &mut Command) -> String {

@@ -24,7 +24,8 @@ fn repo() -> &'static Path {
 
 /// A command that finds dh_limopack, its sequence addon and limopack-hook in the work tree.
 fn with_helper(program: &str) -> Command {
-    let hook_dir = Path::new(env!("CARGO_BIN_EXE_limopack-hook")).parent().unwrap();
+    let hook_dir = crate::support::program("limopack");
+    let hook_dir = hook_dir.parent().unwrap();
     let path = std::env::join_paths(
         [repo().join("debhelper"), hook_dir.to_path_buf()].into_iter().chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
@@ -191,7 +192,8 @@ fn debs_install_the_manuals_completions_and_helper() {
     }
     let src = dir.path().join("src");
     three_packages(&src, "modules: [btusb]\n", "static: [ext4]\n");
-    let hook_dir = Path::new(env!("CARGO_BIN_EXE_limopack-hook")).parent().unwrap();
+    let hook_dir = crate::support::program("limopack");
+    let hook_dir = hook_dir.parent().unwrap();
     let (ok, said) = outcome(
         Command::new(installed.join("usr/bin/dh_limopack"))
             .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", hook_dir.display()))

@@ -105,6 +105,24 @@ fn host_codename() -> String {
         .to_owned()
 }
 
+/// The package's program by either of its names: `limopack-hook` as cargo built it, or
+/// `limopack`, a link to it beside it, made as the package makes it.
+pub fn program(name: &str) -> PathBuf {
+    let hook = Path::new(env!("CARGO_BIN_EXE_limopack-hook"));
+    if name == "limopack-hook" {
+        return hook.to_path_buf();
+    }
+    let link = hook.with_file_name(name);
+    if fs::read_link(&link).ok().as_deref() != Some(Path::new("limopack-hook")) {
+        // Made aside and renamed over, as tests running side by side may both make it.
+        let aside = hook.with_file_name(format!(".{name}.{}", std::process::id()));
+        let _ = fs::remove_file(&aside);
+        std::os::unix::fs::symlink("limopack-hook", &aside).unwrap();
+        fs::rename(&aside, &link).unwrap();
+    }
+    link
+}
+
 /// A command of the release's kmod (`depmod`, `modprobe`) that reads trees by path as the
 /// host's does: the host's own when this machine runs the release, otherwise the `kmod` of
 /// the release's cached root (see `debian_root::cloud_root`) with that root's libraries,

@@ -236,7 +236,7 @@ impl Sys {
     /// Runs the `limopack` command (the original's flags) on this root, as `run` does
     /// `limopack-hook`.
     pub fn run_limopack(&self, args: &[&str]) -> Out {
-        self.run_under(env!("CARGO_BIN_EXE_limopack"), &[], args)
+        self.run_under(super::program("limopack").to_str().unwrap(), &[], args)
     }
 
     /// Runs `binary` with `--root` this root, behind `wrapper` (a program and its arguments;

@@ -4,22 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use limopack::kver::Kver;
 use limopack::shown::escaped;
 use limopack::admin::{compat, freeze};
 use limopack::read::loaded;
 use limopack::root::Root;
 
-/// A kernel version given on the command line, checked as one read from disk is.
-fn kernel_version(text: &str) -> Result<Kver, String> {
-    Kver::new(text)
-}
+use crate::cli::limopack::Cli;
 
-#[path = "../cli/limopack.rs"]
-mod cli;
-use cli::Cli;
-
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(&cli) {
         Ok(()) => ExitCode::SUCCESS,
