@@ -16,10 +16,32 @@ pub enum Error {
         message: String,
     },
 
-    /// A file that limopack refuses to trust or use as a whole (ownership, mode, encoding).
+    /// A path or file limopack will not trust: one that leads outside the root, a link where
+    /// a file must be, the wrong owner or mode, not a regular file, or bigger than such a
+    /// file may be. Moving it away or fixing its owner mends it; rerunning does not.
     #[error("{}: {message}", path.display())]
-    Refused { path: PathBuf, message: String },
-
+    Untrusted { path: PathBuf, message: String },
+    /// A file that is there but is not what it must be: an index that does not decode, a
+    /// module that is not one, a package without its data, text that is not UTF-8.
+    #[error("{}: {message}", path.display())]
+    Damaged { path: PathBuf, message: String },
+    /// Something the run needs that is not there: a module tree, an archive copy, a file in
+    /// a package.
+    #[error("{}: {message}", path.display())]
+    Missing { path: PathBuf, message: String },
+    /// What was asked cannot be done as asked: the command line or the config must say
+    /// something else (which kernel, which entry, which package).
+    #[error("{}: {message}", path.display())]
+    Request { path: PathBuf, message: String },
+    /// A file restored from a copy that is not what dpkg recorded: it is not put in place.
+    #[error("{}: {message}", path.display())]
+    Mismatch { path: PathBuf, message: String },
+    /// A run that changes the system, started by a user other than root.
+    #[error("{}: {message}", path.display())]
+    NeedsRoot { path: PathBuf, message: String },
+    /// Another run held the lock for longer than this one waits.
+    #[error("{}: {message}", path.display())]
+    Locked { path: PathBuf, message: String },
     /// A file or folder that could not be read or written. The I/O error is part of the
     /// message, not a `source()`, so that a chain printer does not say it twice.
     #[error("{}: {}", path.display(), plain(error))]
@@ -56,11 +78,32 @@ impl Error {
         }
     }
 
-    pub(crate) fn refused(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Refused {
-            path: path.into(),
-            message: message.into(),
-        }
+    pub(crate) fn untrusted(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Untrusted { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn damaged(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Damaged { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn missing(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Missing { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn request(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Request { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn mismatch(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Mismatch { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn needs_root(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::NeedsRoot { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn locked(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Locked { path: path.into(), message: message.into() }
     }
 
     pub(crate) fn command(program: &str, message: impl Into<String>) -> Self {

@@ -98,12 +98,12 @@ impl Root {
         for (i, part) in missing.into_iter().rev().enumerate() {
             match part {
                 Some(name) if !matches!(Path::new(&name).components().next(), Some(Component::CurDir | Component::ParentDir)) => found.push(name),
-                _ => return Err(Error::refused(self.path.join(relative), "is not a plain path inside the root")),
+                _ => return Err(Error::untrusted(self.path.join(relative), "is not a plain path inside the root")),
             }
             // What could not be resolved but is there is a link to nothing in the root:
             // chroot would create its target, which is not worth following here.
             if i == 0 && std::fs::symlink_metadata(&found).is_ok() {
-                return Err(Error::refused(found, "is a link to nothing inside the root; refusing it"));
+                return Err(Error::untrusted(found, "is a link to nothing inside the root; refusing it"));
             }
         }
         Ok(found)
@@ -116,8 +116,8 @@ impl Root {
         let asked = self.path.join(absolute.strip_prefix("/").unwrap_or(absolute));
         let real = self.resolve(absolute)?;
         match crate::fs::read_if_there(&real, limit) {
-            Err(Error::Refused { message, .. }) if real != asked => {
-                Err(Error::refused(asked, format!("leads to {}, which {message}", self.inside(&real).display())))
+            Err(Error::Untrusted { message, .. }) if real != asked => {
+                Err(Error::untrusted(asked, format!("leads to {}, which {message}", self.inside(&real).display())))
             }
             other => other,
         }
@@ -133,7 +133,7 @@ impl Root {
             .map_err(|e| resolve_error(&self.path.join(asked.strip_prefix("/").unwrap_or(asked)), e))?;
         match real.starts_with(&self.path) {
             true => Ok(real),
-            false => Err(Error::refused(real, format!("is where {} of the root leads, outside it; refusing it", asked.display()))),
+            false => Err(Error::untrusted(real, format!("is where {} of the root leads, outside it; refusing it", asked.display()))),
         }
     }
 
@@ -202,7 +202,7 @@ fn without_links(image: &pathrs::Root, relative: &Path) -> bool {
 fn resolve_error(path: &Path, error: pathrs::error::Error) -> Error {
     match error.kind() {
         pathrs::error::ErrorKind::OsError(Some(errno)) => Error::io(path, std::io::Error::from_raw_os_error(errno)),
-        _ => Error::refused(path, format!("cannot be resolved inside the root: {error}")),
+        _ => Error::untrusted(path, format!("cannot be resolved inside the root: {error}")),
     }
 }
 

@@ -133,7 +133,7 @@ impl Gathered {
                         tree.version
                     )),
                 };
-                return Err(crate::Error::refused(bin, mend));
+                return Err(crate::Error::damaged(bin, mend));
             }
         }
         Ok(())
@@ -168,7 +168,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let narrowed = |t: &Tree| opts.kernel.as_ref().is_none_or(|only| &t.version == only);
     if opts.kernel.is_some() && !trees.iter().any(narrowed) {
         let only = opts.kernel.as_ref().map(Kver::as_str).unwrap_or_default();
-        return Err(crate::Error::refused(root.resolve("/lib/modules")?.join(only), "no such module tree"));
+        return Err(crate::Error::missing(root.resolve("/lib/modules")?.join(only), "no such module tree"));
     }
 
     let config_files = tree::modprobe_config(&root)?;

@@ -89,7 +89,7 @@ pub fn import(root: &crate::root::Root, file: &Path, dry_run: bool) -> Result<St
     }
     let target = root.resolve(IMPORTED)?;
     if std::fs::symlink_metadata(&target).is_ok() {
-        return Err(Error::refused(target, "exists already; merge the new entries into it by hand, or move it away"));
+        return Err(Error::request(target, "exists already; merge the new entries into it by hand, or move it away"));
     }
     crate::apply::store::write_admin(root, "imported-active.yaml", &yaml)?;
     Ok(yaml)

@@ -53,8 +53,8 @@ pub fn kernels(root: &Path, version: Option<&Kver>) -> Result<Vec<Kernel>> {
         kernels.push(Kernel { index: crate::run::kernel_index(&root, &tree)?, version: tree.version });
     }
     match (version, kernels.is_empty()) {
-        (Some(v), true) => Err(Error::refused(root.resolve("/lib/modules")?.join(v), "no such module tree with a modules.dep")),
-        (None, true) => Err(Error::refused(root.resolve("/lib/modules")?, "no module tree with a modules.dep")),
+        (Some(v), true) => Err(Error::missing(root.resolve("/lib/modules")?.join(v), "no such module tree with a modules.dep")),
+        (None, true) => Err(Error::missing(root.resolve("/lib/modules")?, "no module tree with a modules.dep")),
         _ => Ok(kernels),
     }
 }

@@ -93,7 +93,7 @@ fn entries(names: &[String]) -> Result<Vec<String>> {
     names
         .iter()
         .map(|n| match name::invalid_entry(n) {
-            Some(why) => Err(Error::refused("--use", why)),
+            Some(why) => Err(Error::request("--use", why)),
             None => Ok(name::normalize(n).into_owned()),
         })
         .collect()

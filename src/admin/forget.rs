@@ -32,7 +32,7 @@ pub fn forget(opts: &Options, names: &[String]) -> Result<Outcome> {
         let forgotten = forget_entry(&mut state.statics, &entry, opts.kernel.as_ref());
         if forgotten.is_empty() {
             let recorded: Vec<&str> = state.statics.iter().map(|r| r.entry.as_str()).collect();
-            return Err(Error::refused(
+            return Err(Error::request(
                 root.state_dir()?.join(crate::read::state::State::FILE),
                 format!("`{entry}` is not a recorded static entry{}; recorded: {}", for_kernel(opts), if recorded.is_empty() { "none".into() } else { recorded.join(", ") }),
             ));

@@ -54,7 +54,7 @@ pub struct Target {
 /// (the command, for the message) is refused there unless `from_host` says to use them.
 pub fn target(root: &Root, kernel: Option<&Kver>, from_host: bool, what: &str) -> Result<Target> {
     if !root.is_host() && !from_host {
-        return Err(Error::refused(
+        return Err(Error::request(
             root.path(),
             format!(
                 "not the running system: {what} reads /proc and /sys, which are this machine's, not the \
@@ -73,10 +73,10 @@ pub fn target(root: &Root, kernel: Option<&Kver>, from_host: bool, what: &str) -
         (None, true) => loaded::running_kernel(),
         (None, false) => match trees.as_slice() {
             [one] => one.version.to_string(),
-            [] => return Err(Error::refused(root.resolve("/lib/modules")?, "no module tree with a modules.dep; nothing to resolve names against")),
+            [] => return Err(Error::missing(root.resolve("/lib/modules")?, "no module tree with a modules.dep; nothing to resolve names against")),
             several => {
                 let names: Vec<&str> = several.iter().map(|t| t.version.as_str()).collect();
-                return Err(Error::refused(root.resolve("/lib/modules")?, format!("holds several kernels ({}); choose one with --kernel", names.join(", "))));
+                return Err(Error::request(root.resolve("/lib/modules")?, format!("holds several kernels ({}); choose one with --kernel", names.join(", "))));
             }
         },
     };
@@ -85,7 +85,7 @@ pub fn target(root: &Root, kernel: Option<&Kver>, from_host: bool, what: &str) -
             Some(_) => "no such module tree with a modules.dep".to_string(),
             None => format!("no module tree with a modules.dep for the running kernel {}; choose one with --kernel", crate::shown::escaped(&version)),
         };
-        return Err(Error::refused(root.resolve("/lib/modules")?.join(crate::shown::escaped(&version).as_ref()), why));
+        return Err(Error::request(root.resolve("/lib/modules")?.join(crate::shown::escaped(&version).as_ref()), why));
     };
     // The index the run plans with: after a prune, the pruned modules are still named.
     Ok(Target { index: crate::run::kernel_index(root, &tree)?, version: tree.version, shown: tree.shown })
@@ -596,7 +596,7 @@ pub fn freeze(opts: &Options, paths: &Paths, now: SystemTime) -> Result<Outcome>
     let shown = Path::new(ADMIN_DIR).join(BASELINE);
     if merged.draft.is_empty() {
         // An empty file would also mask a vendor declaration of the same name.
-        return Err(Error::refused(
+        return Err(Error::request(
             root.resolve(&shown)?,
             format!("not written: nothing this machine shows (loaded modules, devices, filesystems, block devices) matches a module of {}", target.version),
         ));

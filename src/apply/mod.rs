@@ -51,7 +51,7 @@ pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let needs_root = |path: &Path, e: std::io::Error| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {
-            Error::refused(path, "cannot be made by this user: a run that changes the system needs root (--dry-run, status and explain do not)")
+            Error::needs_root(path, "cannot be made by this user: a run that changes the system needs root (--dry-run, status and explain do not)")
         }
         _ => Error::io(path, e),
     };
@@ -69,7 +69,7 @@ pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<
         .open(&path)
         .map_err(|e| needs_root(&path, e))?;
     if !file.metadata().map_err(|e| Error::io(&path, e))?.is_file() {
-        return Err(Error::refused(&path, "is not a regular file; remove it, limopack makes it again"));
+        return Err(Error::untrusted(&path, "is not a regular file; remove it, limopack makes it again"));
     }
     let holder = || {
         let mut text = [0u8; 16];
@@ -89,7 +89,7 @@ pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 let who = holder().map_or("another run".to_string(), |pid| format!("process {pid}"));
-                return Err(Error::refused(
+                return Err(Error::locked(
                     &path,
                     format!("{who} has held this lock for more than the {} s this run waits; if it is stuck, stop it, and run limopack-hook again", wait.as_secs()),
                 ));
@@ -508,7 +508,7 @@ fn restore(
                 let expected = expected_md5(root, &mut sums, place, f);
                 put(place.dir, &f.path, &mut copy, expected.as_deref())
             }
-            None => Err(Error::refused(archive::path(root, place.archive, &f.path)?, "no archive copy")),
+            None => Err(Error::missing(archive::path(root, place.archive, &f.path)?, "no archive copy")),
         });
         match result {
             Ok(()) => {
@@ -625,9 +625,9 @@ fn from_deb(
     });
     for f in wanted {
         let result = match &read {
-            Err(e) => Err(Error::refused(deb, e.to_string())),
+            Err(e) => Err(Error::damaged(deb, e.to_string())),
             Ok(_) if results.contains_key(&f.path) => continue,
-            Ok(_) => Err(Error::refused(deb, format!("has no {}", (place.dpkg_paths)(&f.path)[0]))),
+            Ok(_) => Err(Error::missing(deb, format!("has no {}", (place.dpkg_paths)(&f.path)[0]))),
         };
         results.insert(f.path.clone(), result);
     }
@@ -661,7 +661,7 @@ fn put(top: &Path, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -
         // than any module or firmware file could be fills no disk.
         written += n as u64;
         if written > crate::fs::limits::RESTORED {
-            return Err(Error::refused(&target, format!("its copy holds more than the {} bytes a restored file may be; not restored", crate::fs::limits::RESTORED)));
+            return Err(Error::mismatch(&target, format!("its copy holds more than the {} bytes a restored file may be; not restored", crate::fs::limits::RESTORED)));
         }
         hasher.update(&buf[..n]);
         tmp.write_all(&buf[..n]).map_err(|e| Error::io(tmp.path(), e))?;
@@ -669,7 +669,7 @@ fn put(top: &Path, rel: &str, data: &mut dyn Read, expected_md5: Option<&str>) -
     let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if let Some(expected) = expected_md5 {
         if got != expected {
-            return Err(Error::refused(&target, format!("md5sum {got} is not the {expected} dpkg recorded; not restored")));
+            return Err(Error::mismatch(&target, format!("md5sum {got} is not the {expected} dpkg recorded; not restored")));
         }
     }
     let file = tmp.as_file();

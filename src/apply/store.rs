@@ -137,7 +137,7 @@ pub fn save_index(root: &Root, tree: &Tree) -> Result<()> {
     let mut texts = Vec::new();
     for file in files {
         if let Some(bytes) = folder.read_if_there(file, limits::INDEX)? {
-            texts.push((file, String::from_utf8(bytes).map_err(|_| Error::refused(tree.path.join(file), "is not valid UTF-8"))?));
+            texts.push((file, String::from_utf8(bytes).map_err(|_| Error::damaged(tree.path.join(file), "is not valid UTF-8"))?));
         }
     }
     state.write_atomic_with(&target, |out| {

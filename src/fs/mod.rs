@@ -69,7 +69,7 @@ fn open_checked(path: &Path, limit: u64, follow: bool) -> Result<(File, u64)> {
         .map_err(|e| Error::io(path, e))?;
     let opened = file.metadata().map_err(|e| Error::io(path, e))?;
     if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
-        return Err(Error::refused(path, "was replaced while it was opened; run again"));
+        return Err(Error::untrusted(path, "was replaced while it was opened; run again"));
     }
     refuse_odd(path, &opened, limit)?;
     Ok((file, opened.len()))
@@ -90,10 +90,10 @@ fn refuse_odd(path: &Path, meta: &std::fs::Metadata, limit: u64) -> Result<()> {
         _ => Some("not a regular file"),
     };
     if let Some(what) = what {
-        return Err(Error::refused(path, format!("is {what}, not a regular file; refusing to read it")));
+        return Err(Error::untrusted(path, format!("is {what}, not a regular file; refusing to read it")));
     }
     if meta.len() > limit {
-        return Err(Error::refused(path, format!("is {} bytes, more than the {limit} such a file may be; refusing to read it", meta.len())));
+        return Err(Error::untrusted(path, format!("is {} bytes, more than the {limit} such a file may be; refusing to read it", meta.len())));
     }
     Ok(())
 }
@@ -124,7 +124,7 @@ pub fn read_entry_if_there(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
 
 /// The text of the regular file at `path`, which must be UTF-8.
 pub fn read_text(path: &Path, limit: u64) -> Result<String> {
-    String::from_utf8(read(path, limit)?).map_err(|_| Error::refused(path, "is not valid UTF-8"))
+    String::from_utf8(read(path, limit)?).map_err(|_| Error::damaged(path, "is not valid UTF-8"))
 }
 
 /// A file of procfs or sysfs, which shows a size of 0 whatever it holds: read up to `limit`.
@@ -132,7 +132,7 @@ pub fn read_kernel_file(path: &Path, limit: u64) -> Result<String> {
     let file = File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|e| Error::io(path, e))?;
     refuse_odd(path, &file.metadata().map_err(|e| Error::io(path, e))?, u64::MAX)?;
     let bytes = read_all(path, file, 0, limit)?;
-    String::from_utf8(bytes).map_err(|_| Error::refused(path, "is not valid UTF-8"))
+    String::from_utf8(bytes).map_err(|_| Error::damaged(path, "is not valid UTF-8"))
 }
 
 /// Everything `file` holds, `len` bytes expected; one that grew past `limit` since its size
@@ -141,7 +141,7 @@ fn read_all(path: &Path, file: File, len: u64, limit: u64) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > limit {
-        return Err(Error::refused(path, format!("grew past the {limit} bytes such a file may be while it was read; refusing it")));
+        return Err(Error::untrusted(path, format!("grew past the {limit} bytes such a file may be while it was read; refusing it")));
     }
     Ok(bytes)
 }
@@ -194,7 +194,7 @@ pub struct Folder {
 fn pathrs_error(path: &Path, error: pathrs::error::Error) -> Error {
     match error.kind() {
         pathrs::error::ErrorKind::OsError(Some(errno)) => Error::io(path, std::io::Error::from_raw_os_error(errno)),
-        _ => Error::refused(path, format!("cannot be reached inside its folder: {error}")),
+        _ => Error::untrusted(path, format!("cannot be reached inside its folder: {error}")),
     }
 }
 
@@ -234,7 +234,7 @@ impl Folder {
         let file = match self.inner.open_subpath(rel, flags).map_err(|e| pathrs_error(&path, e)) {
             // Something that is there but leads nowhere in the folder is not "no such file".
             Err(e) if not_found(&e) && self.inner.resolve_nofollow(rel).is_ok() => {
-                return Err(Error::refused(&path, "is a link that leads to nothing inside its folder; refusing it"));
+                return Err(Error::untrusted(&path, "is a link that leads to nothing inside its folder; refusing it"));
             }
             other => other?,
         };

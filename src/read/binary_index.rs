@@ -114,7 +114,7 @@ impl BinaryIndex {
     pub fn parse(path: &Path, bytes: impl Into<Bytes>) -> Result<BinaryIndex> {
         let bytes = bytes.into();
         let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        let bad = |message: String| Error::refused(path, format!("{message}; run depmod"));
+        let bad = |message: String| Error::damaged(path, format!("{message}; run depmod"));
         match (word(0), word(4), word(8)) {
             (Some(MAGIC), Some(version), Some(root)) if version >> 16 == VERSION_MAJOR => {
                 Ok(BinaryIndex { path: path.to_path_buf(), bytes, root, damaged: AtomicBool::new(false) })

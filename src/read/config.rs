@@ -181,7 +181,7 @@ impl Config {
     /// prunes one.
     pub fn limited_to(&self, package: &str) -> Result<Config> {
         if !self.is_module_package(package) {
-            return Err(crate::Error::refused(
+            return Err(crate::Error::request(
                 &self.path,
                 format!("{package} is not a module package (packages: {}); limopack prunes only those", self.packages.join(", ")),
             ));

@@ -91,7 +91,7 @@ pub fn extract(
             ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| Error::io(deb, e))?),
             ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
             other => {
-                return Err(Error::refused(deb, format!("data.tar{other}: compression limopack cannot read")));
+                return Err(Error::damaged(deb, format!("data.tar{other}: compression limopack cannot read")));
             }
         };
         let mut tar = tar::Archive::new(data);
@@ -114,7 +114,7 @@ pub fn extract(
         }
         return Ok(found);
     }
-    Err(Error::refused(deb, "no data.tar member: not a Debian binary package"))
+    Err(Error::damaged(deb, "no data.tar member: not a Debian binary package"))
 }
 
 #[cfg(test)]

@@ -355,12 +355,12 @@ pub fn read_admin(root: &Root, name: &str) -> Result<Option<(Declaration, String
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path, e)),
         Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(Error::refused(&path, "is a symlink (a mask, or a link to another file); limopack writes only a file of its own there, so move it away first"));
+            return Err(Error::untrusted(&path, "is a symlink (a mask, or a link to another file); limopack writes only a file of its own there, so move it away first"));
         }
         Ok(_) => {}
     }
     let Trusted::Bytes(bytes) = trust::read(root, &dir, name)? else {
-        return Err(Error::refused(&path, "became a mask while it was read"));
+        return Err(Error::untrusted(&path, "became a mask while it was read"));
     };
     let declaration = Declaration::parse(&path, &bytes, Origin::Admin)?;
     Ok(Some((declaration, String::from_utf8_lossy(&bytes).into_owned())))

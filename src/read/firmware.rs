@@ -175,7 +175,7 @@ impl FirmwareDir {
     /// absolute or climbs out with `..` is refused.
     pub fn files_for(&self, kernel_version: &str, name: &str) -> Result<Vec<Found>> {
         if let Some(why) = invalid_name(name) {
-            return Err(Error::refused(name, why));
+            return Err(Error::untrusted(name, why));
         }
         // The folder part of the name is walked once in each firmware folder, not once for
         // each suffix.
@@ -209,12 +209,12 @@ impl FirmwareDir {
     /// is stored plain or compressed (`.zst`, `.xz`); links to folders are walked into.
     pub fn glob(&self, kernel_version: &str, pattern: &str) -> Result<Vec<Found>> {
         if let Some(why) = invalid_name(pattern) {
-            return Err(Error::refused(pattern, why));
+            return Err(Error::untrusted(pattern, why));
         }
         let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
-            .map_err(|e| Error::refused(pattern, format!("bad firmware glob: {}", e.kind())))?
+            .map_err(|e| Error::request(pattern, format!("bad firmware glob: {}", e.kind())))?
             .compile_matcher();
         // The folders the pattern names before its first wildcard are walked into directly.
         let fixed = pattern.find(['*', '?', '[', '{', '\\']).map_or(pattern, |at| &pattern[..at]);
@@ -242,7 +242,7 @@ impl FirmwareDir {
     /// in-root path.
     fn folders(&self, kernel_version: &str) -> Result<Vec<String>> {
         if kernel_version.is_empty() || kernel_version.contains('/') || kernel_version.starts_with('.') {
-            return Err(Error::refused(kernel_version, "not a kernel version"));
+            return Err(Error::untrusted(kernel_version, "not a kernel version"));
         }
         let mut cache = self.folders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(folders) = cache.get(kernel_version) {
@@ -268,7 +268,7 @@ impl FirmwareDir {
         match self.walk(from, rel, &mut Vec::new())? {
             Walked::Reached { path, meta } if meta.is_dir() => Ok(Some(path)),
             Walked::Reached { .. } | Walked::Missing(_) => Ok(None),
-            Walked::Unfollowed(why) => Err(Error::refused(self.root.lexical(&join(from, rel)), why)),
+            Walked::Unfollowed(why) => Err(Error::untrusted(self.root.lexical(&join(from, rel)), why)),
         }
     }
 
@@ -845,9 +845,9 @@ mod tests {
     fn names_that_leave_the_firmware_folders_are_refused() {
         let (_dir, fw) = merged_root();
         for bad in ["", "/etc/passwd", "../x", "a/../../x", "a\0b"] {
-            assert!(matches!(fw.files_for(KVER, bad), Err(Error::Refused { .. })), "{bad:?}");
+            assert!(matches!(fw.files_for(KVER, bad), Err(Error::Untrusted { .. })), "{bad:?}");
         }
-        assert!(matches!(fw.files_for("../x", "a.bin"), Err(Error::Refused { .. })));
+        assert!(matches!(fw.files_for("../x", "a.bin"), Err(Error::Untrusted { .. })));
         let none = FirmwareDir::new(&Root::new(tempfile::tempdir().unwrap().path()).unwrap()).unwrap();
         assert!(none.files_for(KVER, "a.bin").unwrap().is_empty());
     }
@@ -882,7 +882,7 @@ mod tests {
         // `**` crosses folders, and the link back up is not walked round and round.
         assert_eq!(fw.glob(KVER, "qcom/**/*.mbn").unwrap().len(), 2);
         assert!(fw.glob(KVER, "*.mbn").unwrap().is_empty());
-        assert!(matches!(fw.glob(KVER, "a/[b"), Err(Error::Refused { .. })));
+        assert!(matches!(fw.glob(KVER, "a/[b"), Err(Error::Request { .. })));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl BinaryAliases {
     /// The twin at `path`, parsed on first need: its aliases, or why it cannot stand in.
     fn parse_twin(&self, path: &Path) -> &Result<Aliases> {
         self.parsed_twin.get_or_init(|| {
-            let text = read_text_at(path)?.ok_or_else(|| Error::refused(path, "missing"))?;
+            let text = read_text_at(path)?.ok_or_else(|| Error::missing(path, "missing"))?;
             let mut aliases = Aliases::default();
             parse_aliases(path, &text, true, &mut aliases)?;
             Ok(aliases)
@@ -463,7 +463,7 @@ impl ModuleIndex {
         let (dep_path, dep_bytes) = sources
             .dep
             .as_ref()
-            .ok_or_else(|| Error::refused("modules.dep", "missing; run depmod"))?;
+            .ok_or_else(|| Error::missing("modules.dep", "missing; run depmod"))?;
         match sources.parsed_dep {
             Some(list) => (index.modules, index.deps, index.by_name) = (list.modules, list.deps, list.by_name),
             None => index.parse_dep(dep_path, utf8(dep_path, dep_bytes)?)?,

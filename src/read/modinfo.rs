@@ -122,7 +122,7 @@ fn from_file(path: &Path, file: File, len: u64) -> Result<Modinfo> {
     let mut head = [0u8; 64];
     let head_len = read_full_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
     let format = Format::of(&head[..head_len]).ok_or_else(|| {
-        Error::refused(path, "not a kernel module: neither an ELF object nor xz, zstd or gzip compressed")
+        Error::damaged(path, "not a kernel module: neither an ELF object nor xz, zstd or gzip compressed")
     })?;
     if format == Format::Elf {
         let reader = Pread { file, len, pos: 0, head, head_len, error: None };
@@ -216,7 +216,7 @@ impl FirmwareNames {
         let wanted: Vec<&str> = unread.iter().map(|&n| rels[n]).collect();
         let infos = match crate::fs::Folder::open(dir) {
             Ok(tree) => read_all(&tree, &wanted),
-            Err(e) => wanted.iter().map(|rel| Err(Error::refused(dir.join(rel), format!("cannot be read, as its tree cannot: {e}")))).collect(),
+            Err(e) => wanted.iter().map(|rel| Err(Error::damaged(dir.join(rel), format!("cannot be read, as its tree cannot: {e}")))).collect(),
         };
         for (n, info) in unread.into_iter().zip(infos) {
             let names = info.map(|info| info.firmware);
@@ -254,7 +254,7 @@ impl FirmwareNames {
 /// in errors.
 pub fn parse(path_for_errors: &Path, elf_bytes: &[u8]) -> Result<Modinfo> {
     if Format::of(elf_bytes) != Some(Format::Elf) {
-        return Err(Error::refused(path_for_errors, "not an ELF object"));
+        return Err(Error::damaged(path_for_errors, "not an ELF object"));
     }
     records(path_for_errors, modinfo_section(elf_bytes))
 }
@@ -275,7 +275,7 @@ fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u
     // Modules compress about 3 to 5 times; start near the size and let the buffer grow.
     let mut bytes = Vec::with_capacity(len.saturating_mul(4).min(LIMIT) as usize);
     let mut decoder = decoder.take(LIMIT + 1);
-    let damaged = |e: io::Error| Error::refused(path, format!("{} data is truncated or damaged: {}", format.name(), crate::error::plain(&e)));
+    let damaged = |e: io::Error| Error::damaged(path, format!("{} data is truncated or damaged: {}", format.name(), crate::error::plain(&e)));
     let mut needed = None;
     loop {
         let start = bytes.len();
@@ -293,10 +293,10 @@ fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u
         }
     }
     if Format::of(&bytes) != Some(Format::Elf) {
-        return Err(Error::refused(path, format!("{} data is not an ELF object once decompressed", format.name())));
+        return Err(Error::damaged(path, format!("{} data is not an ELF object once decompressed", format.name())));
     }
     if bytes.len() as u64 > LIMIT {
-        return Err(Error::refused(path, format!("decompresses to more than {} MiB, which no kernel module does", LIMIT >> 20)));
+        return Err(Error::damaged(path, format!("decompresses to more than {} MiB, which no kernel module does", LIMIT >> 20)));
     }
     if needed.is_some_and(|end| (bytes.len() as u64) < end) {
         return Err(damaged(io::Error::new(io::ErrorKind::UnexpectedEof, "it ends before the ELF object does")));
@@ -383,7 +383,7 @@ fn section_of<'data, Elf: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
 /// leaves between them.
 fn records(path: &Path, section: std::result::Result<&[u8], NotFound>) -> Result<Modinfo> {
     let section = section.map_err(|why| {
-        Error::refused(
+        Error::damaged(
             path,
             match why {
                 NotFound::Damaged(what) => format!("damaged ELF object: {what}"),
@@ -400,7 +400,7 @@ fn records(path: &Path, section: std::result::Result<&[u8], NotFound>) -> Result
         let rest = &section[at + KEY.len()..];
         let value = &rest[..memchr::memchr(0, rest).unwrap_or(rest.len())];
         let name = std::str::from_utf8(value).map_err(|_| {
-            Error::refused(path, format!("firmware name `{}` in .modinfo is not UTF-8", String::from_utf8_lossy(value)))
+            Error::damaged(path, format!("firmware name `{}` in .modinfo is not UTF-8", String::from_utf8_lossy(value)))
         })?;
         if !info.firmware.iter().any(|f| f == name) {
             info.firmware.push(name.to_owned());

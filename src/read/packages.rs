@@ -92,7 +92,7 @@ impl Database {
             std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut bytes).map_err(|e| Error::io(&path, e))?;
             match String::from_utf8(bytes) {
                 Ok(text) => Ok((path, text)),
-                Err(_) => Err(Error::refused(path, "not valid UTF-8; dpkg's database cannot be read")),
+                Err(_) => Err(Error::damaged(path, "not valid UTF-8; dpkg's database cannot be read")),
             }
         };
         let status = read(admin.join("status"))?;
@@ -166,7 +166,7 @@ fn lines_under(path: &Path, list: &[u8], prefixes: &[String], finders: &[memchr:
     kept.shrink_to_fit();
     match String::from_utf8(kept) {
         Ok(kept) => Ok(Some(kept)),
-        Err(_) => Err(Error::refused(path, "a path that is not valid UTF-8; dpkg's database cannot be read")),
+        Err(_) => Err(Error::damaged(path, "a path that is not valid UTF-8; dpkg's database cannot be read")),
     }
 }
 
@@ -201,7 +201,7 @@ impl Packages {
         let mut records: FxHashMap<(&str, &str), Record> = FxHashMap::default();
         for (path, text) in std::iter::once(&db.status).chain(&db.updates) {
             for paragraph in deb822_fast::borrowed::iter_paragraphs_borrowed(text) {
-                let paragraph = paragraph.map_err(|e| Error::refused(path, format!("not a file dpkg can read: {e}")))?;
+                let paragraph = paragraph.map_err(|e| Error::damaged(path, format!("not a file dpkg can read: {e}")))?;
                 let record = record(path, text, &paragraph)?;
                 records.insert((record.name, record.arch), record);
             }

@@ -278,7 +278,7 @@ impl State {
             return Ok(State::default());
         };
         if !(1..=FORMAT).contains(&state.format) {
-            return Err(Error::refused(
+            return Err(Error::damaged(
                 root.state_dir()?.join(State::FILE),
                 format!("state format {} is not one this limopack understands (1 to {FORMAT})", state.format),
             ));

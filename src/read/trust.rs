@@ -44,14 +44,14 @@ pub fn read_in(dir: &Path, name: &str) -> Result<Trusted> {
             return Ok(Trusted::Masked);
         }
         if target.components().count() != 1 || !matches!(target.components().next(), Some(std::path::Component::Normal(_))) {
-            return Err(Error::refused(
+            return Err(Error::untrusted(
                 &path,
                 format!("is a symlink out of its folder (to {}); refusing it", crate::shown::escaped(&target.to_string_lossy())),
             ));
         }
         path = dir.join(target);
     }
-    Err(Error::refused(dir.join(name), format!("is a chain of more than {MAX_HOPS} symlinks; refusing it")))
+    Err(Error::untrusted(dir.join(name), format!("is a chain of more than {MAX_HOPS} symlinks; refusing it")))
 }
 
 /// The file at the end of the links: regular, trusted, and small enough to be a declaration.
@@ -83,14 +83,14 @@ pub fn check_folders(root: &Root, dir: &Path) -> Result<()> {
 fn check_owner(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<()> {
     let mode = meta.permissions().mode();
     if !meta.file_type().is_symlink() && mode & 0o022 != 0 {
-        return Err(Error::refused(
+        return Err(Error::untrusted(
             path,
             format!("{what} writable by group or others (mode {:o}); refusing it, run chmod go-w {}", mode & 0o7777, path.display()),
         ));
     }
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(Error::refused(path, format!("{what} owned by uid {}, not root; refusing it, run chown root {}", meta.uid(), path.display())));
+        return Err(Error::untrusted(path, format!("{what} owned by uid {}, not root; refusing it, run chown root {}", meta.uid(), path.display())));
     }
     Ok(())
 }
