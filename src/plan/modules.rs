@@ -195,146 +195,17 @@ pub(crate) fn plan_kernel(
     statuses: &[DeclarationStatus],
     statics: &[(StaticRecord, usize)],
 ) -> KernelPlan {
-    let version = &k.tree.version;
     let index = k.index;
-    let mut warnings = Vec::new();
-    let mut roots: BTreeMap<ModId, Reason> = BTreeMap::new();
-    let mut builtin = Vec::new();
-    let no_match = |what: &str, entry: &str, warnings: &mut Vec<String>| {
-        warnings.push(format!("{what}: `{entry}` matches no module of {version}"));
-    };
-
-    // A baseline is a static entry that names something in this kernel: one whose entries
-    // all match nothing (a typo) would otherwise prune the whole tree.
-    // The static entries active declarations name now; the others only the state keeps.
-    let declared: std::collections::HashSet<(&str, Option<&str>)> = active
-        .iter()
-        .map(|&d| &inputs.declarations.active[d])
-        .flat_map(|decl| decl.statics.iter().map(|e| (e.text.as_str(), decl.kernels.as_ref().map(|k| k.text.as_str()))))
-        .collect();
-    let (mut baseline, mut unresolved_statics) = (false, 0);
-    let mut keeps_all = None;
-    for (record, line) in statics {
-        if !record.applies_to(version) {
-            continue;
-        }
-        let entry = entry_of(&record.entry);
-        let (ids, is_builtin) = entry.resolve(index);
-        baseline |= is_builtin || !ids.is_empty();
-        unresolved_statics += usize::from(!is_builtin && ids.is_empty());
-        if is_builtin {
-            builtin.push(record.entry.clone());
-        } else if ids.is_empty() {
-            let at = if *line > 0 {
-                format!("{}:{line}", record.declaration.display())
-            } else {
-                format!("{} (static, recorded)", record.declaration.display())
-            };
-            no_match(&at, &record.entry, &mut warnings);
-        }
-        // A glob such as `*` that names every module keeps the whole tree for good: the
-        // summary says which entry, or nothing being pruned would look like a fault.
-        if keeps_all.is_none() && ids.len() == index.modules().len() && !ids.is_empty() {
-            keeps_all = Some(format!("static entry `{}` of {}", record.entry, record.declaration.display()));
-        }
-        for id in ids {
-            roots.entry(id).or_insert_with(|| Reason::Static {
-                entry: record.entry.clone(),
-                declaration: record.declaration.clone(),
-                recorded_only: !declared.contains(&(record.entry.as_str(), record.kernels.as_deref())),
-            });
-        }
-    }
-
-    let mut declarations = 0;
-    let mut refcounts: BTreeMap<Shared, Vec<PathBuf>> = BTreeMap::new();
-    for &d in active {
-        let decl = &inputs.declarations.active[d];
-        if !decl.applies_to(version) || decl.is_empty() {
-            continue;
-        }
-        declarations += 1;
-        // Statuses follow the declarations one for one (masked files come after them all);
-        // an active declaration's package is its present owner.
-        let package = statuses[d].package.clone();
-        for entry in &decl.modules {
-            let (ids, is_builtin) = entry.resolve(index);
-            if is_builtin {
-                builtin.push(entry.text.clone());
-            } else if ids.is_empty() {
-                no_match(&format!("{}:{}", decl.path.display(), entry.line), &entry.text, &mut warnings);
-            }
-            if keeps_all.is_none() && ids.len() == index.modules().len() && !ids.is_empty() {
-                keeps_all = Some(format!("`{}` of {}", entry.text, decl.path.display()));
-            }
-            for id in ids {
-                let users = refcounts.entry(index.module(id).name.clone()).or_default();
-                // Declarations come one after the other: a repeat within this one is last.
-                if users.last() != Some(&decl.path) {
-                    users.push(decl.path.clone());
-                }
-                roots.entry(id).or_insert_with(|| Reason::Declared {
-                    entry: entry.text.clone(),
-                    declaration: decl.path.clone(),
-                    package: package.clone(),
-                });
-            }
-        }
-    }
-
-    if let Some(loaded) = k.loaded {
-        for module in loaded {
-            if let Some(id) = index.by_name(module) {
-                roots.entry(id).or_insert(Reason::Loaded);
-            }
-        }
-    }
-
-    // Module files on disk that limopack may not prune are roots too: a DKMS module keeps the
-    // in-tree modules it depends on. The others may be pruned; each has its owner.
+    let mut named = Named::new(&k.tree.version);
+    named.statics(inputs, index, active, statics);
+    named.declared(inputs, index, active, statuses);
+    named.loaded(index, k.loaded);
     let mut owners = Owners::new(inputs, k.tree);
-    let mut owned_by: Vec<Option<&Package>> = vec![None; index.modules().len()];
-    let mut not_owned = Vec::new();
-    for (id, module) in index.modules().iter().enumerate().filter(|(_, m)| m.present) {
-        match owners.prunable_owner(&module.path) {
-            Ok(owner) => owned_by[id] = Some(owner),
-            Err(package) => {
-                not_owned.push(module.path.clone());
-                roots.entry(id).or_insert(Reason::NotPrunable { package });
-            }
-        }
-    }
-    not_owned.sort();
-
-    let root_ids: Vec<ModId> = roots.keys().copied().collect();
-    let closure = index.closure(&root_ids);
-    let mut kept = BTreeMap::new();
-    for (&id, via) in &closure {
-        let module = index.module(id);
-        let reason = match via {
-            None => roots[&id].clone(),
-            Some((by, edge)) => Reason::Pulled {
-                by: index.module(*by).name.to_string(),
-                edge: *edge,
-            },
-        };
-        kept.insert(module.name.clone(), Kept { path: module.path.clone(), present: module.present, reason });
-    }
-
-    // Room for every owned file at once: a full tree's list is four thousand entries, grown
-    // by doubling it would be copied a dozen times.
-    let mut prune = Vec::with_capacity(owned_by.iter().flatten().count());
-    // In modules.dep's order, which is stable from run to run.
-    for (id, module) in index.modules().iter().enumerate() {
-        let (Some(owner), false) = (owned_by[id], closure.contains_key(&id)) else { continue };
-        prune.push(PruneFile {
-            path: module.path.clone(),
-            module: module.name.clone(),
-            package: owner.name.clone(),
-            version: owner.version.clone(),
-            size: module.size,
-        });
-    }
+    let (owned_by, not_owned) = named.not_prunable(index, &mut owners);
+    let closure = index.closure(&named.roots.keys().copied().collect::<Vec<_>>());
+    let kept = kept(index, &closure, &named.roots);
+    let mut prune = prune_list(index, &owned_by, &closure);
+    let Named { mut warnings, mut builtin, baseline, unresolved_statics, keeps_all, declarations, refcounts, .. } = named;
     for rel in k.files.unlisted(index) {
         warnings.push(format!("{rel}: not in modules.dep; left alone"));
     }
@@ -342,23 +213,14 @@ pub(crate) fn plan_kernel(
     for odd in &k.files.odd {
         warnings.push(format!("{odd}: not a regular file; left alone"));
     }
-
-    let action = if !baseline {
+    let action = action(inputs, baseline, &prune);
+    if action == Action::NoBaseline {
         prune.clear();
-        Action::NoBaseline
-    } else if prune.is_empty() {
-        Action::UpToDate
-    } else if !inputs.config.prune {
-        Action::PruningOff
-    } else if !inputs.declarations.broken.is_empty() {
-        Action::Blocked
-    } else {
-        Action::Prune
-    };
+    }
     builtin.sort();
     builtin.dedup();
     KernelPlan {
-        version: version.clone(),
+        version: k.tree.version.clone(),
         path: owners.shown().unwrap_or_else(|| k.tree.shown.clone()),
         running: k.loaded.is_some(),
         action,
@@ -374,6 +236,185 @@ pub(crate) fn plan_kernel(
         restore,
         not_owned,
         warnings,
+    }
+}
+
+
+/// What names modules of one kernel, found step by step: the roots of the closure with the
+/// reason each is kept, and what the summary says about them.
+struct Named<'a> {
+    version: &'a Kver,
+    roots: BTreeMap<ModId, Reason>,
+    builtin: Vec<String>,
+    warnings: Vec<String>,
+    /// A static entry names something in this kernel: without one, nothing is pruned.
+    baseline: bool,
+    unresolved_statics: usize,
+    /// The entry that alone names every module, if one does.
+    keeps_all: Option<String>,
+    /// Declarations that apply to this kernel and name something.
+    declarations: usize,
+    refcounts: BTreeMap<Shared, Vec<PathBuf>>,
+}
+
+impl<'a> Named<'a> {
+    fn new(version: &'a Kver) -> Named<'a> {
+        Named {
+            version,
+            roots: BTreeMap::new(),
+            builtin: Vec::new(),
+            warnings: Vec::new(),
+            baseline: false,
+            unresolved_statics: 0,
+            keeps_all: None,
+            declarations: 0,
+            refcounts: BTreeMap::new(),
+        }
+    }
+
+    fn no_match(&mut self, at: &str, entry: &str) {
+        self.warnings.push(format!("{at}: `{entry}` matches no module of {}", self.version));
+    }
+
+    /// A glob such as `*` that names every module keeps the whole tree for good: the summary
+    /// says which entry, or nothing being pruned would look like a fault.
+    fn note_keeps_all(&mut self, ids: &[ModId], index: &ModuleIndex, said: impl FnOnce() -> String) {
+        if self.keeps_all.is_none() && !ids.is_empty() && ids.len() == index.modules().len() {
+            self.keeps_all = Some(said());
+        }
+    }
+
+    /// The static entries, recorded and declared. A baseline is one that names something in
+    /// this kernel: one whose entries all match nothing (a typo) would otherwise prune the
+    /// whole tree.
+    fn statics(&mut self, inputs: &Inputs, index: &ModuleIndex, active: &[usize], statics: &[(StaticRecord, usize)]) {
+        // The static entries active declarations name now; the others only the state keeps.
+        let declared: std::collections::HashSet<(&str, Option<&str>)> = active
+            .iter()
+            .map(|&d| &inputs.declarations.active[d])
+            .flat_map(|decl| decl.statics.iter().map(|e| (e.text.as_str(), decl.kernels.as_ref().map(|k| k.text.as_str()))))
+            .collect();
+        for (record, line) in statics.iter().filter(|(r, _)| r.applies_to(self.version)) {
+            let (ids, is_builtin) = entry_of(&record.entry).resolve(index);
+            self.baseline |= is_builtin || !ids.is_empty();
+            self.unresolved_statics += usize::from(!is_builtin && ids.is_empty());
+            if is_builtin {
+                self.builtin.push(record.entry.clone());
+            } else if ids.is_empty() {
+                let at = match *line {
+                    0 => format!("{} (static, recorded)", record.declaration.display()),
+                    line => format!("{}:{line}", record.declaration.display()),
+                };
+                self.no_match(&at, &record.entry);
+            }
+            self.note_keeps_all(&ids, index, || format!("static entry `{}` of {}", record.entry, record.declaration.display()));
+            let recorded_only = !declared.contains(&(record.entry.as_str(), record.kernels.as_deref()));
+            for id in ids {
+                self.roots.entry(id).or_insert_with(|| Reason::Static { entry: record.entry.clone(), declaration: record.declaration.clone(), recorded_only });
+            }
+        }
+    }
+
+    /// The `modules:` entries of the active declarations that apply to this kernel, each
+    /// module counted once for each declaration that names it.
+    fn declared(&mut self, inputs: &Inputs, index: &ModuleIndex, active: &[usize], statuses: &[DeclarationStatus]) {
+        for &d in active {
+            let decl = &inputs.declarations.active[d];
+            if !decl.applies_to(self.version) || decl.is_empty() {
+                continue;
+            }
+            self.declarations += 1;
+            // Statuses follow the declarations one for one (masked files come after them all);
+            // an active declaration's package is its present owner.
+            let package = &statuses[d].package;
+            for entry in &decl.modules {
+                let (ids, is_builtin) = entry.resolve(index);
+                if is_builtin {
+                    self.builtin.push(entry.text.clone());
+                } else if ids.is_empty() {
+                    self.no_match(&format!("{}:{}", decl.path.display(), entry.line), &entry.text);
+                }
+                self.note_keeps_all(&ids, index, || format!("`{}` of {}", entry.text, decl.path.display()));
+                for id in ids {
+                    let users = self.refcounts.entry(index.module(id).name.clone()).or_default();
+                    // Declarations come one after the other: a repeat within this one is last.
+                    if users.last() != Some(&decl.path) {
+                        users.push(decl.path.clone());
+                    }
+                    self.roots.entry(id).or_insert_with(|| Reason::Declared { entry: entry.text.clone(), declaration: decl.path.clone(), package: package.clone() });
+                }
+            }
+        }
+    }
+
+    /// The modules loaded now, for the running kernel.
+    fn loaded(&mut self, index: &ModuleIndex, loaded: Option<&[String]>) {
+        for id in loaded.into_iter().flatten().filter_map(|module| index.by_name(module)) {
+            self.roots.entry(id).or_insert(Reason::Loaded);
+        }
+    }
+
+    /// Module files on disk that limopack may not prune are roots too: a DKMS module keeps
+    /// the in-tree modules it depends on. Returns the owner of each module that may be
+    /// pruned, and the files that may not, sorted.
+    fn not_prunable<'p>(&mut self, index: &ModuleIndex, owners: &mut Owners<'p>) -> (Vec<Option<&'p Package>>, Vec<Shared>) {
+        let mut owned_by = vec![None; index.modules().len()];
+        let mut not_owned = Vec::new();
+        for (id, module) in index.modules().iter().enumerate().filter(|(_, m)| m.present) {
+            match owners.prunable_owner(&module.path) {
+                Ok(owner) => owned_by[id] = Some(owner),
+                Err(package) => {
+                    not_owned.push(module.path.clone());
+                    self.roots.entry(id).or_insert(Reason::NotPrunable { package });
+                }
+            }
+        }
+        not_owned.sort();
+        (owned_by, not_owned)
+    }
+}
+
+/// Every module of the closure, with why it is kept: its own reason for a root, the module
+/// that pulls it in for the others.
+fn kept(index: &ModuleIndex, closure: &HashMap<ModId, Option<(ModId, Edge)>>, roots: &BTreeMap<ModId, Reason>) -> BTreeMap<Shared, Kept> {
+    closure
+        .iter()
+        .map(|(&id, via)| {
+            let module = index.module(id);
+            let reason = match via {
+                None => roots[&id].clone(),
+                Some((by, edge)) => Reason::Pulled { by: index.module(*by).name.to_string(), edge: *edge },
+            };
+            (module.name.clone(), Kept { path: module.path.clone(), present: module.present, reason })
+        })
+        .collect()
+}
+
+/// The owned module files outside the closure, in modules.dep's order, which is stable from
+/// run to run.
+fn prune_list(index: &ModuleIndex, owned_by: &[Option<&Package>], closure: &HashMap<ModId, Option<(ModId, Edge)>>) -> Vec<PruneFile> {
+    // Room for every owned file at once: a full tree's list is four thousand entries, grown
+    // by doubling it would be copied a dozen times.
+    let mut prune = Vec::with_capacity(owned_by.iter().flatten().count());
+    for (id, module) in index.modules().iter().enumerate() {
+        let (Some(owner), false) = (owned_by[id], closure.contains_key(&id)) else { continue };
+        prune.push(PruneFile { path: module.path.clone(), module: module.name.clone(), package: owner.name.clone(), version: owner.version.clone(), size: module.size });
+    }
+    prune
+}
+
+/// What the run does with the kernel, by what stops it first.
+fn action(inputs: &Inputs, baseline: bool, prune: &[PruneFile]) -> Action {
+    if !baseline {
+        Action::NoBaseline
+    } else if prune.is_empty() {
+        Action::UpToDate
+    } else if !inputs.config.prune {
+        Action::PruningOff
+    } else if !inputs.declarations.broken.is_empty() {
+        Action::Blocked
+    } else {
+        Action::Prune
     }
 }
 
