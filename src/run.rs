@@ -34,7 +34,7 @@ pub struct Options {
     /// Refresh initramfs images after a change, as the config says.
     pub initramfs: bool,
     /// Stop early when nothing changed since the last run that changed nothing (see
-    /// [`crate::read::fingerprint`]). Only for a real run over every kernel.
+    /// the fingerprint in the state folder). Only for a real run over every kernel.
     pub reuse: bool,
     /// Prune only the files of this module package (the original limopack's `--pkname`):
     /// other packages' files stay, as if they were no module packages, with what they need.

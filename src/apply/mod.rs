@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 
 use md5::Digest;
 
-pub mod archive;
-pub mod confined;
-pub mod depmod;
-pub mod download;
-pub mod initramfs;
-pub mod store;
+pub(crate) mod archive;
+pub(crate) mod confined;
+pub(crate) mod depmod;
+pub(crate) mod download;
+pub(crate) mod initramfs;
+pub(crate) mod store;
 
 use crate::read::config::Config;
 use crate::read::deb;

@@ -113,7 +113,7 @@ pub fn candidates(kernel_version: &str, name: &str) -> Vec<String> {
 
 /// True for CPU microcode, which is never pruned: anything in a `*-ucode` folder of
 /// `/lib/firmware` (`intel-ucode`, `amd-ucode`), in either spelling. The files of
-/// [`MICROCODE_PACKAGES`](crate::read::config::MICROCODE_PACKAGES) are the caller's to check by owner.
+/// microcode packages (`MICROCODE_PACKAGES` of the config) are the caller's to check by owner.
 pub fn is_microcode(path: &str) -> bool {
     let path = path.strip_prefix("/usr").unwrap_or(path);
     path.strip_prefix("/lib/firmware/")

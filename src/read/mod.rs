@@ -3,18 +3,18 @@
 //! the kernel's loader would find, the modules loaded now, and limopack's own state.
 
 pub mod binary_index;
-pub mod config;
-pub mod deb;
+pub(crate) mod config;
+pub(crate) mod deb;
 pub mod declaration;
-pub mod fingerprint;
+pub(crate) mod fingerprint;
 pub mod firmware;
 pub mod gathered;
 pub mod index;
-pub mod index_cache;
+pub(crate) mod index_cache;
 pub mod loaded;
 pub mod modinfo;
 pub mod packages;
-pub mod state;
-pub mod tree;
+pub(crate) mod state;
+pub(crate) mod tree;
 pub(crate) mod trust;
 pub(crate) mod yaml;
