@@ -126,45 +126,15 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
             // What a run read is large (a module index, every file of the trees) and the
             // process ends here: the kernel takes it back faster than freeing it would.
             let outcome = std::mem::ManuallyDrop::new(outcome);
-            for w in report::warnings(&outcome.plan, &outcome.gathered.state, &outcome.done) {
-                warn(&w);
-            }
             if cli.json {
+                report::warnings(&outcome.plan, &outcome.gathered.state, &outcome.done).iter().for_each(|w| warn(w));
                 out.push(limopack::shown::json(&report::sync_json(&outcome.plan, &outcome.done, &outcome.firmware, dry_run)));
                 return stop_if_broken(&outcome.gathered);
             }
-            for k in &outcome.plan.kernels {
-                let done = outcome.done.iter().find(|d| d.version == k.version);
-                let quiet = cli.quiet || (cli.called_by.is_some() && !report::changed(done));
-                if !quiet {
-                    say(out, report::summary(k, done, dry_run, limopack::root::CONFIG_FILE));
-                    for line in done.map(report::done_lines).unwrap_or_default() {
-                        say(out, line);
-                    }
-                }
-                if cli.verbose {
-                    for f in &k.prune {
-                        say(out, format!("  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size)));
-                    }
-                }
-                for skipped in done.map(|d| d.skipped.as_slice()).unwrap_or_default() {
-                    warn(&format!("{}: {skipped} was no longer a regular file; left alone", k.version));
-                }
-            }
-            let firmware = (!dry_run).then_some(&outcome.firmware);
-            if !cli.quiet && (cli.called_by.is_none() || outcome.firmware.changed() || !outcome.firmware.not_restored.is_empty()) {
-                for line in report::firmware_lines(&outcome.plan.firmware, firmware, dry_run) {
-                    say(out, line);
-                }
-            }
-            if cli.verbose {
-                for f in &outcome.plan.firmware.prune {
-                    say(out, format!("  {} {} ({}, {})", if dry_run { "would prune" } else { "pruned" }, f.path, f.package, report::size(f.size)));
-                }
-            }
-            for skipped in &outcome.firmware.skipped {
-                warn(&format!("firmware: {skipped} was no longer a regular file; left alone"));
-            }
+            let telling = report::Telling { dry_run, quiet: cli.quiet, verbose: cli.verbose, called: cli.called_by.is_some() };
+            let printed = report::run(&outcome.plan, &outcome.done, &outcome.firmware, &outcome.gathered.state, &telling);
+            printed.lines.iter().for_each(|line| say(out, line));
+            printed.warnings.iter().for_each(|w| warn(w));
             stop_if_broken(&outcome.gathered)?;
         }
         Some(Command::Explain { module }) => {

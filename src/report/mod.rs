@@ -15,6 +15,9 @@ use crate::plan::firmware::{FirmwareAction, FirmwarePlan, Why};
 use crate::read::gathered::Gathered;
 use crate::read::state::{PrunedFile, State};
 
+mod run;
+pub use run::{run, Printed, Telling};
+
 /// Version of the JSON shapes; bumped when a field changes meaning or goes away.
 pub const SCHEMA: u32 = 1;
 

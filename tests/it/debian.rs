@@ -32,6 +32,29 @@ fn assert_tree(chroot: &Chroot, tree: &Path, kmod: &BTreeSet<String>, said: &str
     assert_eq!(on_disk, kept, "the run said:\n{said}");
 }
 
+/// The version of the older kernel the test installs and removes.
+const OLD: &str = "9.9.9-old-amd64";
+
+/// A package `linux-image-OLD` in `debs` that holds `files`, copied from `tree`, under the
+/// release's module folder, and runs depmod for them as a kernel's postinst does.
+fn old_kernel(debs: &Path, release: Release, tree: &Path, files: &BTreeSet<String>) {
+    let src = debs.join(format!("linux-image-{OLD}"));
+    let dest = src.join(release.modules_dir().trim_start_matches('/')).join(OLD);
+    for rel in files {
+        fs::create_dir_all(dest.join(rel).parent().unwrap()).unwrap();
+        fs::copy(tree.join(rel), dest.join(rel)).unwrap();
+    }
+    fs::create_dir_all(src.join("DEBIAN")).unwrap();
+    let control = format!("Package: linux-image-{OLD}\nVersion: 1.0\nArchitecture: all\nMaintainer: limopack tests <tests@example.invalid>\nDescription: an older kernel's modules\n");
+    fs::write(src.join("DEBIAN/control"), control).unwrap();
+    let postinst = src.join("DEBIAN/postinst");
+    fs::write(&postinst, format!("#!/bin/sh\nset -e\n[ \"$1\" != configure ] || depmod {OLD}\n")).unwrap();
+    fs::set_permissions(&postinst, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let deb = debs.join(format!("linux-image-{OLD}.deb"));
+    let out = std::process::Command::new("dpkg-deb").args(["--root-owner-group", "--build"]).arg(&src).arg(&deb).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn position(haystack: &str, needle: &str) -> usize {
     haystack.find(needle).unwrap_or_else(|| panic!("no `{needle}` in:\n{haystack}"))
 }
@@ -69,6 +92,7 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     assert!(baseline.contains(&release.ko("kernel/drivers/net/virtio_net")), "{baseline:?}");
     let with_btrfs: BTreeSet<String> = baseline.union(&kmod_loads(release, &root, &kver, &["btrfs"])).cloned().collect();
     let with_iso: BTreeSet<String> = baseline.union(&kmod_loads(release, &root, &kver, &["isofs"])).cloned().collect();
+    let vfat = kmod_loads(release, &root, &kver, &["vfat"]);
 
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();
@@ -79,6 +103,10 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     package(&debs, "iso-user", Some("modules: [fs-iso9660]\n"));
     package(&debs, "sctp-user", Some("modules: [sctp]\n"));
     package(&debs, "broken", Some("modules: [btrfs\n"));
+    // An older kernel, as apt autoremove finds one after an upgrade: the baseline's modules
+    // and vfat's, copied from the whole tree, and depmod run by its postinst.
+    let old_files: BTreeSet<String> = baseline.union(&vfat).cloned().collect();
+    old_kernel(&debs, release, &tree, &old_files);
 
     // Installed with apt, limopack deletes nothing: pruning is off.
     let out = chroot.sh("apt-get -q install -y /tmp/debs/limopack.deb");
@@ -148,8 +176,21 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     assert_tree(&chroot, &tree, &with_iso, &out);
     let with_iso = modules(&tree);
 
-    // With apt's cache emptied, the kernel's .deb is fetched at the installed version.
+    // The older kernel is pruned as it is installed; removed, it leaves a folder of depmod's
+    // index files, which limopack leaves alone and forgets.
+    let old_tree = chroot.p(&format!("{}/{OLD}", release.modules_dir()));
+    let out = chroot.sh(&format!("apt-get -q install -y /tmp/debs/linux-image-{OLD}.deb"));
+    assert_eq!(modules(&old_tree), baseline, "{out}");
+    let out = chroot.sh(&format!("apt-get -q remove -y linux-image-{OLD}"));
+    assert!(!out.contains("limopack: error"), "{out}");
+    assert!(modules(&old_tree).is_empty() && old_tree.join("modules.dep").exists(), "{out}");
+    let status: Value = serde_json::from_str(&chroot.sh("limopack-hook status --json")).unwrap();
+    assert!(status["kernels"].as_array().unwrap().iter().all(|k| k["version"] != OLD), "{status}");
+
+    // With apt's cache emptied, the kernel's .deb is fetched at the installed version: the
+    // removed kernel's leftovers stop nothing.
     let out = chroot.sh("apt-get clean && apt-get -q install -y /tmp/debs/sctp-user.deb");
+    assert!(!out.contains("limopack: error"), "{out}");
     let sctp = release.ko("kernel/net/sctp/sctp");
     assert!(out.contains(&format!("limopack: {kver}: restored sctp ({sctp}) from a downloaded .deb")), "{out}");
     assert!(tree.join(&sctp).exists());
@@ -175,8 +216,11 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     assert!(pruned_at < position(&out, &format!("update-initramfs: Generating /boot/initrd.img-{kver}")), "{out}");
     assert_eq!(out.matches(&format!("limopack: {kver}: kept")).count(), 1, "{out}");
 
-    // Removed, limopack leaves its apt snippet behind as a conffile, and apt still works.
-    chroot.sh("apt-get -q remove -y limopack");
+    // Removed, limopack says which packages' files stay pruned and how to get them back;
+    // it leaves its apt snippet behind as a conffile, and apt still works.
+    let out = chroot.sh("apt-get -q remove -y limopack");
+    assert!(out.contains(&format!("limopack: files pruned from these packages stay pruned: {kpkg}")), "{out}");
+    assert!(out.contains("apt-get install --reinstall PACKAGE"), "{out}");
     assert!(chroot.p("/etc/apt/apt.conf.d/80limopack").exists());
     assert!(!chroot.p("/usr/sbin/limopack-hook").exists());
     let out = chroot.sh("apt-get -q install -y --reinstall /tmp/debs/plain.deb");
