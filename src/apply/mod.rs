@@ -102,23 +102,40 @@ pub fn lock(root: &Root, wait: std::time::Duration, waiting: impl FnOnce(Option<
     Ok(Lock { _file: file })
 }
 
-/// What a real run did to one kernel.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Done {
-    pub version: Kver,
+/// What a real run did to the files of one place: a kernel's tree, or the firmware folder
+/// (whose paths are in-root, `/lib/firmware/…`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Changes {
     pub removed: usize,
     pub bytes: u64,
     /// Files brought back, each with where from.
     pub restored: Vec<Restored>,
     /// Files that could not be brought back, each with the last reason.
     pub not_restored: Vec<NotRestored>,
+    /// Files the plan listed that were no longer regular files reached through real folders.
+    pub skipped: Vec<String>,
+}
+
+impl Changes {
+    pub fn changed(&self) -> bool {
+        self.removed > 0 || !self.restored.is_empty()
+    }
+}
+
+/// What a real run did to one kernel.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Done {
+    pub version: Kver,
+    #[serde(flatten)]
+    pub files: Changes,
     pub depmod: bool,
     /// What happened to the initramfs, when anything did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initramfs: Option<String>,
-    /// Files the plan listed that were no longer regular files inside the tree.
-    pub skipped: Vec<String>,
 }
+
+/// What a real run did to the firmware.
+pub type FirmwareDone = Changes;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
@@ -142,23 +159,6 @@ pub struct NotRestored {
     pub module: Shared,
     pub package: Shared,
     pub reason: String,
-}
-
-/// What a real run did to the firmware. Paths are in-root (`/lib/firmware/…`).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct FirmwareDone {
-    pub removed: usize,
-    pub bytes: u64,
-    pub restored: Vec<Restored>,
-    pub not_restored: Vec<NotRestored>,
-    /// Files the plan listed that were no longer regular files reached through real folders.
-    pub skipped: Vec<String>,
-}
-
-impl FirmwareDone {
-    pub fn changed(&self) -> bool {
-        self.removed > 0 || !self.restored.is_empty()
-    }
 }
 
 /// What the caller allows besides the plan.
@@ -210,30 +210,21 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
             state.save(root)?;
         }
 
-        let mut outcome = Done {
-            version: tree.version.clone(),
-            removed: 0,
-            bytes: 0,
-            restored: Vec::new(),
-            not_restored: Vec::new(),
-            depmod: false,
-            initramfs: None,
-            skipped: Vec::new(),
-        };
+        let mut outcome = Done { version: tree.version.clone(), files: Changes::default(), depmod: false, initramfs: None };
         let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
         let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
-        (outcome.restored, outcome.not_restored) = restore(root, &Place::tree(tree, &dpkg_paths), &kplan.restore, &mut kernel_state.pruned);
+        (outcome.files.restored, outcome.files.not_restored) = restore(root, &Place::tree(tree, &dpkg_paths), &kplan.restore, &mut kernel_state.pruned);
         if prune {
             prune_files(root, config, kplan, tree, state, &mut outcome)?;
         }
-        if config.depmod && (outcome.removed > 0 || !outcome.restored.is_empty()) {
+        if config.depmod && (outcome.files.removed > 0 || !outcome.files.restored.is_empty()) {
             depmod::depmod(root, tree)?;
             outcome.depmod = true;
         }
         state.save(root)?;
         Journal::clear(root)?;
 
-        let changed = outcome.removed > 0 || !outcome.restored.is_empty();
+        let changed = outcome.files.removed > 0 || !outcome.files.restored.is_empty();
         if refresh && (changed || pending) {
             outcome.initramfs = initramfs::refresh(root, config.initramfs, &tree.version)?;
         }
@@ -289,19 +280,7 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
     if !pruning {
         return Ok(done);
     }
-    let files: BTreeMap<String, PrunedFile> = fp
-        .prune
-        .iter()
-        .map(|f| {
-            let file = PrunedFile {
-                package: f.package.clone(),
-                version: f.version.clone(),
-                size: f.size,
-                archived: config.archive,
-            };
-            (f.path.clone(), file)
-        })
-        .collect();
+    let files = records(fp.prune.iter().map(|f| (f.path.clone(), &f.package, &f.version, f.size)), config.archive);
     let journal = FirmwareJournal { dir: root.inside(&dir).display().to_string(), files: files.clone() };
     journal.save(root)?;
     let under = files.iter().filter_map(|(path, file)| Some((path.as_str(), path.strip_prefix(FIRMWARE_DIR)?.strip_prefix('/')?, file)));
@@ -316,7 +295,7 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
 /// cache that cannot be written (a read-only or full disk) only means walking next time.
 pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a ModuleIndex, &'a Files)>, done: &[Done]) {
     for (tree, index, files) in walked {
-        let changed = done.iter().any(|d| d.version == tree.version && (d.removed > 0 || !d.restored.is_empty() || d.depmod));
+        let changed = done.iter().any(|d| d.version == tree.version && (d.files.removed > 0 || !d.files.restored.is_empty() || d.depmod));
         let text = match changed {
             false => files.render(index),
             true => Files::scan(tree).ok().and_then(|fresh| fresh.render(index)),
@@ -327,21 +306,14 @@ pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree,
     }
 }
 
+/// The record of each file about to be pruned, by path, for the journal and the state.
+fn records<'a>(files: impl Iterator<Item = (String, &'a Shared, &'a Shared, u64)>, archived: bool) -> BTreeMap<String, PrunedFile> {
+    files.map(|(path, package, version, size)| (path, PrunedFile { package: package.clone(), version: version.clone(), size, archived })).collect()
+}
+
 /// Delete the plan's files of one kernel, journalled, with archive copies when configured.
 fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, state: &mut State, outcome: &mut Done) -> Result<()> {
-    let files: BTreeMap<String, PrunedFile> = kplan
-        .prune
-        .iter()
-        .map(|f| {
-            let file = PrunedFile {
-                package: f.package.clone(),
-                version: f.version.clone(),
-                size: f.size,
-                archived: config.archive,
-            };
-            (f.path.to_string(), file)
-        })
-        .collect();
+    let files = records(kplan.prune.iter().map(|f| (f.path.to_string(), &f.package, &f.version, f.size)), config.archive);
     let journal = Journal {
         kernel: tree.version.clone(),
         files: files.clone(),
@@ -354,7 +326,7 @@ fn prune_files(root: &Root, config: &Config, kplan: &KernelPlan, tree: &Tree, st
     let dpkg_paths = |rel: &str| tree.dpkg_paths(rel).to_vec();
     let place = Place::tree(tree, &dpkg_paths);
     let deleted = delete(root, &place, files.iter().map(|(rel, file)| (rel.as_str(), rel.as_str(), file)), &mut kernel_state.pruned)?;
-    (outcome.removed, outcome.bytes, outcome.skipped) = deleted;
+    (outcome.files.removed, outcome.files.bytes, outcome.files.skipped) = deleted;
     Ok(())
 }
 

@@ -72,7 +72,7 @@ pub fn waiting(holder: Option<u32>) -> String {
 pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: &str) -> String {
     let head = format!("limopack: {}:", k.version);
     let restored = match done {
-        Some(done) if !done.restored.is_empty() => format!(", restored {}", count(done.restored.len(), "file")),
+        Some(done) if !done.files.restored.is_empty() => format!(", restored {}", count(done.files.restored.len(), "file")),
         None if dry_run && k.restore.iter().any(|r| !r.sources.is_empty()) => {
             format!(", would restore {}", count(k.restore.iter().filter(|r| !r.sources.is_empty()).count(), "file"))
         }
@@ -81,7 +81,7 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
     // Kept modules still missing after this run: the warning says why and what brings them
     // back, and the summary that they are.
     let back = |path: &str| match done {
-        Some(d) => d.restored.iter().any(|r| &*r.path == path),
+        Some(d) => d.files.restored.iter().any(|r| &*r.path == path),
         None => dry_run && k.restore.iter().any(|r| &*r.path == path && !r.sources.is_empty()),
     };
     let missing = k.missing().filter(|(_, kept)| !back(&kept.path)).count();
@@ -108,7 +108,7 @@ pub fn summary(k: &KernelPlan, done: Option<&Done>, dry_run: bool, config_path: 
             "would prune {}, but pruning is off (prune: false in {config_path})",
             files(k.prune.len(), k.prune_bytes())
         ),
-        (Action::Prune, Some(done)) => format!("pruned {}", files(done.removed, done.bytes)),
+        (Action::Prune, Some(done)) => format!("pruned {}", files(done.files.removed, done.files.bytes)),
         (Action::Prune, None) if dry_run => format!("would prune {}", files(k.prune.len(), k.prune_bytes())),
         (Action::Prune, None) => "pruning did not run".to_string(),
         (Action::Blocked, _) => format!(
@@ -128,13 +128,13 @@ pub fn count(n: usize, what: &str) -> String {
 /// True when a run changed the kernel or has something to say about it beyond its summary:
 /// what the hooks print, so that an apt run with nothing to do stays quiet.
 pub fn changed(done: Option<&Done>) -> bool {
-    done.is_some_and(|d| d.removed > 0 || !d.restored.is_empty() || !d.not_restored.is_empty() || d.initramfs.is_some())
+    done.is_some_and(|d| d.files.removed > 0 || !d.files.restored.is_empty() || !d.files.not_restored.is_empty() || d.initramfs.is_some())
 }
 
 /// What a real run did beyond its summary: each file restored and where from, and the
 /// initramfs.
 pub fn done_lines(done: &Done) -> Vec<String> {
-    let mut lines: Vec<String> = done.restored.iter().map(|r| restored_line(&done.version, r)).collect();
+    let mut lines: Vec<String> = done.files.restored.iter().map(|r| restored_line(&done.version, r)).collect();
     if let Some(note) = &done.initramfs {
         lines.push(format!("limopack: {}: {note}", done.version));
     }
@@ -211,8 +211,8 @@ fn missing(k: &KernelPlan, state: &State, done: Option<&Done>) -> Vec<String> {
     let mut by_package: BTreeMap<Option<String>, (Vec<&str>, Option<&str>)> = BTreeMap::new();
     for (module, kept) in k.missing() {
         let restore = k.restore.iter().find(|r| r.path == kept.path);
-        let failed = done.and_then(|d| d.not_restored.iter().find(|n| n.path == kept.path));
-        let restored = done.is_some_and(|d| d.restored.iter().any(|r| r.path == kept.path));
+        let failed = done.and_then(|d| d.files.not_restored.iter().find(|n| n.path == kept.path));
+        let restored = done.is_some_and(|d| d.files.restored.iter().any(|r| r.path == kept.path));
         // Left to the summary: brought back now, or will be by the next real run.
         if restored || (done.is_none() && restore.is_some_and(|r| !r.sources.is_empty())) {
             continue;

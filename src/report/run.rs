@@ -40,7 +40,7 @@ pub fn run(plan: &Plan, done: &[Done], firmware: &FirmwareDone, state: &State, t
         if telling.verbose {
             printed.lines.extend(k.prune.iter().map(|f| format!("  {verb} {} ({}, {})", f.path, f.package, size(f.size))));
         }
-        for skipped in done.map(|d| d.skipped.as_slice()).unwrap_or_default() {
+        for skipped in done.map(|d| d.files.skipped.as_slice()).unwrap_or_default() {
             printed.warnings.push(format!("{}: {skipped} was no longer a regular file; left alone", k.version));
         }
     }
