@@ -456,121 +456,127 @@ fn restore(
     files: &[RestoreFile],
     pruned: &mut BTreeMap<String, PrunedFile>,
 ) -> (Vec<Restored>, Vec<NotRestored>) {
-    let mut restored = Vec::new();
-    let mut not_restored = Vec::new();
-    let mut sums: HashMap<Shared, HashMap<String, String>> = HashMap::new();
     // A file with no source is left to the run's warning and its reinstall hint.
-    let mut left: Vec<(&RestoreFile, String)> = files
-        .iter()
-        .filter(|f| !f.sources.is_empty())
-        .map(|f| (f, String::new()))
+    let left = files.iter().filter(|f| !f.sources.is_empty()).map(|f| (f, String::new())).collect();
+    let mut restoring = Restoring { root, place, pruned, sums: HashMap::new(), left, restored: Vec::new() };
+    restoring.from_archive();
+    restoring.from_apt_cache();
+    restoring.from_downloads();
+    let not_restored = restoring
+        .left
+        .into_iter()
+        .map(|(f, reason)| NotRestored { path: f.path.clone(), module: f.module.clone(), package: f.package.clone(), reason })
         .collect();
-    let finish = |f: &RestoreFile, from: RestoredFrom, pruned: &mut BTreeMap<String, PrunedFile>, restored: &mut Vec<Restored>| {
-        pruned.remove(&*f.path);
-        let _ = archive::forget(root, place.archive, &f.path);
-        restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
-    };
+    (restoring.restored, not_restored)
+}
 
-    left.retain_mut(|(f, why)| {
-        if !f.sources.contains(&Source::Archive) {
-            return true;
-        }
-        let result = archive::open(root, place.archive, &f.path).and_then(|copy| match copy {
-            Some(mut copy) => {
-                let expected = expected_md5(root, &mut sums, place, f);
-                put(place.dir, &f.path, &mut copy, expected.as_deref())
-            }
-            None => Err(Error::missing(archive::path(root, place.archive, &f.path)?, "no archive copy")),
-        });
-        match result {
-            Ok(()) => {
-                finish(f, RestoredFrom::Archive, pruned, &mut restored);
-                false
-            }
-            Err(e) => {
-                *why = e.to_string();
-                true
-            }
-        }
-    });
+/// A restore under way: the files still to bring back, each with why its last source
+/// failed, tried source by source in the plan's order.
+struct Restoring<'a, 'p> {
+    root: &'a Root,
+    place: &'a Place<'a>,
+    pruned: &'p mut BTreeMap<String, PrunedFile>,
+    /// md5sums dpkg recorded, by package, read once each.
+    sums: HashMap<Shared, HashMap<String, String>>,
+    left: Vec<(&'a RestoreFile, String)>,
+    restored: Vec<Restored>,
+}
 
-    let mut debs: Vec<PathBuf> = left
-        .iter()
-        .flat_map(|(f, _)| f.sources.iter())
-        .filter_map(|s| match s {
-            Source::AptCache { deb } => Some(deb.clone()),
-            _ => None,
-        })
-        .collect();
-    debs.sort();
-    debs.dedup();
-    for deb in debs {
-        let wanted: Vec<&RestoreFile> = left
-            .iter()
-            .filter(|(f, _)| f.sources.contains(&Source::AptCache { deb: deb.clone() }))
-            .map(|(f, _)| *f)
-            .collect();
-        let results = from_deb(root, &mut sums, place, &deb, &wanted);
-        settle(&mut left, results, RestoredFrom::AptCache, &mut |f, from| finish(f, from, pruned, &mut restored));
+impl<'a> Restoring<'a, '_> {
+    /// A file is back: it is no longer pruned, and its archive copy goes.
+    fn finish(&mut self, f: &RestoreFile, from: RestoredFrom) {
+        self.pruned.remove(&*f.path);
+        let _ = archive::forget(self.root, self.place.archive, &f.path);
+        self.restored.push(Restored { path: f.path.clone(), module: f.module.clone(), from });
     }
 
-    let mut fetch: Vec<(Shared, Shared)> = left
-        .iter()
-        .filter(|(f, _)| f.sources.contains(&Source::Download))
-        .map(|(f, _)| (f.package.clone(), f.version.clone()))
-        .collect();
-    fetch.sort();
-    fetch.dedup();
-    for (package, version) in fetch {
-        let wanted: Vec<&RestoreFile> = left
+    /// From limopack's own archive, each copy checked against dpkg's md5sum.
+    fn from_archive(&mut self) {
+        let (root, place) = (self.root, self.place);
+        let mut back = Vec::new();
+        for (f, why) in self.left.iter_mut().filter(|(f, _)| f.sources.contains(&Source::Archive)) {
+            let result = archive::open(root, place.archive, &f.path).and_then(|copy| match copy {
+                Some(mut copy) => {
+                    let expected = expected_md5(root, &mut self.sums, place, f);
+                    put(place.dir, &f.path, &mut copy, expected.as_deref())
+                }
+                None => Err(Error::missing(archive::path(root, place.archive, &f.path)?, "no archive copy")),
+            });
+            match result {
+                Ok(()) => back.push(*f),
+                Err(e) => *why = e.to_string(),
+            }
+        }
+        self.settle_all(&back, RestoredFrom::Archive);
+    }
+
+    /// From the `.deb`s in apt's cache, each read once for all the files it holds.
+    fn from_apt_cache(&mut self) {
+        let mut debs: Vec<PathBuf> = self
+            .left
             .iter()
-            .filter(|(f, _)| f.package == package && f.sources.contains(&Source::Download))
-            .map(|(f, _)| *f)
+            .flat_map(|(f, _)| f.sources.iter())
+            .filter_map(|s| match s {
+                Source::AptCache { deb } => Some(deb.clone()),
+                _ => None,
+            })
             .collect();
-        let results = tempfile::tempdir()
-            .map_err(|e| Error::io(std::env::temp_dir(), e))
-            .and_then(|dir| download::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
-            .map(|(_dir, deb)| from_deb(root, &mut sums, place, &deb, &wanted));
-        match results {
-            Ok(results) => settle(&mut left, results, RestoredFrom::Download, &mut |f, from| finish(f, from, pruned, &mut restored)),
-            Err(e) => {
-                for (_, why) in left.iter_mut().filter(|(f, _)| wanted.iter().any(|w| std::ptr::eq(*w, *f))) {
-                    *why = e.to_string();
+        debs.sort();
+        debs.dedup();
+        for deb in debs {
+            let source = Source::AptCache { deb: deb.clone() };
+            let wanted: Vec<&RestoreFile> = self.left.iter().filter(|(f, _)| f.sources.contains(&source)).map(|(f, _)| *f).collect();
+            let results = from_deb(self.root, &mut self.sums, self.place, &deb, &wanted);
+            self.settle(results, RestoredFrom::AptCache);
+        }
+    }
+
+    /// From each package's `.deb`, downloaded at the installed version.
+    fn from_downloads(&mut self) {
+        let mut fetch: Vec<(Shared, Shared)> =
+            self.left.iter().filter(|(f, _)| f.sources.contains(&Source::Download)).map(|(f, _)| (f.package.clone(), f.version.clone())).collect();
+        fetch.sort();
+        fetch.dedup();
+        for (package, version) in fetch {
+            let wanted: Vec<&RestoreFile> =
+                self.left.iter().filter(|(f, _)| f.package == package && f.sources.contains(&Source::Download)).map(|(f, _)| *f).collect();
+            let results = tempfile::tempdir()
+                .map_err(|e| Error::io(std::env::temp_dir(), e))
+                .and_then(|dir| download::download(&package, &version, dir.path()).map(|deb| (dir, deb)))
+                .map(|(_dir, deb)| from_deb(self.root, &mut self.sums, self.place, &deb, &wanted));
+            match results {
+                Ok(results) => self.settle(results, RestoredFrom::Download),
+                Err(e) => {
+                    for (_, why) in self.left.iter_mut().filter(|(f, _)| wanted.iter().any(|w| std::ptr::eq(*w, *f))) {
+                        *why = e.to_string();
+                    }
                 }
             }
         }
     }
 
-    for (f, reason) in left {
-        not_restored.push(NotRestored {
-            path: f.path.clone(),
-            module: f.module.clone(),
-            package: f.package.clone(),
-            reason,
-        });
+    /// Fold the per-file results of one source into what is left to restore.
+    fn settle(&mut self, results: HashMap<Shared, Result<()>>, from: RestoredFrom) {
+        let mut back = Vec::new();
+        for (f, why) in self.left.iter_mut() {
+            match results.get(&f.path) {
+                Some(Ok(())) => back.push(*f),
+                Some(Err(e)) => *why = e.to_string(),
+                None => {}
+            }
+        }
+        self.settle_all(&back, from);
     }
-    (restored, not_restored)
+
+    /// The files in `back` are back from `from`: off the list of those left.
+    fn settle_all(&mut self, back: &[&'a RestoreFile], from: RestoredFrom) {
+        for f in back {
+            self.finish(f, from);
+        }
+        self.left.retain(|(f, _)| !back.iter().any(|b| std::ptr::eq(*b, *f)));
+    }
 }
 
-/// Fold the per-file results of one source into what is left to restore.
-fn settle<'a>(
-    left: &mut Vec<(&'a RestoreFile, String)>,
-    results: HashMap<Shared, Result<()>>,
-    from: RestoredFrom,
-    finish: &mut dyn FnMut(&RestoreFile, RestoredFrom),
-) {
-    left.retain_mut(|(f, why)| match results.get(&f.path) {
-        Some(Ok(())) => {
-            finish(f, from);
-            false
-        }
-        Some(Err(e)) => {
-            *why = e.to_string();
-            true
-        }
-        None => true,
-    });
-}
 
 /// Write each wanted file found in `deb` into the tree. The result per file, by path in the
 /// tree; a `.deb` that cannot be read fails every file it was to give.
