@@ -459,9 +459,9 @@ fn restore(
     // A file with no source is left to the run's warning and its reinstall hint.
     let left = files.iter().filter(|f| !f.sources.is_empty()).map(|f| (f, String::new())).collect();
     let mut restoring = Restoring { root, place, pruned, sums: HashMap::new(), left, restored: Vec::new() };
-    restoring.from_archive();
-    restoring.from_apt_cache();
-    restoring.from_downloads();
+    restoring.try_archive();
+    restoring.try_apt_cache();
+    restoring.try_downloads();
     let not_restored = restoring
         .left
         .into_iter()
@@ -491,7 +491,7 @@ impl<'a> Restoring<'a, '_> {
     }
 
     /// From limopack's own archive, each copy checked against dpkg's md5sum.
-    fn from_archive(&mut self) {
+    fn try_archive(&mut self) {
         let (root, place) = (self.root, self.place);
         let mut back = Vec::new();
         for (f, why) in self.left.iter_mut().filter(|(f, _)| f.sources.contains(&Source::Archive)) {
@@ -511,7 +511,7 @@ impl<'a> Restoring<'a, '_> {
     }
 
     /// From the `.deb`s in apt's cache, each read once for all the files it holds.
-    fn from_apt_cache(&mut self) {
+    fn try_apt_cache(&mut self) {
         let mut debs: Vec<PathBuf> = self
             .left
             .iter()
@@ -532,7 +532,7 @@ impl<'a> Restoring<'a, '_> {
     }
 
     /// From each package's `.deb`, downloaded at the installed version.
-    fn from_downloads(&mut self) {
+    fn try_downloads(&mut self) {
         let mut fetch: Vec<(Shared, Shared)> =
             self.left.iter().filter(|(f, _)| f.sources.contains(&Source::Download)).map(|(f, _)| (f.package.clone(), f.version.clone())).collect();
         fetch.sort();

@@ -591,10 +591,13 @@ pub struct Seen {
     pub missing: usize,
 }
 
+/// A kept module: its name, its path in the tree, and whether its file is there.
+pub type KeptModule<'a> = (&'a Shared, &'a Shared, bool);
+
 /// What the firmware read is asked about: each kernel's kept modules (name, path in the
 /// tree, whether its file is there) with its tree, and the declarations that count.
 pub struct Asked<'a> {
-    pub kernels: Vec<(&'a Tree, Vec<(&'a Shared, &'a Shared, bool)>)>,
+    pub kernels: Vec<(&'a Tree, Vec<KeptModule<'a>>)>,
     pub declarations: Vec<&'a Declaration>,
 }
 
