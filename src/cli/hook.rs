@@ -36,6 +36,9 @@ Exit status:
   1   An error, printed as `limopack: error: FILE:LINE:COLUMN: what is wrong`;
       the failing step deleted nothing. Under --called-by the status is 0 even
       then, so that a typo cannot wedge apt, dpkg or a kernel's install.
+  2   A usage error: an unknown option or command, a missing argument, or an
+      option the command would ignore (such as `forget --json`). Nothing was
+      read or changed.
 
 Files:
   /etc/limopack/limopack.yaml
@@ -130,7 +133,12 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Also print each file pruned and why each module is kept.
+    /// Also list each file: what a run prunes, and with status why each module is kept.
+    ///
+    /// A run or a dry run lists every file it prunes (or would prune) with its package and
+    /// size. `status` lists every pruned file instead of a count per package, and why each
+    /// module and firmware file is kept; `check` names each file that passed. The other
+    /// commands refuse it.
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
