@@ -1,7 +1,7 @@
 //! `cargo bench`: limopack side by side with what a user would reach for instead, and with the
 //! floor the I/O sets, each pair measured in one run, interleaved (A, B, A, B, ...), on the real
 //! Debian kernel tree the tests cache. Prints medians, min and max, the ratios, and whether each
-//! target of the README's Performance section is met. Setup is not timed.
+//! target of `benches/README.md` is met. Setup is not timed.
 //!
 //! Needs root (fixtures are copies of the cached tree), kmod, dpkg and `/usr/bin/time` for
 //! peak memory. `LIMOPACK_BENCH=scaling` runs only the synthetic trees, and

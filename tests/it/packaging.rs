@@ -163,7 +163,7 @@ fn deb_from_env(var: &str) -> PathBuf {
     PathBuf::from(std::env::var_os(var).unwrap_or_else(|| panic!("{var}: a .deb that tests/build-deb printed")))
 }
 
-/// The two .debs hold what the README's install table says, and dh-limopack's helper works as
+/// The two .debs hold what the README's install section says, and dh-limopack's helper works as
 /// installed: from its /usr/bin and /usr/share/perl5.
 #[test]
 #[ignore = "needs LIMOPACK_DEB and LIMOPACK_DH_DEB from tests/build-deb; tests/run-all runs it"]
