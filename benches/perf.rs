@@ -1,6 +1,7 @@
 //! `cargo bench`: limopack side by side with what a user would reach for instead, and with the
 //! floor the I/O sets, each pair measured in one run, interleaved (A, B, A, B, ...), on the real
-//! Debian kernel tree the tests cache. Prints medians, min and max, the ratios, and whether each
+//! Debian kernel trees the tests cache: trixie's (`.ko.xz`, kmod 34 as the oracle) and
+//! bookworm's (`LIMOPACK_BENCH_RELEASES=trixie` for one). Prints medians, min and max, the ratios, and whether each
 //! target of `benches/README.md` is met. Setup is not timed.
 //!
 //! Needs root (fixtures are copies of the cached tree), kmod, dpkg and `/usr/bin/time` for
@@ -68,8 +69,9 @@ fn hook(root: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn modprobe(root: &Path, kver: &str, module: &str) -> Command {
-    let mut cmd = Command::new("modprobe");
+/// The release's own modprobe (see `support::kmod`).
+fn modprobe(release: Release, root: &Path, kver: &str, module: &str) -> Command {
+    let mut cmd = support::kmod(release, "modprobe");
     cmd.arg("-d").arg(root).args(["-S", kver, "-C", "/dev/null", "--show-depends", module]);
     cmd
 }
@@ -88,23 +90,24 @@ struct Fixture {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     kver: String,
+    release: Release,
 }
 
 impl Fixture {
-    fn new(dir: &Path, linked: bool) -> Fixture {
-        let (pristine, kver) = real_kernel_tree(Release::Bookworm, "amd64");
+    fn new(dir: &Path, release: Release, linked: bool) -> Fixture {
+        let (pristine, kver) = real_kernel_tree(release, "amd64");
         let tmp = tempfile::Builder::new().prefix("bench-").tempdir_in(dir).unwrap();
         let root = tmp.path().join("root");
         let status = Command::new("cp").arg(if linked { "-al" } else { "-a" }).arg(&pristine).arg(&root).status().unwrap();
         assert!(status.success());
-        let kernel = real_kernel_pkg(Release::Bookworm, &root, "amd64");
+        let kernel = real_kernel_pkg(release, &root, "amd64");
         let mut vendor = Pkg::installed("bench-tools", "1.0");
         vendor.files.push("/usr/share/limopack/bench-tools.yaml".into());
         write_dpkg_db(&root, &[kernel, vendor]);
         write(&root, "/etc/limopack/modules.d/baseline.yaml", &format!("static: [{}]\n", REQUESTED[0]));
         write(&root, "/usr/share/limopack/bench-tools.yaml", &format!("modules: [{}]\n", REQUESTED[1..].join(", ")));
         write(&root, "/etc/limopack/limopack.yaml", "prune: true\ninitramfs: never\n");
-        Fixture { _tmp: tmp, root, kver }
+        Fixture { _tmp: tmp, root, kver, release }
     }
 
     fn tree(&self) -> PathBuf {
@@ -132,7 +135,9 @@ fn main() {
     fs::create_dir_all(&scratch).unwrap();
     let mut report = Report { lines: Vec::new(), failed: 0 };
     if std::env::var("LIMOPACK_BENCH").as_deref() != Ok("scaling") {
-        against_kmod_and_the_floor(&scratch, &mut report);
+        for release in releases() {
+            against_kmod_and_the_floor(&scratch, release, &mut report);
+        }
     }
     scaling(&scratch, &mut report);
     declarations(&scratch, &mut report);
@@ -147,11 +152,27 @@ fn main() {
     }
 }
 
-/// Plan, no-op, apply and memory on the real kernel tree.
-fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
+/// The releases whose real trees are measured: `LIMOPACK_BENCH_RELEASES` (`bookworm`,
+/// `trixie`, or both, comma-separated), both by default.
+fn releases() -> Vec<Release> {
+    let asked = std::env::var("LIMOPACK_BENCH_RELEASES").unwrap_or_else(|_| "bookworm,trixie".into());
+    asked
+        .split(',')
+        .map(|name| match name.trim() {
+            "bookworm" => Release::Bookworm,
+            "trixie" => Release::Trixie,
+            other => panic!("LIMOPACK_BENCH_RELEASES: `{other}` is not bookworm or trixie"),
+        })
+        .collect()
+}
+
+/// Plan, no-op, apply and memory on the release's real kernel tree.
+fn against_kmod_and_the_floor(scratch: &Path, release: Release, report: &mut Report) {
     let scratch = scratch.to_path_buf();
+    println!("== {release:?}");
+    report.lines.push(format!("{release:?}:"));
     // Plan: a dry run against one `modprobe --show-depends` per requested module.
-    let fx = Fixture::new(&scratch, true);
+    let fx = Fixture::new(&scratch, release, true);
     let first = run(&mut hook(&fx.root, &["--dry-run"]));
     as_after_a_real_run(&fx.root);
     let (p, k) = plan_against_kmod(&fx);
@@ -165,7 +186,7 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
 
     // The same after a prune, as every run after the first one is: the tree holds the kept
     // modules, and limopack's state and saved index hold the pruned ones.
-    let pruned = Fixture::new(&scratch, true);
+    let pruned = Fixture::new(&scratch, release, true);
     run(&mut hook(&pruned.root, &[]));
     let (p, k) = plan_against_kmod(&pruned);
     let left = count_modules(&pruned.tree());
@@ -178,7 +199,7 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
 
     // Memory of each.
     let hook_mib = peak_mib(&hook(&fx.root, &["--dry-run"]));
-    let kmod_mib = REQUESTED.iter().map(|m| peak_mib(&modprobe(&fx.root, &fx.kver, m))).fold(0.0, f64::max);
+    let kmod_mib = REQUESTED.iter().map(|m| peak_mib(&modprobe(release, &fx.root, &fx.kver, m))).fold(0.0, f64::max);
     println!("peak memory: limopack-hook --dry-run {hook_mib:.1} MiB, modprobe {kmod_mib:.1} MiB");
 
     // No-op: a real run when nothing changed since the last one.
@@ -198,8 +219,8 @@ fn against_kmod_and_the_floor(scratch: &Path, report: &mut Report) {
     let disk = ApplyDisk::new(&scratch);
     let (mut apply, mut floor, mut apply_mib) = (Vec::new(), Vec::new(), 0.0f64);
     for i in 0..PAIRS {
-        let a = Fixture::new(disk.dir(), false);
-        let b = Fixture::new(disk.dir(), false);
+        let a = Fixture::new(disk.dir(), release, false);
+        let b = Fixture::new(disk.dir(), release, false);
         let out = hook(&b.root, &["--dry-run", "--json"]).output().unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let files: Vec<PathBuf> = json["plan"]["kernels"][0]["prune"]
@@ -309,7 +330,7 @@ fn plan_against_kmod(fx: &Fixture) -> ((f64, f64, f64), (f64, f64, f64)) {
         plan.push(run(&mut hook(&fx.root, &["--dry-run"])));
         let started = Instant::now();
         for module in REQUESTED {
-            run(&mut modprobe(&fx.root, &fx.kver, module));
+            run(&mut modprobe(fx.release, &fx.root, &fx.kver, module));
         }
         kmod.push(started.elapsed());
     }
