@@ -158,7 +158,7 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
     let declarations = Declarations::load(&root)?;
     let mut notes = Vec::new();
     let trees = tree::discover(&root, &mut notes)?;
-    let (state, interrupted, mut changed) = match reading {
+    let (state, interrupted, changed) = match reading {
         Some(handle) => (Later::Reading(handle), None, false),
         None => {
             let (state, interrupted, changed) = apply::store::complete_killed_run(&root, &trees, &mut notes)?;
@@ -203,34 +203,8 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
             .collect();
         Ok::<_, crate::Error>((joined(packages)?, loaded))
     })?;
-    // A tree with no module file is what a removed kernel leaves behind (its index files,
-    // which depmod wrote and dpkg does not remove): left alone, and forgotten. Unless
-    // limopack pruned every module of a kernel whose package is still installed.
-    let (mut managed, mut kernels, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    for (tree, loaded) in trees.into_iter().zip(loaded) {
-        let loaded = match loaded {
-            Found::Bare if fully_pruned(&state, &packages, &tree) => found(load(&tree, true, &mut notes)),
-            Found::Bare => {
-                notes.push(format!("{}: holds no module files, as a removed kernel leaves its folder; left alone", tree.version));
-                continue;
-            }
-            other => other,
-        };
-        match loaded {
-            Found::Ready(kernel) => {
-                changed |= kernel.ran_depmod;
-                kernels.push((kernel.index, kernel.files, kernel.loaded));
-                managed.push((tree, true));
-            }
-            Found::Broken(e) => {
-                errors.push(KernelError { version: tree.version.clone(), error: e });
-                managed.push((tree, false));
-            }
-            Found::Elsewhere | Found::Bare => managed.push((tree, false)),
-        }
-    }
-    let gone: Vec<Kver> = state.kernels.keys().filter(|k| !managed.iter().any(|(t, _)| &t.version == *k)).cloned().collect();
-    let trees: Vec<Tree> = managed.into_iter().filter(|(_, planned)| *planned).map(|(t, _)| t).collect();
+    let reload = |tree: &Tree, notes: &mut Vec<String>| found(load(tree, true, notes));
+    let sorted = sort_out(trees, loaded, &state, &packages, &mut notes, &reload);
     let apt_cache = AptCache::scan(&root)?;
     // apt-get download works on the running system's apt; an image's packages come from
     // its own apt, which a --root run does not drive.
@@ -241,17 +215,70 @@ pub fn gather(opts: &Options) -> Result<Gathered> {
         declarations,
         packages,
         state,
-        trees,
-        kernels,
+        trees: sorted.trees,
+        kernels: sorted.kernels,
         apt_cache,
         can_download,
-        gone,
+        gone: sorted.gone,
         notes,
-        errors,
-        changed,
+        errors: sorted.errors,
+        changed: changed || sorted.changed,
         narrowed: opts.kernel.is_some(),
         keeps_caches: !opts.dry_run,
     })
+}
+
+/// The kernels a run plans, sorted out from what reading each tree found.
+struct Sorted {
+    /// The trees planned, and what was read of each.
+    trees: Vec<Tree>,
+    kernels: Vec<(ModuleIndex, Files, Option<Vec<String>>)>,
+    errors: Vec<KernelError>,
+    /// Kernels in the state whose trees are gone.
+    gone: Vec<Kver>,
+    /// depmod ran for one of them.
+    changed: bool,
+}
+
+/// Sort out what reading each tree found. A tree with no module file is what a removed
+/// kernel leaves behind (its index files, which depmod wrote and dpkg does not remove): left
+/// alone, and forgotten, unless limopack pruned every module of a kernel whose package is
+/// still installed, which `reload` reads as it is.
+fn sort_out(
+    trees: Vec<Tree>,
+    found: Vec<Found>,
+    state: &State,
+    packages: &Packages,
+    notes: &mut Vec<String>,
+    reload: &dyn Fn(&Tree, &mut Vec<String>) -> Found,
+) -> Sorted {
+    let mut sorted = Sorted { trees: Vec::new(), kernels: Vec::new(), errors: Vec::new(), gone: Vec::new(), changed: false };
+    let mut managed = Vec::new();
+    for (tree, found) in trees.into_iter().zip(found) {
+        let found = match found {
+            Found::Bare if fully_pruned(state, packages, &tree) => reload(&tree, notes),
+            Found::Bare => {
+                notes.push(format!("{}: holds no module files, as a removed kernel leaves its folder; left alone", tree.version));
+                continue;
+            }
+            other => other,
+        };
+        match found {
+            Found::Ready(kernel) => {
+                sorted.changed |= kernel.ran_depmod;
+                sorted.kernels.push((kernel.index, kernel.files, kernel.loaded));
+                managed.push((tree, true));
+            }
+            Found::Broken(e) => {
+                sorted.errors.push(KernelError { version: tree.version.clone(), error: e });
+                managed.push((tree, false));
+            }
+            Found::Elsewhere | Found::Bare => managed.push((tree, false)),
+        }
+    }
+    sorted.gone = state.kernels.keys().filter(|k| !managed.iter().any(|(t, _)| &t.version == *k)).cloned().collect();
+    sorted.trees = managed.into_iter().filter(|(_, planned)| *planned).map(|(t, _)| t).collect();
+    sorted
 }
 
 /// What reading one tree gave.
