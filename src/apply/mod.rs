@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use md5::Digest;
 
 pub mod archive;
+pub mod hotplug;
 pub mod initramfs;
 
 use crate::read::config::Config;
