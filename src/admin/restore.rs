@@ -201,11 +201,17 @@ pub fn restore(opts: &Options, request: &Request, now: SystemTime) -> Result<Out
 /// something matched, the state; starts no process for a device whose driver is there, and
 /// takes no lock.
 pub fn uevent(root: &Root, modalias: &str, devpath: &str) -> Result<Vec<String>> {
+    let Ok(version) = Kver::new(&crate::read::loaded::running_kernel()) else { return Ok(Vec::new()) };
+    uevent_for(root, &version, modalias, devpath)
+}
+
+/// [`uevent`] for kernel `version`.
+pub fn uevent_for(root: &Root, version: &Kver, modalias: &str, devpath: &str) -> Result<Vec<String>> {
     let config = Config::load(root)?;
     if config.hotplug == Hotplug::Off {
         return Ok(Vec::new());
     }
-    let Ok(version) = Kver::new(&crate::read::loaded::running_kernel()) else { return Ok(Vec::new()) };
+    let version = version.clone();
     let Some(indexes) = Indexes::open(root, &version)? else { return Ok(Vec::new()) };
     let pruned = indexes.pruned_for(modalias);
     if pruned.is_empty() {
@@ -231,4 +237,32 @@ pub fn uevent(root: &Root, modalias: &str, devpath: &str) -> Result<Vec<String>>
         });
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_says_the_device_module_package_and_command_and_off_says_nothing() {
+        let (dir, root, version, state) = crate::read::hotplug::tests::pruned_root();
+        state.save(&root).unwrap();
+        let e1000 = "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00";
+        let lines = uevent_for(&root, &version, e1000, "/devices/pci0000:00/0000:00:03.0").unwrap();
+        assert_eq!(
+            lines,
+            ["device /devices/pci0000:00/0000:00:03.0 (pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00) needs e1000, pruned from linux-image-6.1; run 'limopack-hook restore e1000' or set hotplug: restore"]
+        );
+        // A device whose driver is there, one no driver matches, and hostile strings.
+        for modalias in ["virtio:d00000001v00001AF4", "platform:serial8250", "", "pci:v00008086d0000100E sv", "pci:*"] {
+            assert!(uevent_for(&root, &version, modalias, "/devices/x").unwrap().is_empty(), "{modalias:?}");
+        }
+        // A devpath that is no kernel's is not repeated.
+        let lines = uevent_for(&root, &version, e1000, "/../../etc/passwd").unwrap();
+        assert!(lines[0].starts_with("device (no device path) ("), "{lines:?}");
+        let config = dir.path().join("root/etc/limopack/limopack.yaml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(&config, "hotplug: off\n").unwrap();
+        assert!(uevent_for(&root, &version, e1000, "/devices/pci0000:00/0000:00:03.0").unwrap().is_empty());
+    }
 }

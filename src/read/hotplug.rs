@@ -149,9 +149,15 @@ pub fn unbound(root: &Root, state: &State) -> Option<Vec<Unbound>> {
         return None;
     }
     let version = Kver::new(&crate::read::loaded::running_kernel()).ok()?;
-    let indexes = Indexes::open(root, &version).ok()??;
+    unbound_in(root, state, &version, std::path::Path::new("/sys"))
+}
+
+/// [`unbound`] for kernel `version`, with the devices under `sys`.
+pub fn unbound_in(root: &Root, state: &State, version: &Kver, sys: &std::path::Path) -> Option<Vec<Unbound>> {
+    let indexes = Indexes::open(root, version).ok()??;
+    let version = version.clone();
     let mut found = Vec::new();
-    for (devpath, modalias) in crate::read::sysfs::modaliases(std::path::Path::new("/sys")) {
+    for (devpath, modalias) in crate::read::sysfs::modaliases(sys) {
         for module in indexes.pruned_for(&modalias) {
             let package = pruned_from(state, &version, &module).map(|(p, _, _)| p.to_string());
             found.push(Unbound { devpath: devpath.clone(), modalias: modalias.clone(), command: restore_command(&module), module, package });
@@ -161,7 +167,7 @@ pub fn unbound(root: &Root, state: &State) -> Option<Vec<Unbound>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::read::binary_index::tests::build;
 
@@ -202,6 +208,48 @@ mod tests {
         assert_eq!(key("acpi:PNP0C0A-x:"), Some(Cow::Borrowed("acpi:PNP0C0A_x:")));
         // A key made of wildcards matches patterns as text only: `*` is no pattern here.
         assert_eq!(idx.pruned_for("*"), Vec::<String>::new());
+    }
+
+    /// A root whose kernel 6.1 limopack pruned down to virtio_net, e1000 recorded as pruned
+    /// from its package, and a sysfs with three devices.
+    pub(crate) fn pruned_root() -> (tempfile::TempDir, Root, Kver, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, version) = (dir.path().join("root"), crate::kver::kv("6.1"));
+        let write = |rel: &str, bytes: &[u8]| {
+            let path = top.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        write("var/lib/limopack/index/6.1.alias.bin", &build(&SAVED));
+        write("lib/modules/6.1/modules.alias.bin", &build(&SAVED[4..]));
+        write("sys/devices/pci0000:00/0000:00:03.0/modalias", b"pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00\n");
+        write("sys/devices/pci0000:00/0000:00:04.0/virtio1/modalias", b"virtio:d00000001v00001AF4\n");
+        write("sys/devices/platform/serial8250/modalias", b"platform:serial8250\n");
+        let root = Root::new(&top).unwrap();
+        let mut state = State::default();
+        let file = crate::read::state::PrunedFile { package: "linux-image-6.1".into(), version: "6.1-1".into(), size: 1, archived: false };
+        state.kernels.entry(version.clone()).or_default().pruned.insert("kernel/drivers/net/ethernet/intel/e1000/e1000.ko".into(), file);
+        (dir, root, version, state)
+    }
+
+    #[test]
+    fn devices_present_whose_driver_was_pruned_are_named() {
+        let (dir, root, version, state) = pruned_root();
+        let found = unbound_in(&root, &state, &version, &dir.path().join("root/sys")).unwrap();
+        assert_eq!(
+            found,
+            [Unbound {
+                devpath: "/devices/pci0000:00/0000:00:03.0".into(),
+                modalias: "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00".into(),
+                module: "e1000".into(),
+                package: Some("linux-image-6.1".into()),
+                command: "limopack-hook restore e1000".into(),
+            }]
+        );
+        // Under --root, the devices are this machine's, not the image's: no section.
+        assert_eq!(unbound(&root, &state), None);
+        // A kernel limopack never pruned has nothing missing.
+        assert_eq!(unbound_in(&root, &state, &crate::kver::kv("6.2"), &dir.path().join("root/sys")), None);
     }
 
     #[test]
