@@ -5,7 +5,8 @@
 //! target of `benches/README.md` is met. Setup is not timed.
 //!
 //! Needs root (fixtures are copies of the cached tree), kmod, dpkg and `/usr/bin/time` for
-//! peak memory. `LIMOPACK_BENCH=scaling` runs only the synthetic trees, and
+//! peak memory. `LIMOPACK_BENCH=scaling` runs only the synthetic trees, `LIMOPACK_BENCH=hotplug` only
+//! the udev rule's lookup, and
 //! `LIMOPACK_BENCH_KEEP=1` keeps them (their paths are printed) for a profiler. The apply
 //! pair prunes on an ext4 of its own in RAM (see [`ApplyDisk`]); `LIMOPACK_BENCH_DISK=target`
 //! prunes on the disk under `target/bench` instead.
@@ -134,13 +135,17 @@ fn main() {
     let scratch = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     fs::create_dir_all(&scratch).unwrap();
     let mut report = Report { lines: Vec::new(), failed: 0 };
-    if std::env::var("LIMOPACK_BENCH").as_deref() != Ok("scaling") {
+    let only = std::env::var("LIMOPACK_BENCH").unwrap_or_default();
+    if only != "scaling" && only != "hotplug" {
         for release in releases() {
             against_kmod_and_the_floor(&scratch, release, &mut report);
         }
     }
-    scaling(&scratch, &mut report);
-    declarations(&scratch, &mut report);
+    if only != "hotplug" {
+        scaling(&scratch, &mut report);
+        declarations(&scratch, &mut report);
+    }
+    hotplug(&scratch, &mut report);
 
     println!("targets:");
     for line in &report.lines {
@@ -466,4 +471,51 @@ fn synthetic(root: &Path, n: usize) {
     write(root, "/etc/limopack/modules.d/baseline.yaml", "static: [m0]\n");
     write(root, "/etc/limopack/modules.d/local.yaml", &format!("modules: [{}]\n", declared.join(", ")));
     write(root, "/etc/limopack/limopack.yaml", "prune: true\ndepmod: false\n");
+}
+
+/// The lookup the udev rule runs for each device that appears (issue 23), on the real
+/// generic kernel pruned down to ext4: the config read, the two alias indexes opened and
+/// searched in place, and for a device whose driver was pruned the state read too. Timed in
+/// process per device, over devices whose driver is there, pruned, or none at all; and the
+/// whole `limopack-hook udev` process for a device on this machine, whose kernel limopack
+/// never pruned (the process's floor).
+fn hotplug(scratch: &Path, report: &mut Report) {
+    let fx = Fixture::new(scratch, Release::Bookworm, true);
+    write(&fx.root, "/etc/limopack/modules.d/baseline.yaml", "static: [ext4]\n");
+    write(&fx.root, "/usr/share/limopack/bench-tools.yaml", "modules: [virtio_net, ahci]\n");
+    run(&mut hook(&fx.root, &[]));
+    let root = limopack::root::Root::new(&fx.root).unwrap();
+    let kver = limopack::kver::Kver::new(&fx.kver).unwrap();
+    let devices = [
+        ("pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00", true),
+        ("virtio:d00000004v00001AF4", true),
+        ("usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00", true),
+        ("pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30", true),
+        ("virtio:d00000001v00001AF4", false),
+        ("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", false),
+        ("platform:serial8250", false),
+        ("acpi:PNP0501:", false),
+    ];
+    println!("hotplug lookup (udev rule, per device, pruned generic kernel):");
+    let mut worst: f64 = 0.0;
+    for (modalias, pruned) in devices {
+        let found = limopack::admin::restore::uevent_for(&root, &kver, modalias, "/devices/bench").unwrap();
+        assert_eq!(!found.is_empty(), pruned, "{modalias}: {found:?}");
+        let samples: Vec<Duration> = (0..200)
+            .map(|_| {
+                let started = Instant::now();
+                let _ = limopack::admin::restore::uevent_for(&root, &kver, modalias, "/devices/bench").unwrap();
+                started.elapsed()
+            })
+            .collect();
+        let (median, min, max) = stats(&samples);
+        worst = worst.max(median);
+        println!("  {modalias:<56} {:<9} median {median:6.3} ms  (min {min:.3}, max {max:.3})", if pruned { "pruned" } else { "there" });
+    }
+    let samples: Vec<Duration> = (0..50)
+        .map(|_| run(Command::new(HOOK).arg("udev").env("MODALIAS", devices[0].0).env("DEVPATH", "/devices/bench")))
+        .collect();
+    let (median, min, max) = stats(&samples);
+    println!("  limopack-hook udev, whole process (host kernel not pruned)  median {median:6.3} ms  (min {min:.3}, max {max:.3})");
+    report.target(&format!("udev lookup < 2 ms a device (worst median {worst:.3} ms)"), worst < 2.0);
 }

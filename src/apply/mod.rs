@@ -19,6 +19,7 @@ pub(crate) mod archive;
 pub(crate) mod confined;
 pub(crate) mod depmod;
 pub(crate) mod download;
+pub mod hotplug;
 pub(crate) mod initramfs;
 pub(crate) mod store;
 

@@ -31,6 +31,24 @@ Safety:
   that no kept module of any kernel and no declaration needs; CPU microcode
   never, and no firmware at all in a run that cannot be sure.
 
+Hotplug:
+  A device that appears after the prune may need a driver that was pruned. The
+  udev rule /usr/lib/udev/rules.d/85-limopack.rules looks each added device's
+  MODALIAS up in the running kernel's alias index from before the first prune
+  (/var/lib/limopack/index/KVER.alias.bin, read in place, no lock, no process
+  started) and, when it matches a module that modprobe no longer finds, acts
+  on `hotplug:` in /etc/limopack/limopack.yaml. With `notify` (the default) it
+  logs one line to the journal: `limopack: device DEVPATH (MODALIAS) needs
+  MODULE, pruned from PACKAGE; run 'limopack-hook restore MODULE' or set
+  hotplug: restore`. With `restore` it queues `limopack-hook restore` outside
+  udev's worker (a transient systemd unit limopack-restore-MODULE started with
+  --no-block), which brings the module back, declares it in
+  /etc/limopack/modules.d/hotplug.yaml and re-triggers the device, so that it
+  binds without a re-plug; a device that comes and goes restores once. The
+  coldplug pass at boot does the same for the devices present. With `off`
+  nothing is looked up. `status` lists the devices present now whose driver
+  was pruned, with the command that brings each back.
+
 Exit status:
   0   Success, including runs with warnings.
   1   An error, printed as `limopack: error: FILE:LINE:COLUMN: what is wrong`;
@@ -52,6 +70,11 @@ Files:
       and the pruned files with their packages; the pruned firmware.
   /var/lib/limopack/index/
       Each kernel's module index from before its first prune.
+  /etc/limopack/modules.d/hotplug.yaml
+      The modules `restore` brought back, one entry each, with the device and
+      the date.
+  /usr/lib/udev/rules.d/85-limopack.rules
+      The udev rule of `hotplug:`.
   /var/lib/limopack/archive/
       Compressed copies of pruned files, with `archive: true`.
   /var/lib/limopack/lock
@@ -197,6 +220,35 @@ pub enum Command {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
+    /// Bring back a pruned module for a device, and keep it: MODULE (a name or alias), or
+    /// every module whose alias matches a device's modalias in the kernel's index from before
+    /// the first prune (as `modprobe -R` on the unpruned tree), of the running kernel or
+    /// --kernel.
+    ///
+    /// Only modules of the kernel's own packaged tree can come back. Each is declared in
+    /// /etc/limopack/modules.d/hotplug.yaml (one entry per module, with the device and the
+    /// date as a comment), then a run restores it with what it needs from the archive,
+    /// apt's cache or `apt-get download`, and runs depmod. When it cannot be brought back,
+    /// the declaration is left as it was. `hotplug: restore` runs this for each device that
+    /// appears. With --dry-run, say what would come back.
+    Restore {
+        /// A module name or alias, as modprobe takes it.
+        #[arg(required_unless_present = "modalias", conflicts_with = "modalias")]
+        module: Option<String>,
+        /// A device's modalias, as in /sys/devices/.../modalias: only ever a key for the lookup.
+        #[arg(long, value_name = "STRING")]
+        modalias: Option<String>,
+        /// The device it is for, by its path under /sys (udev's DEVPATH), for the comment.
+        #[arg(long, value_name = "DEVPATH", hide = true)]
+        device: Option<String>,
+        /// Re-trigger the device (`udevadm trigger --action=add`) once its driver is back.
+        #[arg(long, requires = "device", hide = true)]
+        trigger: bool,
+    },
+    /// The lookup the udev rule runs for a device that appears (MODALIAS and DEVPATH from its
+    /// environment); see HOTPLUG.
+    #[command(hide = true)]
+    Udev,
     /// Turn the original limopack's modules.active (`NAME:S`, `NAME:COUNT` lines) into the
     /// admin declaration /etc/limopack/modules.d/imported-active.yaml; with --dry-run, print it.
     ///

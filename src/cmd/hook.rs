@@ -48,6 +48,8 @@ fn name_of(command: &Command) -> &'static str {
         Command::Freeze { .. } => "freeze",
         Command::Forget { .. } => "forget",
         Command::ImportActive { .. } => "import-active",
+        Command::Restore { .. } => "restore",
+        Command::Udev => "udev",
     }
 }
 
@@ -63,6 +65,8 @@ fn ignored_option(cli: &Cli) -> Option<&'static str> {
         Command::Freeze { .. } => (true, false, true, false, false),
         Command::Forget { .. } => (true, false, true, false, true),
         Command::ImportActive { .. } => (false, false, true, false, false),
+        Command::Restore { .. } => (true, false, true, false, true),
+        Command::Udev => (false, false, false, false, false),
     };
     [
         (cli.kernel.is_some() && !kernel, "--kernel"),
@@ -135,6 +139,10 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
             let printed = report::run(&outcome.plan, &outcome.done, &outcome.firmware, &outcome.gathered.state, &telling);
             printed.lines.iter().for_each(|line| say(out, line));
             printed.warnings.iter().for_each(|w| warn(w));
+            if dry_run && !cli.quiet {
+                let unbound = limopack::read::hotplug::unbound(&outcome.gathered.root, &outcome.gathered.state);
+                report::hotplug::lines(unbound.as_deref().unwrap_or_default()).iter().for_each(|line| say(out, line));
+            }
             stop_if_broken(&outcome.gathered)?;
         }
         Some(Command::Explain { module }) => {
@@ -198,13 +206,25 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
                 say(out, line);
             }
         }
+        Some(Command::Restore { module, modalias, device, trigger }) => {
+            use limopack::admin::restore::{Request, Wanted};
+            let wanted = match (module, modalias) {
+                (Some(module), _) => Wanted::Module(module.clone()),
+                (None, modalias) => Wanted::Modalias(modalias.clone().unwrap_or_default()),
+            };
+            let request = Request { wanted, device: device.clone(), trigger: *trigger };
+            let opts = run::Options { dry_run: cli.dry_run, ..opts };
+            limopack::admin::restore::restore(&opts, &request, std::time::SystemTime::now())?.lines.iter().for_each(|line| say(out, line));
+        }
+        Some(Command::Udev) => uevent(),
         Some(Command::Status) => {
             let gathered = std::mem::ManuallyDrop::new(run::gather(&opts)?);
             let plan = gathered.plan()?;
             for w in report::warnings(&plan, &gathered.state, &[]) {
                 warn(&w);
             }
-            let (text, value) = report::status(&plan, &gathered.state, cli.verbose);
+            let (mut text, mut value) = report::status(&plan, &gathered.state, cli.verbose);
+            report::hotplug::add(&mut text, &mut value, limopack::read::hotplug::unbound(&gathered.root, &gathered.state).as_deref());
             match plan.kernels.is_empty() && gathered.state.firmware.is_empty() && !cli.json {
                 true => say(out, report::NO_TREES),
                 false => print_either(out, cli.json, text, &value),
@@ -213,6 +233,21 @@ fn execute(cli: &Cli, out: &mut Vec<String>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The udev rule's lookup: MODALIAS and DEVPATH from the environment udev gives, each line
+/// to the journal. It never fails udev: what goes wrong is logged too.
+fn uevent() {
+    let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+    let (modalias, devpath) = (var("MODALIAS"), var("DEVPATH"));
+    if modalias.is_empty() {
+        return;
+    }
+    let lines = limopack::root::Root::new(std::path::Path::new("/")).and_then(|root| limopack::admin::restore::uevent(&root, &modalias, &devpath));
+    match lines {
+        Ok(lines) => lines.iter().for_each(|line| limopack::apply::hotplug::log(line)),
+        Err(e) => limopack::apply::hotplug::log(&format!("hotplug lookup for {devpath}: {e}")),
+    }
 }
 
 fn print_either(out: &mut Vec<String>, json: bool, text: Vec<String>, value: &serde_json::Value) {

@@ -59,6 +59,21 @@ struct RawConfig {
     archive: Option<bool>,
     firmware: Option<FirmwareMode>,
     firmware_packages: Option<Vec<Pattern>>,
+    hotplug: Option<Hotplug>,
+}
+
+/// What the udev rule does for a device that appears whose driver limopack pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hotplug {
+    /// Say it in the journal: the device, the module, its package and the command that
+    /// brings it back.
+    #[default]
+    Notify,
+    /// Say it, and bring the module back (restore, declare, re-trigger the device).
+    Restore,
+    /// Look nothing up.
+    Off,
 }
 
 /// What to do with the files under `/lib/firmware` that no kept module needs.
@@ -111,6 +126,8 @@ pub struct Config {
     pub firmware_packages: Vec<String>,
     /// `firmware_packages` compiled on first use: only a run that prunes firmware asks.
     firmware_set: OnceLock<GlobSet>,
+    /// What the udev rule does for a device whose driver was pruned.
+    pub hotplug: Hotplug,
 }
 
 impl Default for Config {
@@ -149,6 +166,7 @@ impl Config {
             initramfs: raw.initramfs.unwrap_or(defaults.initramfs),
             archive: raw.archive.unwrap_or(defaults.archive),
             firmware: raw.firmware.unwrap_or(defaults.firmware),
+            hotplug: raw.hotplug.unwrap_or(defaults.hotplug),
             firmware_packages,
             ..Config::build(
                 root.inside(&path),
@@ -172,6 +190,7 @@ impl Config {
             firmware: FirmwareMode::default(),
             firmware_set: OnceLock::new(),
             firmware_packages,
+            hotplug: Hotplug::default(),
         }
     }
 
@@ -187,7 +206,7 @@ impl Config {
             ));
         }
         let only = [package.split(':').next().unwrap_or(package).to_string()];
-        Ok(Config { initramfs: self.initramfs, archive: self.archive, ..Config::build(self.path.clone(), self.prune, &only, self.depmod) })
+        Ok(Config { initramfs: self.initramfs, archive: self.archive, hotplug: self.hotplug, ..Config::build(self.path.clone(), self.prune, &only, self.depmod) })
     }
 
     /// True when files of this package may be pruned. An architecture qualifier
@@ -288,7 +307,7 @@ mod tests {
     #[test]
     fn bad_configs_name_file_line_and_column() {
         let e = load("prune: true\nprnue: false\n").unwrap_err().to_string();
-        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`, `initramfs`, `archive`, `firmware`, `firmware_packages`"), "{e}");
+        assert!(e.ends_with("etc/limopack/limopack.yaml:2:1: unknown field `prnue`, expected one of `prune`, `packages`, `depmod`, `initramfs`, `archive`, `firmware`, `firmware_packages`, `hotplug`"), "{e}");
         let e = load("initramfs: sometimes\n").unwrap_err().to_string();
         assert!(e.contains(":1:12: initramfs: unknown variant `sometimes`, expected one of `auto`, `always`, `never`"), "{e}");
         let e = load("prune: yes please\n").unwrap_err().to_string();

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod hotplug;
 
 use serde::Serialize;
 use serde_json::json;

@@ -29,7 +29,7 @@ fn modules(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
             };
             let text = std::fs::read_to_string(&path).unwrap();
             // Unit tests may reach anywhere to set a case up, and comments may name anything.
-            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+            let code = ["#[cfg(test)]\nmod tests", "#[cfg(test)]\npub(crate) mod tests"].iter().fold(&*text, |code, at| code.split(at).next().unwrap());
             let code: String = code.lines().filter(|l| !l.trim_start().starts_with("//")).flat_map(|l| [l, "\n"]).collect();
             out.insert(if module.is_empty() { "lib".into() } else { module }, code);
         }

@@ -12,6 +12,7 @@ mod debian;
 mod dpkg_db;
 mod firmware;
 mod freeze;
+mod hotplug;
 mod host_safety;
 mod hostile;
 mod layout;
