@@ -419,7 +419,7 @@ fn count_modules(tree: &Path) -> usize {
     walkdir::WalkDir::new(tree)
         .into_iter()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".ko"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".ko"))
         .count()
 }
 
