@@ -222,7 +222,7 @@ pub enum Command {
     },
     /// Bring back a pruned module for a device, and keep it: MODULE (a name or alias), or
     /// every module whose alias matches a device's modalias in the kernel's index from before
-    /// the first prune (as `modprobe -R` on the unpruned tree), of the running kernel or
+    /// the first prune (as modprobe would resolve it on the unpruned tree), of the running kernel or
     /// --kernel.
     ///
     /// Only modules of the kernel's own packaged tree can come back. Each is declared in
