@@ -12,7 +12,7 @@ use crate::root::Root;
 
 /// A program that builds `/boot/initrd.img-KVER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generator {
+enum Generator {
     /// initramfs-tools: `update-initramfs`, Debian's default.
     InitramfsTools,
     /// dracut, as Debian's dracut package calls it from `/etc/kernel/postinst.d/dracut`.
@@ -31,7 +31,7 @@ impl Generator {
 
     /// The generator installed in `root`, read inside it. initramfs-tools first: when both
     /// are there, its kernel hook (`initramfs-tools`) runs after dracut's and has the last word.
-    pub fn detect(root: &Root) -> Result<Option<Generator>> {
+    fn detect(root: &Root) -> Result<Option<Generator>> {
         for generator in [Generator::InitramfsTools, Generator::Dracut] {
             if root.resolve(generator.program())?.is_file() {
                 return Ok(Some(generator));
@@ -42,7 +42,7 @@ impl Generator {
 
     /// The arguments that build `/boot/initrd.img-VERSION` for `version`, refreshing it when
     /// it `exists`. dracut's are those of Debian's `/etc/kernel/postinst.d/dracut`.
-    pub fn args(self, version: &Kver, exists: bool) -> Vec<String> {
+    fn args(self, version: &Kver, exists: bool) -> Vec<String> {
         match self {
             Generator::InitramfsTools => {
                 vec![if exists { "-u" } else { "-c" }.to_string(), "-k".to_string(), version.to_string()]
@@ -51,15 +51,19 @@ impl Generator {
         }
     }
 
+    /// The program's name, as the admin types it.
+    fn name(self) -> &'static str {
+        self.program().rsplit('/').next().unwrap_or_default()
+    }
+
     /// The command line as an admin would type it.
-    pub fn command_line(self, version: &Kver, exists: bool) -> String {
-        let name = self.program().rsplit('/').next().unwrap_or_default();
-        std::iter::once(name.to_string()).chain(self.args(version, exists)).collect::<Vec<_>>().join(" ")
+    fn command_line(self, version: &Kver, exists: bool) -> String {
+        std::iter::once(self.name().to_string()).chain(self.args(version, exists)).collect::<Vec<_>>().join(" ")
     }
 }
 
 /// What is said when no generator is installed: once a run, whatever the number of kernels.
-pub const NO_GENERATOR: &str = "nothing refreshes the initramfs: neither initramfs-tools nor dracut is installed";
+const NO_GENERATOR: &str = "nothing refreshes the initramfs: neither initramfs-tools nor dracut is installed";
 
 fn image(version: &Kver) -> String {
     format!("/boot/initrd.img-{version}")
@@ -74,15 +78,14 @@ pub fn refresh(root: &Root, policy: Initramfs, version: &Kver, said_none: &mut b
     }
     let image = image(version);
     let exists = root.resolve(&image)?.exists();
-    let generator = Generator::detect(root)?;
     if !exists && policy == Initramfs::Auto {
         return Ok(None);
     }
-    let Some(generator) = generator else {
+    let Some(generator) = Generator::detect(root)? else {
         if policy == Initramfs::Always {
             return Err(Error::command(
-                "initramfs",
-                format!("no generator for {image} (neither update-initramfs nor dracut is installed), and the config says `initramfs: always`; install initramfs-tools or dracut, or set `initramfs: auto`"),
+                &image,
+                "nothing builds it (neither update-initramfs nor dracut is installed), and the config says `initramfs: always`; install initramfs-tools or dracut, or set `initramfs: auto`",
             ));
         }
         return Ok((!std::mem::replace(said_none, true)).then(|| NO_GENERATOR.to_string()));
@@ -103,7 +106,7 @@ pub fn refresh(root: &Root, policy: Initramfs, version: &Kver, said_none: &mut b
             format!("`{command}` failed ({}): {}", output.status, crate::shown::escaped(stderr.trim())),
         ));
     }
-    Ok(Some(format!("refreshed {image} with {}", generator.program().rsplit('/').next().unwrap_or_default())))
+    Ok(Some(format!("refreshed {image} with {}", generator.name())))
 }
 
 #[cfg(test)]
