@@ -1,5 +1,5 @@
 //! Carrying out a plan: the one place that deletes and restores files, runs depmod and
-//! update-initramfs, and writes state.
+//! the initramfs generator, and writes state.
 //!
 //! Order for each kernel: restores first (each file written whole, then renamed into place);
 //! then the journal (what is about to go), the saved index (first prune only), the archive
@@ -165,8 +165,8 @@ pub struct NotRestored {
 /// What the caller allows besides the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct Effects {
-    /// Refresh initramfs images as the config says. Off in the kernel's own postinst hook,
-    /// where initramfs-tools builds the image right after limopack.
+    /// Refresh initramfs images as the config says. Off in the kernel's own hooks, where the
+    /// generator (initramfs-tools or dracut) builds the image right after limopack.
     pub initramfs: bool,
 }
 
@@ -196,6 +196,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
     let firmware_done = apply_firmware(root, config, &plan.firmware, state)?;
 
     let mut done = Vec::new();
+    let mut said_no_generator = false;
     for kplan in &plan.kernels {
         let Some(tree) = trees.iter().find(|t| t.version == kplan.version) else { continue };
         let prune = kplan.action == Action::Prune;
@@ -227,7 +228,7 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
 
         let changed = outcome.files.removed > 0 || !outcome.files.restored.is_empty();
         if refresh && (changed || pending) {
-            outcome.initramfs = initramfs::refresh(root, config.initramfs, &tree.version)?;
+            outcome.initramfs = initramfs::refresh(root, config.initramfs, &tree.version, &mut said_no_generator)?;
         }
         let kernel_state = state.kernels.entry(tree.version.clone()).or_default();
         if kernel_state.initramfs_pending {

@@ -81,9 +81,11 @@ Files:
       The lock that runs wait on.
   /etc/apt/apt.conf.d/80limopack
       The apt hook.
-  /etc/kernel/postinst.d/initramfs-0limopack
-      The kernel hook. It runs after dkms and before initramfs-tools, so the
-      initramfs is built from the pruned tree.
+  /etc/kernel/postinst.d/dkms-limopack
+      The kernel hook. It runs after dkms and before dracut and
+      initramfs-tools, so the initramfs is built from the pruned tree.
+  /usr/lib/kernel/install.d/45-limopack.install
+      The same for kernel-install(8): it runs before 50-dracut.install.
 
 Examples:
   limopack-hook --dry-run
@@ -99,7 +101,7 @@ Examples:
 
 See also:
   limopack.yaml(5), dh_limopack(1), depmod(8), modprobe(8), dpkg-trigger(1),
-  apt.conf(5), update-initramfs(8)
+  apt.conf(5), update-initramfs(8), dracut(8), kernel-install(8)
 ";
 
 /// Keep each kernel's module tree down to the modules installed packages declare.
@@ -114,7 +116,7 @@ See also:
 /// Nobody needs to run it by hand. apt runs it after every dpkg run (DPkg::Post-Invoke in
 /// /etc/apt/apt.conf.d/80limopack), dpkg through file triggers on /lib/modules,
 /// /usr/lib/modules and /usr/share/limopack, and a new kernel through
-/// /etc/kernel/postinst.d/initramfs-0limopack.
+/// /etc/kernel/postinst.d/dkms-limopack or kernel-install's 45-limopack.install.
 ///
 /// Packages declare what they need in /usr/share/limopack/PACKAGE.yaml, the admin in
 /// /etc/limopack/modules.d/*.yaml; a file there masks the package's file of the same name. The
@@ -178,8 +180,8 @@ pub enum Hook {
     Apt,
     /// dpkg's file triggers and limopack's own configure.
     Dpkg,
-    /// /etc/kernel/postinst.d, for a newly installed kernel: initramfs-tools builds its
-    /// initramfs right after, so limopack does not refresh it.
+    /// /etc/kernel/postinst.d or kernel-install, for a newly installed kernel: initramfs-tools
+    /// or dracut builds its initramfs right after, so limopack does not refresh it.
     Kernel,
 }
 

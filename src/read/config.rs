@@ -91,10 +91,11 @@ pub enum FirmwareMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Initramfs {
-    /// Refresh an initramfs that exists, when initramfs-tools is installed.
+    /// Refresh an initramfs that exists with the generator installed (initramfs-tools or
+    /// dracut); say once when there is none.
     #[default]
     Auto,
-    /// Refresh or create it, and fail the run when update-initramfs is missing.
+    /// Refresh or create it, and fail the run when no generator is installed.
     Always,
     /// Leave it to the admin.
     Never,

@@ -224,7 +224,7 @@ pub struct KernelState {
     #[serde(default, with = "grouped")]
     pub pruned: BTreeMap<String, PrunedFile>,
     /// The tree changed and its initramfs is still to be refreshed: set before the change,
-    /// cleared once update-initramfs succeeded, so a run killed between the two is finished.
+    /// cleared once the generator succeeded, so a run killed between the two is finished.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub initramfs_pending: bool,
 }

@@ -1,5 +1,6 @@
-//! The proof that a pruned Debian image boots, on bookworm and on trixie. In a copy of the
-//! release's cached root with its real cloud kernel (see tests/debian.rs), apt installs
+//! The proof that a pruned Debian image boots, on bookworm and on trixie with initramfs-tools
+//! and on trixie with dracut. In a copy of the release's cached root with its real cloud kernel
+//! (see tests/debian.rs; for dracut, the root where dracut replaced initramfs-tools), apt installs
 //! limopack's `.deb`, the admin writes
 //! the baseline that a QEMU guest's root disk and network need and turns pruning on, and one
 //! apt transaction (a package declaring one more module) prunes the tree and rebuilds the
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fs_err as fs;
-use crate::support::debian_root::{cloud_root, kmod_loads, modules, only_kernel, package, Chroot};
+use crate::support::debian_root::{cloud_root, dracut_root, kmod_loads, modules, only_kernel, package, Chroot};
 use crate::support::image::{ext4_image, footprint, footprint_table, part};
 use crate::support::{copy_root, firmware_deb, qemu, Release};
 
@@ -28,8 +29,8 @@ const BASELINE: [&str; 4] = ["virtio_pci", "virtio_blk", "virtio_net", "ext4"];
 const BUILT_IN: [&str; 5] = ["fs/ext4/ext4", "fs/jbd2/jbd2", "fs/mbcache", "lib/crc16", "crypto/crc32c_generic"];
 /// The module one more package declares: small, and needing no hardware to load.
 const DECLARED: &str = "isofs";
-/// A module the initramfs-tools image carries before pruning and nothing declares, and its
-/// file without the extension.
+/// A module the initramfs carries before pruning, with either generator, and nothing
+/// declares; and its file without the extension.
 const PRUNED: &str = "btrfs";
 const PRUNED_STEM: &str = "kernel/fs/btrfs/btrfs";
 const NET_DRIVER: &str = "virtio_net";
@@ -58,13 +59,46 @@ fn measured(release: Release, kver: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The module files in an initramfs, from `lsinitramfs`, relative to the kernel's tree.
-fn initramfs_modules(chroot: &Chroot, kver: &str) -> BTreeSet<String> {
+/// The initramfs generator of the booted image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    InitramfsTools,
+    Dracut,
+}
+
+impl Generator {
+    /// The cached root that has this generator.
+    fn root(self, release: Release) -> PathBuf {
+        match self {
+            Generator::InitramfsTools => cloud_root(release),
+            Generator::Dracut => dracut_root(),
+        }
+    }
+
+    /// The generator's own lister of an initramfs: one path a line, or `ls -l`'s lines.
+    fn lister(self) -> &'static str {
+        match self {
+            Generator::InitramfsTools => "lsinitramfs",
+            Generator::Dracut => "lsinitrd",
+        }
+    }
+}
+
+/// The module files in kernel `kver`'s initramfs, as its generator's lister names them,
+/// relative to the kernel's tree.
+pub fn initramfs_modules(chroot: &Chroot, generator: Generator, kver: &str) -> BTreeSet<String> {
+    image_modules(chroot, generator, &format!("/boot/initrd.img-{kver}"), kver)
+}
+
+/// The module files of kernel `kver` in the initramfs at `image`, inside the chroot.
+pub fn image_modules(chroot: &Chroot, generator: Generator, image: &str, kver: &str) -> BTreeSet<String> {
     // A merged-/usr system's initramfs keeps the tree under usr/lib, an older one under lib.
     let (usr, lib) = (format!("usr/lib/modules/{kver}/"), format!("lib/modules/{kver}/"));
     chroot
-        .sh(&format!("lsinitramfs /boot/initrd.img-{kver}"))
+        .sh(&format!("{} {image}", generator.lister()))
         .lines()
+        // lsinitrd lists as `ls -l` does: the path is the last field.
+        .filter_map(|l| l.split_whitespace().last())
         .filter_map(|l| l.strip_prefix(&usr).or_else(|| l.strip_prefix(&lib)))
         .filter(|l| l.contains(".ko"))
         .map(str::to_string)
@@ -78,22 +112,28 @@ fn elapsed(since: Instant) -> String {
 #[test]
 #[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap, qemu-system-x86_64, e2fsprogs and Debian's archive; tests/run-all runs it"]
 fn pruned_image_boots_in_qemu_on_bookworm() {
-    pruned_image_boots_in_qemu(Release::Bookworm);
+    pruned_image_boots_in_qemu(Release::Bookworm, Generator::InitramfsTools);
 }
 
 #[test]
 #[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap, qemu-system-x86_64, e2fsprogs and Debian's archive; tests/run-all runs it"]
 fn pruned_image_boots_in_qemu_on_trixie() {
-    pruned_image_boots_in_qemu(Release::Trixie);
+    pruned_image_boots_in_qemu(Release::Trixie, Generator::InitramfsTools);
 }
 
-fn pruned_image_boots_in_qemu(release: Release) {
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb, root, debootstrap, qemu-system-x86_64, e2fsprogs and Debian's archive; tests/run-all runs it"]
+fn pruned_image_boots_in_qemu_on_trixie_with_dracut() {
+    pruned_image_boots_in_qemu(Release::Trixie, Generator::Dracut);
+}
+
+fn pruned_image_boots_in_qemu(release: Release, generator: Generator) {
     let Some(qemu) = qemu::find() else {
         println!("SKIPPED: {} is not installed; tests/run-all installs it (package qemu-system-x86) where apt has it", qemu::QEMU);
         return;
     };
     let started = Instant::now();
-    let cache = cloud_root(release);
+    let cache = generator.root(release);
     let deb = PathBuf::from(std::env::var_os("LIMOPACK_DEB").expect("LIMOPACK_DEB: the .deb that tests/build-deb printed"));
     let work = tempfile::Builder::new().prefix("boot-").tempdir_in(cache.parent().unwrap()).unwrap();
     let root = work.path().join("root");
@@ -120,7 +160,7 @@ fn pruned_image_boots_in_qemu(release: Release) {
 
     let pruning = Instant::now();
     let chroot = Chroot::enter(&root);
-    assert!(initramfs_modules(&chroot, &kver).contains(&pruned_file), "the initramfs should carry {pruned_file} before pruning");
+    assert!(initramfs_modules(&chroot, generator, &kver).contains(&pruned_file), "the initramfs should carry {pruned_file} before pruning");
     let debs = chroot.p("/tmp/debs");
     fs::create_dir_all(&debs).unwrap();
     fs::copy(&deb, debs.join("limopack.deb")).unwrap();
@@ -137,12 +177,16 @@ fn pruned_image_boots_in_qemu(release: Release) {
 
     // One apt transaction prunes the tree and refreshes the initramfs from it.
     let out = chroot.sh("apt-get -q install -y /tmp/debs/iso-user.deb");
-    assert!(out.contains(&format!("refreshed /boot/initrd.img-{kver}")), "{out}");
+    let with = match generator {
+        Generator::InitramfsTools => "update-initramfs",
+        Generator::Dracut => "dracut",
+    };
+    assert!(out.contains(&format!("refreshed /boot/initrd.img-{kver} with {with}")), "{out}");
     let kept = modules(&tree);
     let missing: Vec<_> = wanted.difference(&kept).collect();
     assert!(missing.is_empty(), "kmod loads {missing:?}, which are gone; apt said:\n{out}");
     assert!(!kept.contains(&pruned_file) && kept.len() < whole.len() / 10, "{} of {} modules kept:\n{out}", kept.len(), whole.len());
-    let in_initramfs = initramfs_modules(&chroot, &kver);
+    let in_initramfs = initramfs_modules(&chroot, generator, &kver);
     let stale: Vec<_> = in_initramfs.difference(&kept).collect();
     assert!(stale.is_empty(), "the initramfs has modules that were pruned: {stale:?}");
     let lacking: Vec<_> = disk.difference(&in_initramfs).collect();
@@ -177,7 +221,12 @@ fn pruned_image_boots_in_qemu(release: Release) {
 
     // A disk that never shows up fails after initramfs-tools' 30 s wait, and panic=-1 makes
     // its panic, and the kernel's, a reboot at once, which ends QEMU (-no-reboot).
-    let append = "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/limopack-boot-check panic=-1";
+    // dracut's initramfs would wait 90 s for a missing disk and then offer a shell; rd.shell=0
+    // and rd.emergency=reboot make that an end of QEMU instead.
+    let append = match generator {
+        Generator::InitramfsTools => "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/limopack-boot-check panic=-1",
+        Generator::Dracut => "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/limopack-boot-check panic=-1 rd.shell=0 rd.emergency=reboot",
+    };
     let boot = qemu::boot(&qemu, &kernel, &initrd, &image, append, BOOT_LIMIT);
     let console = &boot.console;
     println!("booted and powered off in {:.1} s; whole test {}", boot.took.as_secs_f64(), elapsed(started));

@@ -1114,11 +1114,13 @@ fn a_removed_kernel_is_forgotten() {
 }
 
 /// Case 24: under --root, the image's initramfs is not rebuilt from the host; the run says
-/// so, unless the config says `initramfs: never`.
+/// so with the command of the image's own generator, unless the config says
+/// `initramfs: never`, and says when the image has none.
 #[test]
 fn initramfs_of_an_image_is_left_to_the_image() {
     let sys = Sys::standard();
     sys.write(&format!("boot/initrd.img-{K}"), "initramfs");
+    sys.write("usr/sbin/update-initramfs", "#!/bin/sh\n");
     let out = sys.ok(&[]);
     assert!(
         out.stdout.contains(&format!("limopack: {K}: /boot/initrd.img-{K} not refreshed under --root: run `update-initramfs -u -k {K}` in the image")),
@@ -1127,6 +1129,18 @@ fn initramfs_of_an_image_is_left_to_the_image() {
     );
     assert_eq!(fs::read_to_string(sys.p(&format!("boot/initrd.img-{K}"))).unwrap(), "initramfs");
     assert_eq!(sys.state()["kernels"][K].get("initramfs_pending"), None);
+
+    let sys = Sys::standard();
+    sys.write(&format!("boot/initrd.img-{K}"), "initramfs");
+    sys.write("usr/bin/dracut", "#!/bin/sh\n");
+    let out = sys.ok(&[]);
+    let dracut = format!("run `dracut -q --force /boot/initrd.img-{K} {K}` in the image");
+    assert!(out.stdout.contains(&dracut), "{}", out.stdout);
+
+    let sys = Sys::standard();
+    sys.write(&format!("boot/initrd.img-{K}"), "initramfs");
+    let out = sys.ok(&[]);
+    assert!(out.stdout.contains("nothing refreshes the initramfs: neither initramfs-tools nor dracut is installed"), "{}", out.stdout);
 
     let sys = Sys::standard();
     sys.config("prune: true\ndepmod: false\ninitramfs: never\n");

@@ -113,7 +113,8 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     assert!(!out.contains("limopack: error"), "{out}");
     assert_eq!(modules(&tree), whole);
     assert!(chroot.p("/etc/apt/apt.conf.d/80limopack").exists());
-    assert!(chroot.p("/etc/kernel/postinst.d/initramfs-0limopack").exists());
+    assert!(chroot.p("/etc/kernel/postinst.d/dkms-limopack").exists());
+    assert!(chroot.p("/usr/lib/kernel/install.d/45-limopack.install").exists());
 
     // The admin's two files, then any apt transaction: the tree is pruned to what kmod
     // loads for the baseline, and the initramfs is rebuilt from it.
@@ -210,7 +211,7 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     // before initramfs-tools builds the initramfs, and the trigger after has nothing to do.
     let out = chroot.sh(&format!("apt-get -q install -y --reinstall {kpkg}"));
     assert_eq!(modules(&tree), with_iso, "{out}");
-    let hook_at = position(&out, "/etc/kernel/postinst.d/initramfs-0limopack:");
+    let hook_at = position(&out, "/etc/kernel/postinst.d/dkms-limopack:");
     let pruned_at = position(&out, &format!("limopack: {kver}: kept"));
     assert!(hook_at < pruned_at, "{out}");
     assert!(pruned_at < position(&out, &format!("update-initramfs: Generating /boot/initrd.img-{kver}")), "{out}");

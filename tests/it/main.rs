@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod debian;
 mod dpkg_db;
+mod dracut;
 mod firmware;
 mod freeze;
 mod hotplug;

@@ -68,18 +68,7 @@ impl Drop for Chroot {
 /// the archive drops a kernel version at a point release, and the download step needs the
 /// installed one to still be there.
 pub fn cloud_root(release: Release) -> PathBuf {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86400;
-    let kind = format!("{}-cloud-root.", release.codename());
-    let name = format!("{kind}week{}", days / 7);
-    let cache = super::cache_dir();
-    for entry in fs::read_dir(&cache).unwrap() {
-        let old = entry.unwrap().file_name().into_string().unwrap();
-        if old.starts_with(&kind) && !old.starts_with(&name) {
-            let _ = std::fs::remove_dir_all(cache.join(&old));
-            let _ = std::fs::remove_file(cache.join(&old));
-        }
-    }
-    cached(&name, |out| {
+    weekly(&format!("{}-cloud-root", release.codename()), |out| {
         run(Command::new("debootstrap")
             .args(["--variant=minbase", release.codename()])
             .arg(out)
@@ -89,6 +78,38 @@ pub fn cloud_root(release: Release) -> PathBuf {
         // what a restore reads later.
         chroot.sh("apt-get -q update && apt-get -q install -y --no-install-recommends linux-image-cloud-amd64");
     })
+}
+
+/// trixie's cached cloud root where dracut replaced initramfs-tools, as `apt-get install
+/// dracut` does (initramfs-tools is removed, its core tools stay), and with systemd-sysv, whose
+/// poweroff, reboot and halt dracut puts in the initramfs. Its installing built the kernel's
+/// initramfs with dracut, from the whole tree.
+pub fn dracut_root() -> PathBuf {
+    let cloud = cloud_root(Release::Trixie);
+    weekly("trixie-dracut-root", |out| {
+        super::copy_root(&cloud, out);
+        let chroot = Chroot::enter(out);
+        // Built again once systemd-sysv is there, whichever of the two apt configured first.
+        chroot.sh("apt-get -q install -y --no-install-recommends dracut systemd-sysv && \
+            for k in $(ls /usr/lib/modules); do dracut -q --force /boot/initrd.img-$k $k; done");
+        assert!(!chroot.p("/usr/sbin/update-initramfs").exists(), "dracut should have replaced initramfs-tools");
+    })
+}
+
+/// `cache/KIND.weekN`, built by `build` on first use in week N; other weeks' copies go.
+fn weekly(kind: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86400;
+    let kind = format!("{kind}.");
+    let name = format!("{kind}week{}", days / 7);
+    let cache = super::cache_dir();
+    for entry in fs::read_dir(&cache).unwrap() {
+        let old = entry.unwrap().file_name().into_string().unwrap();
+        if old.starts_with(&kind) && !old.starts_with(&name) {
+            let _ = std::fs::remove_dir_all(cache.join(&old));
+            let _ = std::fs::remove_file(cache.join(&old));
+        }
+    }
+    cached(&name, build)
 }
 
 /// The kernel version of the one tree in a release's root, found where its kernel package
