@@ -1,5 +1,6 @@
 //! The manuals and completions: each man page build.rs makes agrees with the program's
-//! `--help`, limopack.yaml(5) with the parser, and the shell completions load and complete.
+//! `--help`, limopack.yaml(5) with the parser, the README's examples run as written, and the
+//! shell completions load and complete.
 //!
 //! External tools used: man (man-db) and groff, pod2man (perl), bash, zsh and fish
 //! (tests/run-all installs the two shells; man-db and perl come with lintian and debhelper,
@@ -342,4 +343,58 @@ fn fish_completion_completes() {
             assert!(complete("limopack-hook check --ro").contains("--root"));
         }
     }
+}
+
+/// The README's fenced blocks, each with its language tag and its lines.
+fn readme_blocks() -> Vec<(String, Vec<String>)> {
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (mut blocks, mut open): (Vec<(String, Vec<String>)>, Option<(String, Vec<String>)>) = (Vec::new(), None);
+    for line in text.lines() {
+        match (line.strip_prefix("```"), open.take()) {
+            (Some(_), Some(block)) => blocks.push(block),
+            (Some(tag), None) => open = Some((tag.to_string(), Vec::new())),
+            (None, Some((tag, mut lines))) => {
+                lines.push(line.to_string());
+                open = Some((tag, lines));
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "README.md ends inside a fenced block");
+    blocks
+}
+
+/// The README's examples work as written: every declaration it shows passes `check`, its
+/// config parses, and each transcript on the bundled example root prints what it shows.
+#[test]
+fn readme_examples_run() {
+    let blocks = readme_blocks();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut declarations, mut configs, mut transcripts) = (0, 0, 0);
+    for (tag, lines) in &blocks {
+        let text = lines.join("\n") + "\n";
+        if tag == "yaml" && text.contains("prune:") {
+            // A config: a run on a root without trees still reads it, and fails on a bad one.
+            let root = dir.path().join(format!("config-{configs}"));
+            fs::create_dir_all(root.join("etc/limopack")).unwrap();
+            fs::write(root.join("etc/limopack/limopack.yaml"), &text).unwrap();
+            run(Command::new(binary("limopack-hook")).args(["--dry-run", "--quiet", "--root"]).arg(&root));
+            configs += 1;
+        } else if tag == "yaml" {
+            let file = dir.path().join(format!("declaration-{declarations}.yaml"));
+            fs::write(&file, &text).unwrap();
+            run(Command::new(binary("limopack-hook")).arg("check").arg(&file));
+            declarations += 1;
+        } else if let Some(command) = lines.first().and_then(|l| l.strip_prefix("$ limopack-hook ")) {
+            let out = run(Command::new(binary("limopack-hook")).args(command.split_whitespace()).current_dir(env!("CARGO_MANIFEST_DIR")));
+            assert_eq!(out.lines().collect::<Vec<_>>(), lines[1..], "README: $ limopack-hook {command}");
+            transcripts += 1;
+        }
+    }
+    // The first command's example line, which follows it in a block of its own.
+    let first = blocks.iter().position(|(_, l)| l.iter().any(|l| l.contains("--dry-run --root examples/demo-root"))).expect("the first command");
+    let shown = &blocks[first + 1].1;
+    let out = run(Command::new(binary("limopack-hook")).args(["--dry-run", "--root", "examples/demo-root"]).current_dir(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(out.lines().collect::<Vec<_>>(), *shown, "README: the first command's output");
+    assert!(declarations >= 2 && configs >= 1 && transcripts >= 1, "{declarations} declarations, {configs} configs, {transcripts} transcripts");
 }
