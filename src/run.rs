@@ -242,7 +242,7 @@ struct Sorted {
 
 /// Sort out what reading each tree found. A tree with no module file is what a removed
 /// kernel leaves behind (its index files, which depmod wrote and dpkg does not remove): left
-/// alone, and forgotten, unless limopack pruned every module of a kernel whose package is
+/// alone, and forgotten (said once, when limopack knew the kernel), unless limopack pruned every module of a kernel whose package is
 /// still installed, which `reload` reads as it is.
 fn sort_out(
     trees: Vec<Tree>,
@@ -258,7 +258,11 @@ fn sort_out(
         let found = match found {
             Found::Bare if fully_pruned(state, packages, &tree) => reload(&tree, notes),
             Found::Bare => {
-                notes.push(format!("{}: holds no module files, as a removed kernel leaves its folder; left alone", tree.version));
+                // Said once, as the kernel is forgotten: the folder stays until its package
+                // is purged, and a note on every apt run after would be noise.
+                if state.kernels.contains_key(&tree.version) {
+                    notes.push(format!("{}: holds no module files, as a removed kernel leaves its folder; left alone", tree.version));
+                }
                 continue;
             }
             other => other,

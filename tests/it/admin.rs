@@ -35,6 +35,9 @@ fn a_removed_kernel_never_stops_the_others() {
     assert!(sys.state()["kernels"].get(K2).is_none(), "{:#}", sys.state());
     assert!(!sys.p(&format!("var/lib/limopack/archive/{K2}")).exists(), "its archive copies went with it");
     assert!(sys.m(K, "kernel/fs/btrfs/btrfs.ko").is_file(), "btrfs came back for the kernel still installed:\n{}", out.stdout);
+    // Said once: the folder stays until its package is purged, and later runs are quiet.
+    let out = sys.ok(&["--dry-run"]);
+    assert!(!out.stderr.contains(K2), "{}", out.stderr);
     for command in [&["status"][..], &["explain", "ext4"], &["--dry-run"], &["--json", "--dry-run"]] {
         sys.ok(command);
     }

@@ -184,6 +184,7 @@ fn apt_and_dpkg_keep_the_tree_pruned(release: Release) {
     assert_eq!(modules(&old_tree), baseline, "{out}");
     let out = chroot.sh(&format!("apt-get -q remove -y linux-image-{OLD}"));
     assert!(!out.contains("limopack: error"), "{out}");
+    assert!(out.contains(&format!("{OLD}: holds no module files")), "said as it is forgotten:\n{out}");
     assert!(modules(&old_tree).is_empty() && old_tree.join("modules.dep").exists(), "{out}");
     let status: Value = serde_json::from_str(&chroot.sh("limopack-hook status --json")).unwrap();
     assert!(status["kernels"].as_array().unwrap().iter().all(|k| k["version"] != OLD), "{status}");
