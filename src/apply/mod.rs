@@ -118,6 +118,8 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Whether a file was removed or brought back: the tree's index and its initramfs are
+    /// then out of date.
     pub fn changed(&self) -> bool {
         self.removed > 0 || !self.restored.is_empty()
     }
@@ -219,14 +221,14 @@ pub fn apply(root: &Root, config: &Config, plan: &Plan, trees: &[Tree], state: &
         if prune {
             prune_files(root, config, kplan, tree, state, &mut outcome)?;
         }
-        if config.depmod && (outcome.files.removed > 0 || !outcome.files.restored.is_empty()) {
+        if config.depmod && outcome.files.changed() {
             depmod::depmod(root, tree)?;
             outcome.depmod = true;
         }
         state.save(root)?;
         Journal::clear(root)?;
 
-        let changed = outcome.files.removed > 0 || !outcome.files.restored.is_empty();
+        let changed = outcome.files.changed();
         if refresh && (changed || pending) {
             outcome.initramfs = initramfs::refresh(root, config.initramfs, &tree.version, &mut said_no_generator)?;
         }
@@ -297,7 +299,7 @@ fn apply_firmware(root: &Root, config: &Config, fp: &FirmwarePlan, state: &mut S
 /// cache that cannot be written (a read-only or full disk) only means walking next time.
 pub fn save_tree_caches<'a>(root: &Root, walked: impl Iterator<Item = (&'a Tree, &'a ModuleIndex, &'a Files)>, done: &[Done]) {
     for (tree, index, files) in walked {
-        let changed = done.iter().any(|d| d.version == tree.version && (d.files.removed > 0 || !d.files.restored.is_empty() || d.depmod));
+        let changed = done.iter().any(|d| d.version == tree.version && (d.files.changed() || d.depmod));
         let text = match changed {
             false => files.render(index),
             true => Files::scan(tree).ok().and_then(|fresh| fresh.render(index)),

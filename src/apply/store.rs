@@ -176,7 +176,6 @@ pub(crate) fn remove(root: &Root, name: &str) -> Result<()> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

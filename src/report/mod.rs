@@ -129,7 +129,7 @@ pub fn count(n: usize, what: &str) -> String {
 /// True when a run changed the kernel or has something to say about it beyond its summary:
 /// what the hooks print, so that an apt run with nothing to do stays quiet.
 pub fn changed(done: Option<&Done>) -> bool {
-    done.is_some_and(|d| d.files.removed > 0 || !d.files.restored.is_empty() || !d.files.not_restored.is_empty() || d.initramfs.is_some())
+    done.is_some_and(|d| d.files.changed() || !d.files.not_restored.is_empty() || d.initramfs.is_some())
 }
 
 /// What a real run did beyond its summary: each file restored and where from, and the

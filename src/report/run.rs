@@ -31,6 +31,7 @@ pub struct Printed {
 pub fn run(plan: &Plan, done: &[Done], firmware: &FirmwareDone, state: &State, telling: &Telling) -> Printed {
     let mut printed = Printed { warnings: warnings(plan, state, done), ..Printed::default() };
     let verb = if telling.dry_run { "would prune" } else { "pruned" };
+    let listed = |path: &str, package: &str, bytes: u64| format!("  {verb} {path} ({package}, {})", size(bytes));
     for k in &plan.kernels {
         let done = done.iter().find(|d| d.version == k.version);
         if !(telling.quiet || (telling.called && !changed(done))) {
@@ -38,7 +39,7 @@ pub fn run(plan: &Plan, done: &[Done], firmware: &FirmwareDone, state: &State, t
             printed.lines.extend(done.map(done_lines).unwrap_or_default());
         }
         if telling.verbose {
-            printed.lines.extend(k.prune.iter().map(|f| format!("  {verb} {} ({}, {})", f.path, f.package, size(f.size))));
+            printed.lines.extend(k.prune.iter().map(|f| listed(&f.path, &f.package, f.size)));
         }
         for skipped in done.map(|d| d.files.skipped.as_slice()).unwrap_or_default() {
             printed.warnings.push(format!("{}: {skipped} was no longer a regular file; left alone", k.version));
@@ -49,7 +50,7 @@ pub fn run(plan: &Plan, done: &[Done], firmware: &FirmwareDone, state: &State, t
         printed.lines.extend(firmware_lines(&plan.firmware, firmware_done, telling.dry_run));
     }
     if telling.verbose {
-        printed.lines.extend(plan.firmware.prune.iter().map(|f| format!("  {verb} {} ({}, {})", f.path, f.package, size(f.size))));
+        printed.lines.extend(plan.firmware.prune.iter().map(|f| listed(&f.path, &f.package, f.size)));
     }
     for skipped in &firmware.skipped {
         printed.warnings.push(format!("firmware: {skipped} was no longer a regular file; left alone"));

@@ -345,10 +345,13 @@ fn fish_completion_completes() {
     }
 }
 
-/// The README's fenced blocks, each with its language tag and its lines.
-fn readme_blocks() -> Vec<(String, Vec<String>)> {
+/// A fenced block: its language tag and its lines.
+type Block = (String, Vec<String>);
+
+/// The README's fenced blocks.
+fn readme_blocks() -> Vec<Block> {
     let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let (mut blocks, mut open): (Vec<(String, Vec<String>)>, Option<(String, Vec<String>)>) = (Vec::new(), None);
+    let (mut blocks, mut open): (Vec<Block>, Option<Block>) = (Vec::new(), None);
     for line in text.lines() {
         match (line.strip_prefix("```"), open.take()) {
             (Some(_), Some(block)) => blocks.push(block),
