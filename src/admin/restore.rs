@@ -18,7 +18,7 @@ use crate::apply::RestoredFrom;
 use crate::error::{Error, Result};
 use crate::kver::Kver;
 use crate::read::config::{Config, Hotplug};
-use crate::read::hotplug::{key, pruned_from, Indexes};
+use crate::read::hotplug::{blacklisted, key, pruned_from, queued, Indexes};
 use crate::read::index::Lookup;
 use crate::read::state::State;
 use crate::root::Root;
@@ -64,7 +64,9 @@ fn kernel(root: &Root, opts: &Options, trees: &[crate::read::tree::Tree]) -> Res
 }
 
 /// Bring back what `request` asks for in one kernel, declare it, and (with `trigger`)
-/// re-trigger the device.
+/// re-trigger the device. A restore the udev rule queued also takes every other device's
+/// restore queued by then (see [`crate::read::hotplug::queued`]): at first boot on new
+/// hardware, one run and one initramfs refresh serve all the devices that came up together.
 pub fn restore(opts: &Options, request: &Request, now: SystemTime) -> Result<Outcome> {
     let root = Root::new(&opts.root)?;
     if let Some(device) = &request.device {
@@ -79,54 +81,16 @@ pub fn restore(opts: &Options, request: &Request, now: SystemTime) -> Result<Out
         .find(|t| t.version == version)
         .ok_or_else(|| Error::missing(root.path().join("lib/modules").join(version.as_str()), "no such module tree"))?;
     let index = run::kernel_index(&root, tree)?;
-    let modules: Vec<String> = match &request.wanted {
-        Wanted::Module(name) => {
-            if let Some(why) = crate::name::invalid_entry(name) {
-                return Err(Error::request(&tree.path, why));
-            }
-            match index.lookup(name) {
-                Lookup::Modules(ids) => ids.iter().map(|&id| index.module(id).name.to_string()).collect(),
-                Lookup::Builtin => {
-                    return Ok(Outcome { lines: vec![format!("limopack: {version}: {name} is built into the kernel; nothing to restore")], modules: Vec::new() });
-                }
-                Lookup::NotFound => return Err(Error::request(&tree.path, format!("`{name}` is no module or alias of {version}'s packaged tree"))),
-            }
-        }
-        Wanted::Modalias(modalias) => {
-            let Some(key) = key(modalias) else {
-                return Err(Error::request(&tree.path, "the modalias given is no modalias (printable ASCII without blanks, at most 4096 bytes)"));
-            };
-            let mut matched = match Indexes::open(&root, &version)? {
-                Some(indexes) => indexes.matching(&key),
-                None => match index.lookup(&key) {
-                    Lookup::Modules(ids) => ids.iter().map(|&id| index.module(id).name.to_string()).collect(),
-                    _ => Vec::new(),
-                },
-            };
-            matched.retain(|m| index.by_name(m).is_some());
-            if matched.is_empty() {
-                return Err(Error::request(&tree.path, format!("no module of {version}'s packaged tree matches modalias {key}")));
-            }
-            matched
+    let modules = match resolve(&root, &index, tree, &version, &request.wanted)? {
+        Resolved::Modules(modules) => modules,
+        Resolved::Builtin(name) => {
+            return Ok(Outcome { lines: vec![format!("limopack: {version}: {name} is built into the kernel; nothing to restore")], modules: Vec::new() });
         }
     };
     let state = State::load(&root)?;
-    let missing: Vec<&String> = modules.iter().filter(|m| index.by_name(m).is_some_and(|id| !index.module(id).present)).collect();
-    let declared_in = format!("{}/{}", crate::root::ADMIN_DIR, effects::DECLARATION);
-    let mut lines = Vec::new();
-    let from = |m: &str| match pruned_from(&state, &version, m) {
-        Some((package, version, _)) => format!(", pruned from {package} {version}"),
-        None => String::new(),
-    };
+    let restoring = Restoring { opts, root: &root, tree, version: &version, index: &index, state: &state };
     if opts.dry_run {
-        for m in &modules {
-            lines.push(match missing.contains(&m) {
-                true => format!("limopack: {version}: would restore {m}{}, with what it needs", from(m)),
-                false => format!("limopack: {version}: {m} is there"),
-            });
-        }
-        lines.push(format!("limopack: would declare {} in {declared_in}", modules.join(", ")));
-        return Ok(Outcome { lines, modules });
+        return Ok(Outcome { lines: restoring.would(&modules), modules });
     }
 
     let _turn = effects::lock(&root)?;
@@ -134,64 +98,225 @@ pub fn restore(opts: &Options, request: &Request, now: SystemTime) -> Result<Out
         Wanted::Modalias(m) => key(m).map(|k| format!("modalias {k}")),
         Wanted::Module(_) => None,
     });
-    let comment = effects::comment(device.as_deref(), now);
-    let before = effects::declare(&root, &modules.iter().map(|m| (m.clone(), comment.clone())).collect::<Vec<_>>())?;
-    let sync_opts = Options { dry_run: false, reuse: false, package: None, ..opts.clone() };
-    let outcome = match run::sync(&sync_opts, |_| {}) {
-        Ok(Synced::Ran(outcome)) => outcome,
-        Ok(_) => {
-            effects::undo(&root, &before)?;
-            return Err(Error::missing(&tree.path, "the run found no module tree to restore into"));
-        }
-        Err(e) => {
-            effects::undo(&root, &before)?;
-            return Err(e);
-        }
-    };
-    let kplan = outcome.plan.kernels.iter().find(|k| k.version == version);
-    let done = outcome.done.iter().find(|d| d.version == version);
-    let mut failed = Vec::new();
-    for m in &modules {
-        let kept = kplan.and_then(|k| k.kept.get(m.as_str()));
-        let back = kept.is_some_and(|k| k.present) || done.is_some_and(|d| d.files.restored.iter().any(|r| *r.module == **m));
-        if !back {
-            let why = done
-                .and_then(|d| d.files.not_restored.iter().find(|n| *n.module == **m))
-                .map(|n| n.reason.clone())
-                .or_else(|| outcome.gathered.errors.iter().find(|e| e.version == version).map(|e| e.error.to_string()))
-                .unwrap_or_else(|| "no archive copy, no .deb in apt's cache and no download".to_string());
-            failed.push(format!("{m}{}: {why}", from(m)));
+    let mut batch: Vec<Wish> = modules.iter().map(|m| Wish { module: m.clone(), device: device.clone(), trigger: request.trigger.then(|| request.device.clone()).flatten() }).collect();
+    if request.trigger && root.is_host() {
+        effects::settle();
+        for (module, devpath) in queued() {
+            if !batch.iter().any(|w| w.module == module) && index.by_name(&module).is_some() {
+                batch.push(Wish { module, device: Some(devpath.clone()), trigger: Some(devpath) });
+            }
         }
     }
-    if !failed.is_empty() {
-        effects::undo(&root, &before)?;
-        return Err(Error::missing(
-            &tree.path,
-            format!("could not bring back {}; {declared_in} is left as it was", failed.join("; ")),
-        ));
-    }
-    for r in done.map(|d| d.files.restored.as_slice()).unwrap_or_default() {
-        let source = match r.from {
-            RestoredFrom::Archive => "limopack's archive",
-            RestoredFrom::AptCache => "apt's cache",
-            RestoredFrom::Download => "apt-get download",
-        };
-        lines.push(format!("limopack: {version}: restored {} ({}) from {source}", r.path, r.module));
-    }
-    if done.is_some_and(|d| d.depmod) {
-        lines.push(format!("limopack: {version}: ran depmod"));
-    }
-    lines.push(match before.changed() {
-        true => format!("limopack: declared {} in {declared_in}, so that later runs keep it", modules.join(", ")),
-        false => format!("limopack: {} declared in {declared_in} already", modules.join(", ")),
-    });
-    if request.trigger {
-        if let Some(device) = &request.device {
+    let Brought { mut lines, lost, .. } = restoring.bring_back(&batch, now)?;
+    let mut triggered = Vec::new();
+    for wish in batch.iter().filter(|w| !lost.iter().any(|(m, _)| *m == w.module)) {
+        let Some(device) = &wish.trigger else { continue };
+        effects::done(&wish.module);
+        // A device that asked for two modules is triggered once.
+        if !triggered.contains(&device) {
             effects::retrigger(device)?;
             lines.push(format!("limopack: re-triggered {device}"));
+            triggered.push(device);
         }
     }
+    // Another device's restore that failed in this batch is said here and tried again by
+    // its own; this one's failure is the command's.
+    let (mine, others): (Vec<_>, Vec<_>) = lost.into_iter().partition(|(m, _)| modules.contains(m));
+    lines.extend(others.into_iter().map(|(_, said)| format!("limopack: {said}")));
+    if !mine.is_empty() {
+        if request.trigger {
+            mine.iter().for_each(|(m, _)| effects::failed(m));
+        }
+        let said: Vec<String> = mine.into_iter().map(|(_, said)| said).collect();
+        return Err(Error::missing(&tree.path, format!("{}; {} is left as it was", said.join("; "), declared_in())));
+    }
     Ok(Outcome { lines, modules })
+}
+
+/// What a restore is asked, resolved in the kernel's index.
+enum Resolved {
+    Modules(Vec<String>),
+    /// Built into the kernel: there is nothing to bring back.
+    Builtin(String),
+}
+
+/// The modules of the packaged tree that `wanted` names: a name or alias as modprobe
+/// resolves it, or a modalias through the alias index from before the first prune, less
+/// what modprobe.d blacklists.
+fn resolve(root: &Root, index: &crate::read::index::ModuleIndex, tree: &crate::read::tree::Tree, version: &Kver, wanted: &Wanted) -> Result<Resolved> {
+    match wanted {
+        Wanted::Module(name) => {
+            if let Some(why) = crate::name::invalid_entry(name) {
+                return Err(Error::request(&tree.path, why));
+            }
+            match index.lookup(name) {
+                Lookup::Modules(ids) => Ok(Resolved::Modules(ids.iter().map(|&id| index.module(id).name.to_string()).collect())),
+                Lookup::Builtin => Ok(Resolved::Builtin(name.clone())),
+                Lookup::NotFound => Err(Error::request(&tree.path, format!("`{name}` is no module or alias of {version}'s packaged tree"))),
+            }
+        }
+        Wanted::Modalias(modalias) => {
+            let Some(key) = key(modalias) else {
+                return Err(Error::request(&tree.path, "the modalias given is no modalias (printable ASCII without blanks, at most 4096 bytes)"));
+            };
+            let mut matched = match Indexes::open(root, version)? {
+                Some(indexes) => indexes.matching(&key),
+                None => match index.lookup(&key) {
+                    Lookup::Modules(ids) => ids.iter().map(|&id| index.module(id).name.to_string()).collect(),
+                    _ => Vec::new(),
+                },
+            };
+            matched.retain(|m| index.by_name(m).is_some());
+            let denied = blacklisted(root)?;
+            if !matched.is_empty() && matched.iter().all(|m| denied.contains(m)) {
+                return Err(Error::request(&tree.path, format!("modprobe.d blacklists {}, all that matches modalias {key}; udev would not load it", matched.join(", "))));
+            }
+            matched.retain(|m| !denied.contains(m));
+            if matched.is_empty() {
+                return Err(Error::request(&tree.path, format!("no module of {version}'s packaged tree matches modalias {key}")));
+            }
+            Ok(Resolved::Modules(matched))
+        }
+    }
+}
+
+/// One module to bring back, with the device it is for and whether that device is then
+/// re-triggered (and its queue mark cleared).
+struct Wish {
+    module: String,
+    device: Option<String>,
+    trigger: Option<String>,
+}
+
+/// Where the restores' declaration is, as the admin finds it.
+fn declared_in() -> String {
+    format!("{}/{}", crate::root::ADMIN_DIR, effects::DECLARATION)
+}
+
+/// One restore in one kernel, with what it read.
+struct Restoring<'a> {
+    opts: &'a Options,
+    root: &'a Root,
+    tree: &'a crate::read::tree::Tree,
+    version: &'a Kver,
+    index: &'a crate::read::index::ModuleIndex,
+    state: &'a State,
+}
+
+impl Restoring<'_> {
+    /// `, pruned from PACKAGE VERSION` for a module limopack pruned, as the state says.
+    fn from(&self, module: &str) -> String {
+        match pruned_from(self.state, self.version, module) {
+            Some((package, version, _)) => format!(", pruned from {package} {version}"),
+            None => String::new(),
+        }
+    }
+
+    /// Whether `module`'s file is in the tree, as the index read last says.
+    fn present(&self, module: &str) -> bool {
+        self.index.by_name(module).is_some_and(|id| self.index.module(id).present)
+    }
+
+    /// What a dry run says.
+    fn would(&self, modules: &[String]) -> Vec<String> {
+        let version = self.version;
+        let mut lines: Vec<String> = modules
+            .iter()
+            .map(|m| match self.present(m) {
+                false => format!("limopack: {version}: would restore {m}{}, with what it needs", self.from(m)),
+                true => format!("limopack: {version}: {m} is there"),
+            })
+            .collect();
+        lines.push(format!("limopack: would declare {} in {}", modules.join(", "), declared_in()));
+        lines
+    }
+
+    /// Declare every wish, run as apt's hook does when one is missing, and keep declared
+    /// those that came back: one that could not is taken out again, and said with why.
+    fn bring_back(&self, batch: &[Wish], now: SystemTime) -> Result<Brought> {
+        let entries: Vec<Entry> = batch.iter().map(|w| (w.module.clone(), effects::comment(w.device.as_deref(), now))).collect();
+        let before = effects::declare(self.root, &entries)?;
+        let mut brought = Brought::default();
+        if batch.iter().any(|w| !self.present(&w.module)) {
+            if let Err(e) = self.sync(&mut brought) {
+                effects::undo(self.root, &before)?;
+                return Err(e);
+            }
+        }
+        // The tree as it is now: read again after a run.
+        let after = match brought.ran {
+            true => run::kernel_index(self.root, self.tree).ok(),
+            false => None,
+        };
+        let back = |m: &str| match &after {
+            Some(index) => index.by_name(m).is_some_and(|id| index.module(id).present),
+            None => !brought.ran && self.present(m),
+        };
+        let (back, lost): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|(m, _)| back(m));
+        for (m, _) in &lost {
+            let why = brought.reasons.iter().find(|(r, _)| r == m).map_or(brought.error.as_deref().unwrap_or(NO_SOURCE), |(_, why)| why.as_str());
+            brought.lost.push((m.clone(), format!("could not bring back {m}{}: {why}", self.from(m))));
+        }
+        if !lost.is_empty() {
+            effects::undo(self.root, &before)?;
+            effects::declare(self.root, &back.iter().map(|e| (*e).clone()).collect::<Vec<_>>())?;
+        }
+        let names: Vec<&str> = back.iter().map(|(m, _)| m.as_str()).collect();
+        if !names.is_empty() {
+            brought.lines.push(match before.changed() {
+                true => format!("limopack: declared {} in {}, so that later runs keep it", names.join(", "), declared_in()),
+                false => format!("limopack: {} declared in {} already", names.join(", "), declared_in()),
+            });
+        }
+        Ok(brought)
+    }
+
+    /// The run apt's hook makes, which restores every declared module with its closure;
+    /// what it says of this kernel goes to `brought`.
+    fn sync(&self, brought: &mut Brought) -> Result<()> {
+        let opts = Options { dry_run: false, reuse: false, package: None, ..self.opts.clone() };
+        brought.ran = true;
+        let outcome = match run::sync(&opts, |_| {})? {
+            Synced::Ran(outcome) => outcome,
+            _ => return Err(Error::missing(&self.tree.path, "the run found no module tree to restore into")),
+        };
+        let version = self.version;
+        let done = outcome.done.iter().find(|d| d.version == *version);
+        for r in done.map(|d| d.files.restored.as_slice()).unwrap_or_default() {
+            let source = match r.from {
+                RestoredFrom::Archive => "limopack's archive",
+                RestoredFrom::AptCache => "apt's cache",
+                RestoredFrom::Download => "apt-get download",
+            };
+            brought.lines.push(format!("limopack: {version}: restored {} ({}) from {source}", r.path, r.module));
+        }
+        if done.is_some_and(|d| d.depmod) {
+            brought.lines.push(format!("limopack: {version}: ran depmod"));
+        }
+        brought.reasons = done.iter().flat_map(|d| &d.files.not_restored).map(|n| (n.module.to_string(), n.reason.clone())).collect();
+        brought.error = outcome.gathered.errors.iter().find(|e| e.version == *version).map(|e| e.error.to_string());
+        Ok(())
+    }
+}
+
+/// A module and the comment of its entry in the declaration.
+type Entry = (String, String);
+
+/// Why a module did not come back when the run named no reason.
+const NO_SOURCE: &str = "no archive copy, no .deb in apt's cache and no download";
+
+/// What [`Restoring::bring_back`] did.
+#[derive(Default)]
+struct Brought {
+    lines: Vec<String>,
+    /// `(module, what is said)` of each that did not come back.
+    lost: Vec<(String, String)>,
+    /// Why the run could not restore a file, by module.
+    reasons: Vec<(String, String)>,
+    /// What stopped the run in this kernel.
+    error: Option<String>,
+    /// Whether a run was made (none when every module was there).
+    ran: bool,
 }
 
 /// What the udev rule runs for a device that appears, with its `MODALIAS` and `DEVPATH`:
@@ -207,16 +332,23 @@ pub fn uevent(root: &Root, modalias: &str, devpath: &str) -> Result<Vec<String>>
 
 /// [`uevent`] for kernel `version`.
 pub fn uevent_for(root: &Root, version: &Kver, modalias: &str, devpath: &str) -> Result<Vec<String>> {
-    let config = Config::load(root)?;
-    if config.hotplug == Hotplug::Off {
+    // A config that cannot be read is said only for a device that needs a pruned driver,
+    // and restores nothing: notify is what is sure.
+    let (hotplug, broken) = match Config::load(root) {
+        Ok(config) => (config.hotplug, None),
+        Err(e) => (Hotplug::Notify, Some(e)),
+    };
+    if hotplug == Hotplug::Off {
         return Ok(Vec::new());
     }
     let version = version.clone();
     let Some(indexes) = Indexes::open(root, &version)? else { return Ok(Vec::new()) };
-    let pruned = indexes.pruned_for(modalias);
+    let mut pruned = indexes.pruned_for(modalias);
     if pruned.is_empty() {
         return Ok(Vec::new());
     }
+    let denied = blacklisted(root)?;
+    pruned.retain(|m| !denied.contains(m));
     let state = State::load(root).unwrap_or_default();
     let shown_key = key(modalias).map(|k| k.into_owned()).unwrap_or_default();
     let shown_path = match crate::read::sysfs::is_devpath(devpath) {
@@ -227,12 +359,13 @@ pub fn uevent_for(root: &Root, version: &Kver, modalias: &str, devpath: &str) ->
     for module in pruned {
         let package = pruned_from(&state, &version, &module).map_or("its kernel package", |(p, _, _)| p);
         let head = format!("device {shown_path} ({shown_key}) needs {module}, pruned from {package}");
-        lines.push(match config.hotplug {
-            Hotplug::Restore => match effects::queue(&module, devpath) {
+        lines.push(match (hotplug, &broken) {
+            (Hotplug::Restore, _) => match effects::queue(&module, devpath) {
                 Ok(true) => format!("{head}; restoring it"),
                 Ok(false) => format!("{head}; a restore of it is under way, or failed earlier this boot"),
                 Err(e) => format!("{head}; its restore could not be queued: {e}"),
             },
+            (_, Some(e)) => format!("{head}; run 'limopack-hook restore {module}'. Nothing is restored while the config is broken: {e}"),
             _ => format!("{head}; run 'limopack-hook restore {module}' or set hotplug: restore"),
         });
     }
@@ -263,6 +396,21 @@ mod tests {
         let config = dir.path().join("root/etc/limopack/limopack.yaml");
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         std::fs::write(&config, "hotplug: off\n").unwrap();
+        assert!(uevent_for(&root, &version, e1000, "/devices/pci0000:00/0000:00:03.0").unwrap().is_empty());
+
+        // A broken config: a device whose driver is there says nothing; one that needs a
+        // pruned driver is told of, with the config's error, and nothing is queued.
+        std::fs::write(&config, "hotplug: restore\nprnue: true\n").unwrap();
+        assert!(uevent_for(&root, &version, "virtio:d00000001v00001AF4", "/devices/x").unwrap().is_empty());
+        let lines = uevent_for(&root, &version, e1000, "/devices/pci0000:00/0000:00:03.0").unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("needs e1000, pruned from linux-image-6.1; run 'limopack-hook restore e1000'. Nothing is restored while the config is broken: "), "{lines:?}");
+        assert!(lines[0].contains("limopack.yaml:2:1: unknown field `prnue`"), "{lines:?}");
+
+        // A blacklisted driver is no need: udev would not load it.
+        std::fs::write(&config, "hotplug: notify\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("root/etc/modprobe.d")).unwrap();
+        std::fs::write(dir.path().join("root/etc/modprobe.d/e1000.conf"), "blacklist e1000\n").unwrap();
         assert!(uevent_for(&root, &version, e1000, "/devices/pci0000:00/0000:00:03.0").unwrap().is_empty());
     }
 }

@@ -7,11 +7,13 @@
 //! devpath the kernel gave ([`crate::read::sysfs::is_devpath`]).
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 use crate::read::declaration::{self, Draft};
+use crate::read::hotplug::QUEUE;
 use crate::root::Root;
 
 /// The admin declaration the restores write, in `/etc/limopack/modules.d`.
@@ -128,15 +130,36 @@ pub fn comment(device: Option<&str>, now: std::time::SystemTime) -> String {
 }
 
 /// Queue `limopack-hook restore MODULE --device DEVPATH --trigger` outside udev's worker,
-/// which kills a long `RUN` program: a transient systemd unit started with `--no-block`,
-/// named after the module, so that a device that comes and goes while it runs queues no
-/// second one, and one that failed stays until `systemctl reset-failed` (one try a boot).
-/// Without systemd, a process of its own session, once a boot by a mark under `/run`.
+/// which kills a long `RUN` program. A mark under [`QUEUE`] (the module's name, holding the
+/// devpath) says a restore of it is queued, so that a device that comes and goes queues one,
+/// and a `.failed` mark that it failed (one try a boot); the restore that runs first takes
+/// every mark there is by then. The restore is a transient systemd unit named after the
+/// module, started with `--no-block`; without systemd, a process of its own session.
 /// True when a restore was queued now.
 pub fn queue(module: &str, devpath: &str) -> Result<bool> {
     if crate::name::invalid_entry(module).is_some() || !crate::read::sysfs::is_devpath(devpath) {
         return Ok(false);
     }
+    let queue = Path::new(QUEUE);
+    std::fs::create_dir_all(queue).map_err(|e| Error::io(queue, e))?;
+    if queue.join(format!("{module}.failed")).exists() {
+        return Ok(false);
+    }
+    let mark = queue.join(module);
+    match File::options().write(true).create_new(true).open(&mark) {
+        Ok(mut file) => writeln!(file, "{devpath}").map_err(|e| Error::io(&mark, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(Error::io(&mark, e)),
+    }
+    let started = start(module, devpath);
+    if !matches!(started, Ok(true)) {
+        let _ = std::fs::remove_file(&mark);
+    }
+    started
+}
+
+/// Start the restore of `module` for `devpath`, as [`queue`] says.
+fn start(module: &str, devpath: &str) -> Result<bool> {
     let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("/proc/self/exe"), e))?;
     let args = ["restore", module, "--device", devpath, "--trigger"];
     if Path::new("/run/systemd/system").is_dir() {
@@ -152,13 +175,6 @@ pub fn queue(module: &str, devpath: &str) -> Result<bool> {
             .map_err(|e| Error::io(Path::new("systemd-run"), e))?;
         return Ok(status.success());
     }
-    let marks = Path::new("/run/limopack");
-    std::fs::create_dir_all(marks).map_err(|e| Error::io(marks, e))?;
-    match File::options().write(true).create_new(true).open(marks.join(format!("restore-{module}"))) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(Error::io(marks, e)),
-    }
     use std::os::unix::process::CommandExt;
     Command::new(&exe)
         .args(args)
@@ -169,6 +185,29 @@ pub fn queue(module: &str, devpath: &str) -> Result<bool> {
         .spawn()
         .map_err(|e| Error::io(&exe, e))?;
     Ok(true)
+}
+
+/// Wait (30 s at most) for udev to finish the events queued now, so that the restore that
+/// runs first takes the marks of every device that came up together.
+pub fn settle() {
+    let _ = Command::new("udevadm").args(["settle", "--timeout=30"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+/// `module`'s restore is done: its mark goes, and a device that asks for it again finds
+/// it there.
+pub fn done(module: &str) {
+    if crate::name::invalid_entry(module).is_none() {
+        let _ = std::fs::remove_file(Path::new(QUEUE).join(module));
+    }
+}
+
+/// `module`'s restore failed: its mark becomes `.failed`, so that no device queues it
+/// again this boot.
+pub fn failed(module: &str) {
+    if crate::name::invalid_entry(module).is_none() {
+        let queue = Path::new(QUEUE);
+        let _ = std::fs::rename(queue.join(module), queue.join(format!("{module}.failed")));
+    }
 }
 
 /// Ask udev to add the device at `devpath` again, so that its driver, back now, binds

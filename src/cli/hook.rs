@@ -44,8 +44,14 @@ Hotplug:
   udev's worker (a transient systemd unit limopack-restore-MODULE started with
   --no-block), which brings the module back, declares it in
   /etc/limopack/modules.d/hotplug.yaml and re-triggers the device, so that it
-  binds without a re-plug; a device that comes and goes restores once. The
-  coldplug pass at boot does the same for the devices present. With `off`
+  binds without a re-plug; a device that comes and goes restores once, and a
+  restore that failed is not queued again until the next boot. The coldplug
+  pass at boot does the same for the devices present; the restore that runs
+  first waits for udev to settle and brings back the drivers of every device
+  queued by then, in one run. A module that modprobe.d (or the kernel command
+  line's modprobe.blacklist=) blacklists is never asked for, as udev would not
+  load it. A config that cannot be read restores nothing: the device is logged
+  as with `notify`, with the error. With `off`
   nothing is looked up. `status` lists the devices present now whose driver
   was pruned, with the command that brings each back.
 

@@ -7,10 +7,14 @@
 //! indexes read in place, limopack's copy of the kernel's from before its first prune
 //! (`/var/lib/limopack/index/<kver>.alias.bin`) and the tree's own `modules.alias.bin`. A
 //! module the first names and the second does not is one limopack pruned and that stock
-//! Debian would load for the device. Nothing here starts a process, takes a lock or writes.
+//! Debian would load for the device, unless modprobe.d or the kernel command line
+//! blacklists it: udev's module loading obeys a `blacklist` for a modalias, so such a module
+//! is one stock Debian would not load either. Nothing here starts a process, takes a lock or
+//! writes.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::fs::{limits, Folder};
@@ -111,6 +115,69 @@ fn wild(index: &BinaryIndex, key: &str) -> Vec<String> {
     found
 }
 
+/// The modules that udev does not load for a device's modalias: those of each `blacklist`
+/// line of the root's modprobe.d files and, on the running system, of the kernel command
+/// line's `modprobe.blacklist=a,b`, as kmod reads them; normalised names.
+pub fn blacklisted(root: &Root) -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for (_, text) in crate::read::tree::modprobe_config(root)? {
+        names.extend(text.lines().filter_map(blacklist_line).map(|n| crate::name::normalize(n).into_owned()));
+    }
+    if root.is_host() {
+        let cmdline = crate::fs::read_kernel_file(Path::new("/proc/cmdline"), limits::CONFIG)?;
+        names.extend(cmdline_blacklist(&cmdline));
+    }
+    Ok(names)
+}
+
+/// The module a modprobe.d line blacklists: `blacklist NAME`, blanks around, no comment.
+fn blacklist_line(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("blacklist"), Some(name)) => Some(name),
+        _ => None,
+    }
+}
+
+/// The modules of each `modprobe.blacklist=a,b` word of a kernel command line.
+fn cmdline_blacklist(cmdline: &str) -> impl Iterator<Item = String> + '_ {
+    cmdline
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("modprobe.blacklist="))
+        .flat_map(|list| list.split(','))
+        .filter(|name| !name.is_empty())
+        .map(|name| crate::name::normalize(name).into_owned())
+}
+
+/// Where the udev rule's lookup leaves a mark for each restore it queued: a file named
+/// after the module, holding the device's path (see [`crate::apply::hotplug::queue`]).
+pub const QUEUE: &str = "/run/limopack/hotplug";
+
+/// At most this many queued restores are taken at once.
+const MAX_QUEUED: usize = 1024;
+
+/// `(module, devpath)` of each restore queued and not done yet, sorted; a mark whose name is
+/// no module name or whose content is no device path is passed over.
+pub fn queued() -> Vec<(String, String)> {
+    queued_in(Path::new(QUEUE))
+}
+
+fn queued_in(queue: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(queue) else { return Vec::new() };
+    let mut found: Vec<(String, String)> = entries
+        .flatten()
+        .take(MAX_QUEUED)
+        .filter_map(|entry| {
+            let module = entry.file_name().into_string().ok().filter(|m| crate::name::invalid_entry(m).is_none() && !m.ends_with(".failed"))?;
+            let bytes = crate::fs::read_entry_if_there(&entry.path(), crate::read::sysfs::MAX_DEVPATH as u64 + 1).ok()??;
+            let devpath = String::from_utf8(bytes).ok()?.trim_end_matches('\n').to_string();
+            crate::read::sysfs::is_devpath(&devpath).then_some((module, devpath))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// The package, version and path in the tree of `module`'s file, as limopack recorded them
 /// when it pruned the file from kernel `version`.
 pub fn pruned_from<'a>(state: &'a State, version: &Kver, module: &str) -> Option<(&'a str, &'a str, &'a str)> {
@@ -149,16 +216,17 @@ pub fn unbound(root: &Root, state: &State) -> Option<Vec<Unbound>> {
         return None;
     }
     let version = Kver::new(&crate::read::loaded::running_kernel()).ok()?;
-    unbound_in(root, state, &version, std::path::Path::new("/sys"))
+    unbound_in(root, state, &version, Path::new("/sys"))
 }
 
 /// [`unbound`] for kernel `version`, with the devices under `sys`.
-pub fn unbound_in(root: &Root, state: &State, version: &Kver, sys: &std::path::Path) -> Option<Vec<Unbound>> {
+pub fn unbound_in(root: &Root, state: &State, version: &Kver, sys: &Path) -> Option<Vec<Unbound>> {
     let indexes = Indexes::open(root, version).ok()??;
+    let denied = blacklisted(root).ok()?;
     let version = version.clone();
     let mut found = Vec::new();
     for (devpath, modalias) in crate::read::sysfs::modaliases(sys) {
-        for module in indexes.pruned_for(&modalias) {
+        for module in indexes.pruned_for(&modalias).into_iter().filter(|m| !denied.contains(m)) {
             let package = pruned_from(state, &version, &module).map(|(p, _, _)| p.to_string());
             found.push(Unbound { devpath: devpath.clone(), modalias: modalias.clone(), command: restore_command(&module), module, package });
         }
@@ -250,6 +318,46 @@ pub(crate) mod tests {
         assert_eq!(unbound(&root, &state), None);
         // A kernel limopack never pruned has nothing missing.
         assert_eq!(unbound_in(&root, &state, &crate::kver::kv("6.2"), &dir.path().join("root/sys")), None);
+    }
+
+    #[test]
+    fn a_blacklisted_driver_is_no_device_s_need() {
+        let (dir, root, version, state) = pruned_root();
+        let sys = dir.path().join("root/sys");
+        std::fs::create_dir_all(dir.path().join("root/etc/modprobe.d")).unwrap();
+        std::fs::write(dir.path().join("root/etc/modprobe.d/local.conf"), "# not that one\n  blacklist\te1000  \nblacklist\n").unwrap();
+        assert_eq!(blacklisted(&root).unwrap(), BTreeSet::from(["e1000".to_string()]));
+        assert_eq!(unbound_in(&root, &state, &version, &sys), Some(Vec::new()));
+        std::fs::write(dir.path().join("root/etc/modprobe.d/local.conf"), "blacklist e1000e # a comment\n").unwrap();
+        assert_eq!(unbound_in(&root, &state, &version, &sys).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_kernel_command_line_blacklists_as_kmod_reads_it() {
+        let words = "root=/dev/vda modprobe.blacklist=virtio-rng,,e1000 quiet modprobe.blacklist=floppy";
+        assert_eq!(cmdline_blacklist(words).collect::<Vec<_>>(), ["virtio_rng", "e1000", "floppy"]);
+        assert_eq!(cmdline_blacklist("xmodprobe.blacklist=a modprobe.blacklist").count(), 0);
+    }
+
+    #[test]
+    fn queued_restores_are_read_and_odd_marks_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        mark("virtio_rng", "/devices/pci0000:00/0000:00:03.0/virtio1\n");
+        mark("e1000", "/devices/pci0000:00/0000:00:04.0\n");
+        mark("ata_piix.failed", "/devices/pci0000:00/0000:00:01.1\n");
+        mark("evil", "/../../etc/passwd\n");
+        mark("bad name", "/devices/x\n");
+        mark("long", &format!("/devices/{}\n", "a".repeat(5000)));
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        assert_eq!(
+            queued_in(dir.path()),
+            [
+                ("e1000".to_string(), "/devices/pci0000:00/0000:00:04.0".to_string()),
+                ("virtio_rng".to_string(), "/devices/pci0000:00/0000:00:03.0/virtio1".to_string()),
+            ]
+        );
+        assert!(queued_in(&dir.path().join("absent")).is_empty());
     }
 
     #[test]

@@ -33,10 +33,13 @@ pub fn modaliases(sys: &Path) -> Vec<(String, String)> {
     found
 }
 
+/// The longest device path taken: the kernel bounds its paths by `PATH_MAX`.
+pub const MAX_DEVPATH: usize = 4096;
+
 /// Whether `devpath` is one the kernel gives a device: under `/devices/`, printable ASCII,
 /// no `.` or `..` part, at most 4096 bytes. Only such a path is ever handed to `udevadm`.
 pub fn is_devpath(devpath: &str) -> bool {
-    devpath.len() <= 4096
+    devpath.len() <= MAX_DEVPATH
         && devpath.starts_with("/devices/")
         && devpath.bytes().all(|b| b.is_ascii_graphic())
         && devpath.split('/').skip(1).all(|part| !part.is_empty() && part != "." && part != "..")

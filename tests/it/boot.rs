@@ -25,7 +25,7 @@ use crate::support::{copy_root, firmware_deb, qemu, Release};
 /// ext4 and all it needs (jbd2, mbcache, crc16, crc32c) are built into the cloud kernel of
 /// both releases, which the test checks against `modules.builtin`; the virtio drivers are
 /// modules, but for trixie's virtio_pci, built in too.
-const BASELINE: [&str; 4] = ["virtio_pci", "virtio_blk", "virtio_net", "ext4"];
+pub const BASELINE: [&str; 4] = ["virtio_pci", "virtio_blk", "virtio_net", "ext4"];
 const BUILT_IN: [&str; 5] = ["fs/ext4/ext4", "fs/jbd2/jbd2", "fs/mbcache", "lib/crc16", "crypto/crc32c_generic"];
 /// The module one more package declares: small, and needing no hardware to load.
 const DECLARED: &str = "isofs";
