@@ -13,12 +13,13 @@
 //! [`run`] puts the phases together for a run; [`admin`] holds the admin's tools (`check`,
 //! `freeze`, `forget`, the original limopack's commands). Below them all are the nouns every
 //! phase shares: [`root`] (paths resolved inside the root), [`fs`] (bounded reads, atomic
-//! writes), [`kver`], [`name`], [`shown`] and [`error`].
+//! writes), [`kver`], [`name`], [`glob`], [`shown`] and [`error`].
 
 pub mod error;
 pub mod shown;
 pub mod kver;
 pub mod name;
+pub mod glob;
 pub mod fs;
 mod paths;
 pub mod root;

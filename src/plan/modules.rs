@@ -500,7 +500,7 @@ fn restore_list(inputs: &Inputs, k: &KernelInput, kept: &BTreeMap<Shared, Kept>)
 /// A recorded static entry back as an entry to resolve.
 fn entry_of(text: &str) -> Entry {
     let glob = name::is_name_glob(text)
-        .then(|| globset::Glob::new(text).ok().map(|g| g.compile_matcher()))
+        .then(|| crate::glob::Glob::new(text).ok())
         .flatten();
     Entry {
         text: text.to_string(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use crate::glob::Glob;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::Result;
@@ -23,11 +23,6 @@ pub struct Pattern {
     pub glob: Glob,
 }
 
-impl Pattern {
-    pub fn matcher(&self) -> GlobMatcher {
-        self.glob.compile_matcher()
-    }
-}
 
 impl Pattern {
     /// `text` as a glob, or why it cannot be one.
@@ -35,10 +30,7 @@ impl Pattern {
         if text.trim().is_empty() {
             return Err("empty pattern".into());
         }
-        let glob = globset::GlobBuilder::new(text)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| format!("bad glob `{text}`: {}", e.kind()))?;
+        let glob = Glob::path(text).map_err(|e| format!("bad glob `{text}`: {e}"))?;
         Ok(Pattern { text: text.to_string(), glob })
     }
 }
@@ -116,7 +108,7 @@ pub struct Config {
     /// Globs of module packages whose files may be pruned.
     pub packages: Vec<String>,
     /// `packages` compiled on first use: most runs ask about a handful of packages.
-    packages_set: OnceLock<GlobSet>,
+    packages_set: OnceLock<Vec<Glob>>,
     /// Run depmod after a tree changed (and before planning when its index is stale).
     pub depmod: bool,
     pub initramfs: Initramfs,
@@ -126,7 +118,7 @@ pub struct Config {
     /// Globs of firmware packages whose files may be pruned.
     pub firmware_packages: Vec<String>,
     /// `firmware_packages` compiled on first use: only a run that prunes firmware asks.
-    firmware_set: OnceLock<GlobSet>,
+    firmware_set: OnceLock<Vec<Glob>>,
     /// What the udev rule does for a device whose driver was pruned.
     pub hotplug: Hotplug,
 }
@@ -214,7 +206,8 @@ impl Config {
     /// (`linux-image-6.1.0-50-amd64:amd64`) is ignored.
     pub fn is_module_package(&self, package: &str) -> bool {
         let set = self.packages_set.get_or_init(|| glob_set(&self.packages));
-        set.is_match(package.split(':').next().unwrap_or(package))
+        let name = package.split(':').next().unwrap_or(package);
+        set.iter().any(|glob| glob.is_match(name))
     }
 
     /// True when this package's files under `/lib/firmware` may be pruned (`firmware_packages`).
@@ -222,19 +215,13 @@ impl Config {
     pub fn is_firmware_package(&self, package: &str) -> bool {
         let name = package.split(':').next().unwrap_or(package);
         let set = self.firmware_set.get_or_init(|| glob_set(&self.firmware_packages));
-        set.is_match(name) && !MICROCODE_PACKAGES.contains(&name)
+        set.iter().any(|glob| glob.is_match(name)) && !MICROCODE_PACKAGES.contains(&name)
     }
 }
 
 /// One set of package globs. Patterns were checked when parsed; the defaults are constants.
-fn glob_set(patterns: &[String]) -> GlobSet {
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        if let Ok(glob) = Glob::new(p) {
-            set.add(glob);
-        }
-    }
-    set.build().unwrap_or_else(|_| GlobSet::empty())
+fn glob_set(patterns: &[String]) -> Vec<Glob> {
+    patterns.iter().filter_map(|p| Glob::new(p).ok()).collect()
 }
 
 #[cfg(test)]

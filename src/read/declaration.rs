@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use globset::GlobMatcher;
 use serde::{Deserialize, Deserializer};
 
+use crate::glob::Glob;
 use crate::read::config::Pattern;
 use crate::error::{Error, Result};
 use crate::read::index::{Lookup, ModId, ModuleIndex};
@@ -34,7 +34,7 @@ pub enum Origin {
 pub struct Entry {
     pub text: String,
     /// Set when the entry is a glob over module names.
-    pub glob: Option<GlobMatcher>,
+    pub glob: Option<Glob>,
     /// Line in its file, for messages (0 when unknown).
     pub line: usize,
     /// Column of the entry on that line (0 when unknown).
@@ -65,7 +65,7 @@ impl Entry {
         }
         let text = name::normalize(raw).into_owned();
         let glob = match name::is_name_glob(&text) {
-            true => Some(globset::Glob::new(&text).map_err(|e| format!("bad glob `{raw}`: {}", e.kind()))?.compile_matcher()),
+            true => Some(Glob::new(&text).map_err(|e| format!("bad glob `{raw}`: {e}"))?),
             false => None,
         };
         Ok(Entry { text, glob, line: 0, column: 0 })
@@ -259,7 +259,7 @@ impl Declaration {
     pub fn applies_to(&self, kernel: &str) -> bool {
         self.kernels
             .as_ref()
-            .is_none_or(|k| k.matcher().is_match(kernel))
+            .is_none_or(|k| k.glob.is_match(kernel))
     }
 }
 

@@ -30,7 +30,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-use globset::GlobMatcher;
+use crate::glob::Glob;
 use serde::Serialize;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -211,11 +211,7 @@ impl FirmwareDir {
         if let Some(why) = invalid_name(pattern) {
             return Err(Error::untrusted(pattern, why));
         }
-        let matcher = globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| Error::request(pattern, format!("bad firmware glob: {}", e.kind())))?
-            .compile_matcher();
+        let matcher = Glob::path(pattern).map_err(|e| Error::request(pattern, format!("bad firmware glob: {e}")))?;
         // The folders the pattern names before its first wildcard are walked into directly.
         let fixed = pattern.find(['*', '?', '[', '{', '\\']).map_or(pattern, |at| &pattern[..at]);
         let start = fixed.rfind('/').map_or("", |at| &fixed[..at]);
@@ -304,7 +300,7 @@ impl FirmwareDir {
     /// Every name under `folder`/`start` that `matcher` matches, plain or without a `.zst` or
     /// `.xz` ending, relative to `folder`. Links to folders are walked into, except one that
     /// leads back to a folder above it.
-    fn names_under(&self, folder: &str, start: &str, matcher: &GlobMatcher, add: &mut dyn FnMut(String)) -> Result<()> {
+    fn names_under(&self, folder: &str, start: &str, matcher: &Glob, add: &mut dyn FnMut(String)) -> Result<()> {
         let mut todo = Vec::new();
         match self.walk(folder, start, &mut Vec::new())? {
             Walked::Reached { path, meta } if meta.is_dir() => {
@@ -666,7 +662,7 @@ pub fn look(
                     }
                 };
                 let mut wanted = with_pruned(&k.version, glob, &found);
-                let matcher = pattern.0.matcher();
+                let matcher = &pattern.0.glob;
                 wanted.pruned = state
                     .firmware
                     .keys()

@@ -15,7 +15,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use globset::GlobMatcher;
+use crate::glob::Glob;
 
 use crate::read::binary_index::BinaryIndex;
 use crate::fs::bytes::Bytes;
@@ -686,9 +686,9 @@ impl ModuleIndex {
     }
 
     /// Modules whose name the glob matches, and whether it matched a built-in.
-    pub fn glob(&self, glob: &GlobMatcher) -> (Vec<ModId>, bool) {
+    pub fn glob(&self, glob: &Glob) -> (Vec<ModId>, bool) {
         let ids = (0..self.modules.len())
-            .filter(|&id| glob.is_match(&*self.modules[id].name))
+            .filter(|&id| glob.is_match(&self.modules[id].name))
             .collect();
         (ids, self.builtin().names.iter().any(|b| glob.is_match(b)))
     }

@@ -47,7 +47,7 @@ impl StaticRecord {
     /// Whether the entry keeps modules of kernel `version`: its `kernels:` glob takes it, and
     /// it was not forgotten for it.
     pub fn applies_to(&self, version: &Kver) -> bool {
-        let glob = self.kernels.as_ref().is_none_or(|k| globset::Glob::new(k).is_ok_and(|g| g.compile_matcher().is_match(version.as_str())));
+        let glob = self.kernels.as_ref().is_none_or(|k| crate::glob::Glob::new(k).is_ok_and(|g| g.is_match(version.as_str())));
         glob && !self.forgotten_for.contains(version)
     }
 }
