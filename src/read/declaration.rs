@@ -546,7 +546,7 @@ mod tests {
             ("modules:\n  - ../../etc/passwd\n", "x.yaml:2:5: modules: `../../etc/passwd` is a path; give the module's name, as modprobe takes it"),
             ("modules: btusb\n", "x.yaml:1:10: modules: invalid type: string \"btusb\", expected a sequence"),
             ("modules:\n  a: b\n", "x.yaml:2:3: modules: invalid type: map, expected a sequence"),
-            ("static: [\"snd_[\"]\n", "x.yaml:1:10: static: bad glob `snd_[`: unclosed character class; missing ']'"),
+            ("static: [\"snd_[\"]\n", "x.yaml:1:10: static: bad glob `snd_[`: the `[` at character 5 opens no set: close it with `]`, or write a `[` to match as `[[]`"),
             ("modules: [\"\"]\n", "x.yaml:1:11: modules: empty module name"),
             ("modules: [a b]\n", "x.yaml:1:11: modules: `a b` contains ' ', which no module name has"),
             ("firmware: [../x]\n", "x.yaml:1:12: firmware: `../x` must be a path relative to /lib/firmware, without `..`"),
