@@ -98,19 +98,19 @@ pub fn restore(opts: &Options, request: &Request, now: SystemTime) -> Result<Out
         Wanted::Modalias(m) => key(m).map(|k| format!("modalias {k}")),
         Wanted::Module(_) => None,
     });
-    let mut batch: Vec<Wish> = modules.iter().map(|m| Wish { module: m.clone(), device: device.clone(), trigger: request.trigger.then(|| request.device.clone()).flatten() }).collect();
+    let mut batch: Vec<Wish> = modules.iter().map(|m| Wish { module: m.clone(), device: device.clone(), trigger: request.trigger && request.device.is_some() }).collect();
     if request.trigger && root.is_host() {
         effects::settle();
         for (module, devpath) in queued() {
             if !batch.iter().any(|w| w.module == module) && index.by_name(&module).is_some() {
-                batch.push(Wish { module, device: Some(devpath.clone()), trigger: Some(devpath) });
+                batch.push(Wish { module, device: Some(devpath), trigger: true });
             }
         }
     }
     let Brought { mut lines, lost, .. } = restoring.bring_back(&batch, now)?;
     let mut triggered = Vec::new();
     for wish in batch.iter().filter(|w| !lost.iter().any(|(m, _)| *m == w.module)) {
-        let Some(device) = &wish.trigger else { continue };
+        let (true, Some(device)) = (wish.trigger, &wish.device) else { continue };
         effects::done(&wish.module);
         // A device that asked for two modules is triggered once.
         if !triggered.contains(&device) {
@@ -180,12 +180,13 @@ fn resolve(root: &Root, index: &crate::read::index::ModuleIndex, tree: &crate::r
     }
 }
 
-/// One module to bring back, with the device it is for and whether that device is then
-/// re-triggered (and its queue mark cleared).
+/// One module to bring back, with the device it is for (its devpath, or the modalias it was
+/// asked by) and whether that device is then re-triggered and its queue mark cleared: only
+/// ever for a devpath, which `--trigger` requires.
 struct Wish {
     module: String,
     device: Option<String>,
-    trigger: Option<String>,
+    trigger: bool,
 }
 
 /// Where the restores' declaration is, as the admin finds it.
