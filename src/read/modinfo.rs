@@ -18,7 +18,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
+use memmap2::MmapMut;
 use object::elf::{self, FileHeader32, FileHeader64};
 use object::read::elf::{FileHeader, SectionHeader};
 use object::read::{ReadCache, ReadCacheOps, ReadRef};
@@ -107,17 +109,17 @@ impl Format {
 pub fn read(path: &Path) -> Result<Modinfo> {
     // A plain module is read in four small pieces, whatever its size.
     let (file, len) = crate::fs::open_regular(path, u64::MAX)?;
-    from_file(path, file, len)
+    from_file(path, file, len, &mut Buffers::new(&Mutex::default()))
 }
 
 /// [`read`] the module `rel` of the tree `tree`, never leaving the tree through a link.
-fn read_in(tree: &Folder, rel: &str) -> Result<Modinfo> {
+fn read_in(tree: &Folder, rel: &str, buffers: &mut Buffers) -> Result<Modinfo> {
     let (file, len) = tree.open_regular(rel, u64::MAX)?;
-    from_file(&tree.path().join(rel), file, len)
+    from_file(&tree.path().join(rel), file, len, buffers)
 }
 
 /// The `.modinfo` of the module `file`, open, `len` bytes long; `path` names it.
-fn from_file(path: &Path, file: File, len: u64) -> Result<Modinfo> {
+fn from_file(path: &Path, file: File, len: u64, buffers: &mut Buffers) -> Result<Modinfo> {
     // The ELF header, which object reads again in pieces, is read once here.
     let mut head = [0u8; 64];
     let head_len = read_full_at(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
@@ -134,22 +136,58 @@ fn from_file(path: &Path, file: File, len: u64) -> Result<Modinfo> {
             (result, _) => result,
         };
     }
-    let bytes = decompress(path, format, file, len)?;
-    parse(path, &bytes)
+    decompress(path, format, file, buffers)
+}
+
+/// Where a reading thread decompresses modules: a buffer of its own, reused, for the many
+/// that decompress to at most [`Buffers::SMALL`], and for a larger one a buffer of its size,
+/// given back once it is read. Those larger than [`Buffers::LARGE`] (xfs and btrfs, about
+/// 5 MiB) are read by one thread of a [`read_all`] at a time, so that a run never holds two.
+///
+/// The buffers are anonymous mappings rather than heap blocks: a run pads its heaps by
+/// 16 MiB (`M_TOP_PAD`), so glibc carves even a large block out of a heap, and keeps the
+/// pages it touched there until the process ends. A mapping is given back when dropped.
+struct Buffers<'a> {
+    own: Option<MmapMut>,
+    one_large: &'a Mutex<()>,
+}
+
+impl<'a> Buffers<'a> {
+    /// Most modules decompress to less.
+    const SMALL: usize = 1 << 20;
+    /// Only the largest decompress to more.
+    const LARGE: usize = 4 << 20;
+
+    fn new(one_large: &'a Mutex<()>) -> Buffers<'a> {
+        Buffers { own: None, one_large }
+    }
+
+    /// The thread's own buffer, made on first use: a plain `.ko` needs none.
+    fn own(&mut self) -> io::Result<&mut MmapMut> {
+        match &mut self.own {
+            Some(own) => Ok(own),
+            own => Ok(own.insert(MmapMut::map_anon(Self::SMALL)?)),
+        }
+    }
 }
 
 /// Read each module of `rels` in the tree `tree`, on two threads: a run reads the modules it
 /// keeps, about a hundred, and each read is an open and a few small reads that wait on the
-/// kernel.
+/// kernel, or the decompression of a `.ko.xz` (see [`Buffers`]).
 pub fn read_all(tree: &Folder, rels: &[&str]) -> Vec<Result<Modinfo>> {
+    let one_large = Mutex::default();
+    let read = |rels: &[&str]| {
+        let mut buffers = Buffers::new(&one_large);
+        rels.iter().map(|rel| read_in(tree, rel, &mut buffers)).collect::<Vec<_>>()
+    };
     // A thread costs more than a few reads.
     if rels.len() < 8 {
-        return rels.iter().map(|rel| read_in(tree, rel)).collect();
+        return read(rels);
     }
     let (first, second) = rels.split_at(rels.len() / 2);
     std::thread::scope(|s| {
-        let other = s.spawn(|| second.iter().map(|rel| read_in(tree, rel)).collect::<Vec<_>>());
-        let mut infos: Vec<_> = first.iter().map(|rel| read_in(tree, rel)).collect();
+        let other = s.spawn(|| read(second));
+        let mut infos = read(first);
         infos.extend(crate::joined(other));
         infos
     })
@@ -259,11 +297,11 @@ pub fn parse(path_for_errors: &Path, elf_bytes: &[u8]) -> Result<Modinfo> {
     records(path_for_errors, modinfo_section(elf_bytes))
 }
 
-/// Decompress a module file into memory, streaming, up to the end of its section headers,
-/// which an object file keeps last: nothing after them is needed. A file that decompresses
-/// to more than [`limits::MODULE`](crate::fs::limits::MODULE) before that is refused, so a
-/// compressed bomb costs a bounded time and memory.
-fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u8>> {
+/// Decompress a module file and read its `.modinfo`. Decompression streams up to the end of
+/// the section headers, which an object file keeps last: nothing after them is needed. A file
+/// that decompresses to more than [`limits::MODULE`](crate::fs::limits::MODULE) before that is
+/// refused, so a compressed bomb costs a bounded time and memory.
+fn decompress(path: &Path, format: Format, file: File, buffers: &mut Buffers) -> Result<Modinfo> {
     const LIMIT: u64 = crate::fs::limits::MODULE;
     let decoder: Box<dyn Read> = match format {
         // Concatenated streams and members are read through, as kmod's decoders do.
@@ -272,36 +310,55 @@ fn decompress(path: &Path, format: Format, file: File, len: u64) -> Result<Vec<u
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file))),
         Format::Elf => unreachable!("an ELF object is not decompressed"),
     };
-    // Modules compress about 3 to 5 times; start near the size and let the buffer grow.
-    let mut bytes = Vec::with_capacity(len.saturating_mul(4).min(LIMIT) as usize);
     let mut decoder = decoder.take(LIMIT + 1);
-    let damaged = |e: io::Error| Error::damaged(path, format!("{} data is truncated or damaged: {}", format.name(), crate::error::plain(&e)));
-    let mut needed = None;
-    loop {
-        let start = bytes.len();
-        bytes.resize(start + (64 << 10), 0);
-        let n = decoder.read(&mut bytes[start..]).map_err(damaged)?;
-        bytes.truncate(start + n);
-        if needed.is_none() && bytes.len() >= 64 {
-            if Format::of(&bytes) != Some(Format::Elf) {
-                break;
-            }
-            needed = headers_end(&bytes);
-        }
-        if n == 0 || needed.is_some_and(|end| bytes.len() as u64 >= end) {
-            break;
+    let damaged = |e: io::Error| damaged_data(path, format, &e);
+    // The ELF header first, which says how much is needed; without it, all there is.
+    let own = buffers.own().map_err(|e| Error::io(path, e))?;
+    let head = fill(&mut decoder, &mut own[..64], 0).map_err(damaged)?;
+    let needed = match Format::of(&own[..head]) {
+        Some(Format::Elf) => headers_end(&own[..head]),
+        _ => return Err(Error::damaged(path, format!("{} data is not an ELF object once decompressed", format.name()))),
+    };
+    let end = needed.map_or(LIMIT + 1, |end| end.min(LIMIT + 1)) as usize;
+    if end <= Buffers::SMALL {
+        let len = fill(&mut decoder, &mut own[..end], head).map_err(damaged)?;
+        return checked(path, format, &own[..len], needed);
+    }
+    let _one = (end > Buffers::LARGE).then(|| buffers.one_large.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let mut large = MmapMut::map_anon(end).map_err(|e| Error::io(path, e))?;
+    large[..head].copy_from_slice(&buffers.own.as_ref().expect("made above")[..head]);
+    let len = fill(&mut decoder, &mut large, head).map_err(damaged)?;
+    checked(path, format, &large[..len], needed)
+}
+
+/// Read from `decoder` into `buf`, which holds `len` bytes already, until it is full or the
+/// decoder ends; how many bytes it holds then.
+fn fill(decoder: &mut impl Read, buf: &mut [u8], mut len: usize) -> io::Result<usize> {
+    while len < buf.len() {
+        match decoder.read(&mut buf[len..])? {
+            0 => break,
+            n => len += n,
         }
     }
-    if Format::of(&bytes) != Some(Format::Elf) {
-        return Err(Error::damaged(path, format!("{} data is not an ELF object once decompressed", format.name())));
-    }
+    Ok(len)
+}
+
+/// The `.modinfo` of `bytes`, decompressed from `format` up to where the ELF header said
+/// (`needed`), unless they are too many or too few.
+fn checked(path: &Path, format: Format, bytes: &[u8], needed: Option<u64>) -> Result<Modinfo> {
+    const LIMIT: u64 = crate::fs::limits::MODULE;
     if bytes.len() as u64 > LIMIT {
         return Err(Error::damaged(path, format!("decompresses to more than {} MiB, which no kernel module does", LIMIT >> 20)));
     }
     if needed.is_some_and(|end| (bytes.len() as u64) < end) {
-        return Err(damaged(io::Error::new(io::ErrorKind::UnexpectedEof, "it ends before the ELF object does")));
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "it ends before the ELF object does");
+        return Err(damaged_data(path, format, &eof));
     }
-    Ok(bytes)
+    parse(path, bytes)
+}
+
+fn damaged_data(path: &Path, format: Format, e: &io::Error) -> Error {
+    Error::damaged(path, format!("{} data is truncated or damaged: {}", format.name(), crate::error::plain(e)))
 }
 
 /// Where the section headers of the ELF object starting `bytes` end, from its header.
@@ -663,6 +720,45 @@ mod tests {
         assert!(read(&not_elf).unwrap_err().to_string().ends_with("zstd data is not an ELF object once decompressed"));
         let missing = dir.path().join("missing.ko");
         assert!(matches!(read(&missing), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn modules_of_every_size_read_alike_on_two_threads() {
+        // Below the thread's own buffer, between it and the large ones, and two large ones,
+        // which the threads read one at a time; each module names itself in its records.
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [4 << 10, 3 << 20, 6 << 20, 100 << 10, 5 << 20, 8 << 10, 2 << 20, 16 << 10, 6 << 20, 1 << 10];
+        let mut rels = Vec::new();
+        let mut want = Vec::new();
+        for (n, size) in sizes.into_iter().enumerate() {
+            let records = format!("name=m{n}\0firmware=m{n}.fw\0");
+            let elf_bytes = elf(true, false, &[(".text", PROGBITS, &vec![0x90; size]), (".modinfo", PROGBITS, records.as_bytes())]);
+            let (format, rel) = match n % 3 {
+                0 => (Format::Zstd, format!("m{n}.ko.zst")),
+                1 => (Format::Xz, format!("m{n}.ko.xz")),
+                _ => (Format::Gzip, format!("m{n}.ko.gz")),
+            };
+            let mut bytes = compress(format, &elf_bytes);
+            if n == 8 {
+                bytes.truncate(bytes.len() / 2);
+            }
+            std::fs::write(dir.path().join(&rel), bytes).unwrap();
+            want.push(match n {
+                8 => Err(format!("{}: {} data is truncated or damaged: ", dir.path().join(&rel).display(), format.name())),
+                _ => Ok(info(&elf_bytes).unwrap()),
+            });
+            rels.push(rel);
+        }
+        let rels: Vec<&str> = rels.iter().map(String::as_str).collect();
+        let got = read_all(&Folder::open(dir.path()).unwrap(), &rels);
+        assert_eq!(got.len(), want.len());
+        for ((got, want), rel) in got.into_iter().zip(want).zip(&rels) {
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{rel}"),
+                (Err(e), Err(start)) => assert!(e.to_string().starts_with(&start), "{rel}: {e}"),
+                (got, want) => panic!("{rel}: read {got:?}, wanted {want:?}"),
+            }
+        }
     }
 
     #[test]

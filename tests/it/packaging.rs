@@ -204,6 +204,18 @@ fn debs_install_the_manuals_completions_and_helper() {
     assert!(src.join("debian/second/usr/share/limopack/second.yaml").is_file());
 }
 
+/// The package installs at most 3 MB as apt counts it: Installed-Size is in KiB, and apt
+/// says it in kB of 1,000 bytes ("After this operation, 2,990 kB of additional disk space
+/// will be used"). Measured on amd64, where the program is linked by lld (debian/rules).
+#[test]
+#[ignore = "needs LIMOPACK_DEB from tests/build-deb; tests/run-all runs it"]
+fn the_package_installs_at_most_3_mb() {
+    let deb = deb_from_env("LIMOPACK_DEB");
+    let field = run(Command::new("dpkg-deb").arg("--field").arg(&deb).arg("Installed-Size"));
+    let kib: u64 = field.trim().parse().unwrap_or_else(|e| panic!("Installed-Size `{field}`: {e}"));
+    assert!(kib * 1024 <= 3_000_000, "{} installs {kib} KiB, {} bytes: more than 3 MB", deb.display(), kib * 1024);
+}
+
 /// Done when: the example package, built with the helper, installs a declaration that the hook
 /// honours. Its modules, pruned before it came, come back with all they load; an undeclared
 /// module stays pruned; removing the package prunes them again.
