@@ -173,7 +173,7 @@ impl<'a> Buffers<'a> {
 
 /// Read each module of `rels` in the tree `tree`, on two threads: a run reads the modules it
 /// keeps, about a hundred, and each read is an open and a few small reads that wait on the
-/// kernel, or the decompression of a `.ko.xz` (see [`Buffers`]).
+/// kernel, or the decompression of a `.ko.xz` (see `Buffers`).
 pub fn read_all(tree: &Folder, rels: &[&str]) -> Vec<Result<Modinfo>> {
     let one_large = Mutex::default();
     let read = |rels: &[&str]| {
