@@ -297,12 +297,14 @@ pub fn parse(path_for_errors: &Path, elf_bytes: &[u8]) -> Result<Modinfo> {
     records(path_for_errors, modinfo_section(elf_bytes))
 }
 
+/// The most a module may decompress to before its section headers end.
+const LIMIT: u64 = crate::fs::limits::MODULE;
+
 /// Decompress a module file and read its `.modinfo`. Decompression streams up to the end of
 /// the section headers, which an object file keeps last: nothing after them is needed. A file
 /// that decompresses to more than [`limits::MODULE`](crate::fs::limits::MODULE) before that is
 /// refused, so a compressed bomb costs a bounded time and memory.
 fn decompress(path: &Path, format: Format, file: File, buffers: &mut Buffers) -> Result<Modinfo> {
-    const LIMIT: u64 = crate::fs::limits::MODULE;
     let decoder: Box<dyn Read> = match format {
         // Concatenated streams and members are read through, as kmod's decoders do.
         Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(io::BufReader::new(file))),
@@ -313,22 +315,27 @@ fn decompress(path: &Path, format: Format, file: File, buffers: &mut Buffers) ->
     let mut decoder = decoder.take(LIMIT + 1);
     let damaged = |e: io::Error| damaged_data(path, format, &e);
     // The ELF header first, which says how much is needed; without it, all there is.
-    let own = buffers.own().map_err(|e| Error::io(path, e))?;
-    let head = fill(&mut decoder, &mut own[..64], 0).map_err(damaged)?;
-    let needed = match Format::of(&own[..head]) {
-        Some(Format::Elf) => headers_end(&own[..head]),
+    let mut header = [0u8; 64];
+    let head = fill(&mut decoder, &mut header, 0).map_err(damaged)?;
+    let needed = match Format::of(&header[..head]) {
+        Some(Format::Elf) => headers_end(&header[..head]),
         _ => return Err(Error::damaged(path, format!("{} data is not an ELF object once decompressed", format.name()))),
     };
     let end = needed.map_or(LIMIT + 1, |end| end.min(LIMIT + 1)) as usize;
-    if end <= Buffers::SMALL {
-        let len = fill(&mut decoder, &mut own[..end], head).map_err(damaged)?;
-        return checked(path, format, &own[..len], needed);
-    }
-    let _one = (end > Buffers::LARGE).then(|| buffers.one_large.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    let mut large = MmapMut::map_anon(end).map_err(|e| Error::io(path, e))?;
-    large[..head].copy_from_slice(&buffers.own.as_ref().expect("made above")[..head]);
-    let len = fill(&mut decoder, &mut large, head).map_err(damaged)?;
-    checked(path, format, &large[..len], needed)
+    // Declared in this order so that a large buffer is given back before the turn is.
+    let _turn;
+    let mut large;
+    let bytes: &mut [u8] = match end <= Buffers::SMALL {
+        true => &mut buffers.own().map_err(|e| Error::io(path, e))?[..end],
+        false => {
+            _turn = (end > Buffers::LARGE).then(|| buffers.one_large.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            large = MmapMut::map_anon(end).map_err(|e| Error::io(path, e))?;
+            &mut large
+        }
+    };
+    bytes[..head].copy_from_slice(&header[..head]);
+    let len = fill(&mut decoder, bytes, head).map_err(damaged)?;
+    checked(path, format, &bytes[..len], needed)
 }
 
 /// Read from `decoder` into `buf`, which holds `len` bytes already, until it is full or the
@@ -346,7 +353,6 @@ fn fill(decoder: &mut impl Read, buf: &mut [u8], mut len: usize) -> io::Result<u
 /// The `.modinfo` of `bytes`, decompressed from `format` up to where the ELF header said
 /// (`needed`), unless they are too many or too few.
 fn checked(path: &Path, format: Format, bytes: &[u8], needed: Option<u64>) -> Result<Modinfo> {
-    const LIMIT: u64 = crate::fs::limits::MODULE;
     if bytes.len() as u64 > LIMIT {
         return Err(Error::damaged(path, format!("decompresses to more than {} MiB, which no kernel module does", LIMIT >> 20)));
     }
