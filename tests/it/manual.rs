@@ -345,6 +345,16 @@ fn fish_completion_completes() {
     }
 }
 
+/// The README is for users and stays about 20 KB: the internals live in doc/HACKING.md, the
+/// measurements in benches/README.md and the history in CHANGELOG.md, and the README points
+/// to the man pages rather than repeating them.
+#[test]
+fn the_readme_stays_about_20_kb() {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let len = fs::metadata(&readme).unwrap().len();
+    assert!(len <= 22_000, "{}: {len} bytes; move what is not for users to doc/HACKING.md", readme.display());
+}
+
 /// A fenced block: its language tag and its lines.
 type Block = (String, Vec<String>);
 
